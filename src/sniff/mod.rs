@@ -1,0 +1,1 @@
+//! Pure parsers of a connection's first client bytes.
