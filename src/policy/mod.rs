@@ -1,2 +1,494 @@
 //! The policy core: configuration, compiled policy, decisions. No proxy-wasm import.
+//!
+//! ```
+//! use egress_guard::policy::{Facts, NameFact, Policy, Reason, Verdict};
+//!
+//! let policy = Policy::from_json(br#"{
+//!     "allow": [{"name": "github", "hosts": ["github.com", "*.github.com"], "ports": [443]}],
+//!     "deny": [{"name": "cloud-metadata", "cidrs": ["169.254.169.254"]}]
+//! }"#)?;
+//! let facts = Facts { ip: "140.82.112.3".parse()?, port: 443, name: NameFact::Name("api.github.com") };
+//! let decision = policy.decide(&facts);
+//! assert_eq!((decision.verdict, decision.reason), (Verdict::Allow, Reason::Rule));
+//! assert_eq!(policy.rule(decision.rule.unwrap()).unwrap().name, "github");
+//! // Settled at connection open, before any byte: the metadata endpoint is denied by IP.
+//! let early = policy.decide_early("169.254.169.254".parse()?, 80).unwrap();
+//! assert_eq!(early.reason, Reason::DenyRule);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Rule ids
+//!
+//! [`Policy::rules`] lists every rule, and a [`RuleId`] indexes it: first the `deny` rules in
+//! config order, then the `allow` rules in config order, then the rules of each preset in `presets`
+//! order. The compiled indexes rely on this order ("the lowest matching id wins" is exactly "a
+//! deny rule beats an allow rule, and the first rule in config order is reported"), and
+//! [`reference::decide`] numbers rules the same way.
+
+pub mod cidrs;
+pub mod config;
+mod glob;
+pub mod hosts;
 pub mod name;
+pub mod ports;
+pub mod presets;
+pub mod reference;
+
+// Two attributes rather than `all(..)`: clippy's test allowances look for a plain `cfg(test)`.
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+
+pub use cidrs::{canonical_ip, parse_cidr, CidrError};
+pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, SniffConfig};
+pub use hosts::{HostPattern, PatternError, PatternErrorKind, PatternKind};
+pub use name::{classify_authority, classify_sni, MalformedName, NameClass};
+pub use ports::{PortError, PortRange};
+pub use presets::{Preset, PresetInfo, PresetRule};
+
+use cidrs::{CidrIndex, CidrIndexBuilder};
+use hosts::{HostIndex, HostIndexBuilder};
+use ports::PortIndex;
+
+/// Index of a rule in [`Policy::rules`] (see "Rule ids" above).
+pub type RuleId = u32;
+
+/// Whether a rule allows or denies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RuleKind {
+    /// From `allow` or a preset.
+    Allow,
+    /// From `deny`.
+    Deny,
+}
+
+impl RuleKind {
+    /// `"allow"` or `"deny"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::Allow => "allow",
+            RuleKind::Deny => "deny",
+        }
+    }
+}
+
+/// What logs and metrics need to know about a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleInfo {
+    /// The rule's name (default `allow-<i>` / `deny-<i>`, `preset-<preset>` for preset rules).
+    pub name: String,
+    /// Allow or deny.
+    pub kind: RuleKind,
+    /// The preset that supplied the rule, if any.
+    pub preset: Option<&'static str>,
+}
+
+/// The facts a decision is taken on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts<'a> {
+    /// Original destination IP. An IPv4-mapped IPv6 address is matched as its IPv4 address.
+    pub ip: IpAddr,
+    /// Original destination port.
+    pub port: u16,
+    /// The connection's name (SNI or Host), as far as it is known.
+    pub name: NameFact<'a>,
+}
+
+/// What is known of the connection's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NameFact<'a> {
+    /// No name: no SNI, no Host, not TLS or HTTP, or an IP literal. Matches no host pattern.
+    Absent,
+    /// A well-formed name, already normalised by [`name`] (lowercase, no trailing dot).
+    Name(&'a str),
+    /// A name or a protocol head that breaks its rules: denied in every mode.
+    Malformed,
+    /// The client sent more than `sniff.max_bytes` without a complete head: denied in every mode.
+    TooLarge,
+}
+
+impl<'a> From<&'a NameClass> for NameFact<'a> {
+    /// An IP literal is not a name: it becomes [`NameFact::Absent`].
+    fn from(class: &'a NameClass) -> Self {
+        match class {
+            NameClass::Name(name) => NameFact::Name(name),
+            NameClass::IpLiteral(_) => NameFact::Absent,
+            NameClass::Malformed(_) => NameFact::Malformed,
+        }
+    }
+}
+
+/// What happens to the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// It passes.
+    Allow,
+    /// It is closed (network filter) or answered with a 403 (HTTP filter).
+    Deny,
+    /// Audit mode: it passes, and is logged and counted as a would-deny.
+    AuditDeny,
+}
+
+impl Verdict {
+    /// `"allow"`, `"deny"` or `"audit_deny"`: the label in logs and metric names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::AuditDeny => "audit_deny",
+        }
+    }
+
+    /// Whether traffic passes ([`Verdict::Allow`] and [`Verdict::AuditDeny`]).
+    pub fn passes(self) -> bool {
+        !matches!(self, Verdict::Deny)
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a decision was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Reason {
+    /// An allow rule matched.
+    Rule,
+    /// A deny rule matched.
+    DenyRule,
+    /// No rule matched (allowlist: deny; audit: would-deny).
+    NoMatch,
+    /// Passthrough mode and no deny rule matched.
+    Passthrough,
+    /// The name or protocol head was malformed.
+    Malformed,
+    /// The client's head exceeded `sniff.max_bytes`.
+    TooLarge,
+    /// The proxy could not say where the connection or request goes; the filter fails closed.
+    /// Produced by the filter, never by [`Policy::decide`].
+    NoDestination,
+}
+
+impl Reason {
+    /// `"rule"`, `"deny_rule"`, `"no_match"`, `"passthrough"`, `"malformed"`, `"too_large"`,
+    /// `"no_destination"`: the label in logs and metric names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Rule => "rule",
+            Reason::DenyRule => "deny_rule",
+            Reason::NoMatch => "no_match",
+            Reason::Passthrough => "passthrough",
+            Reason::Malformed => "malformed",
+            Reason::TooLarge => "too_large",
+            Reason::NoDestination => "no_destination",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A decision: verdict, reason, and the rule that decided (if a rule did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Decision {
+    /// What happens to the connection.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+    /// The deciding rule, for [`Reason::Rule`] and [`Reason::DenyRule`].
+    pub rule: Option<RuleId>,
+}
+
+impl Decision {
+    const fn new(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision {
+        Decision {
+            verdict,
+            reason,
+            rule,
+        }
+    }
+}
+
+/// Counts for the CLI's `check` and the VM start log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// The mode.
+    pub mode: Mode,
+    /// Explicit allow rules.
+    pub allow_rules: usize,
+    /// Deny rules.
+    pub deny_rules: usize,
+    /// Allow rules supplied by presets.
+    pub preset_rules: usize,
+    /// Presets enabled.
+    pub presets: usize,
+    /// Host patterns over all rules.
+    pub hosts: usize,
+    /// CIDRs over all rules.
+    pub cidrs: usize,
+}
+
+impl Summary {
+    /// All rules: allow, deny and preset.
+    pub fn rules(&self) -> usize {
+        self.allow_rules + self.deny_rules + self.preset_rules
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "mode={} rules={} (allow {}, deny {}, from presets {}) hosts={} cidrs={} presets={}",
+            self.mode,
+            self.rules(),
+            self.allow_rules,
+            self.deny_rules,
+            self.preset_rules,
+            self.hosts,
+            self.cidrs,
+            self.presets
+        )
+    }
+}
+
+/// A compiled, immutable policy: build it once per configuration and share it.
+///
+/// A decision costs a few hash lookups (one per label of the name), one longest-prefix match
+/// and a few binary searches, whatever the number of rules.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    mode: Mode,
+    sniff: SniffConfig,
+    log: LogLevel,
+    rules: Vec<RuleInfo>,
+    /// Rule ids below this are deny rules.
+    deny_rules: RuleId,
+    presets: Vec<Preset>,
+    /// Rules with neither hosts nor cidrs.
+    port_only: PortIndex,
+    cidrs: CidrIndex,
+    hosts: HostIndex,
+    summary: Summary,
+}
+
+/// The smaller of two optional rule ids.
+#[inline]
+pub(crate) fn min_rule(a: Option<RuleId>, b: Option<RuleId>) -> Option<RuleId> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// A rule flattened for compilation: explicit or from a preset.
+struct FlatRule<'c> {
+    info: RuleInfo,
+    hosts: Cow<'c, [HostPattern]>,
+    cidrs: &'c [ipnet::IpNet],
+    ports: &'c [PortRange],
+}
+
+impl Policy {
+    /// Validates and compiles a configuration.
+    pub fn compile(config: &Config) -> Result<Policy, ConfigError> {
+        config.validate()?;
+        let mut flat: Vec<FlatRule<'_>> = Vec::new();
+        for (list, kind, rules) in [
+            ("deny", RuleKind::Deny, &config.deny),
+            ("allow", RuleKind::Allow, &config.allow),
+        ] {
+            for (i, rule) in rules.iter().enumerate() {
+                flat.push(FlatRule {
+                    info: RuleInfo {
+                        name: rule.name_or_default(list, i),
+                        kind,
+                        preset: None,
+                    },
+                    hosts: Cow::Borrowed(&rule.hosts),
+                    cidrs: &rule.cidrs,
+                    ports: &rule.ports,
+                });
+            }
+        }
+        for (i, preset) in config.presets.iter().enumerate() {
+            for (n, rule) in preset.info().rules.iter().enumerate() {
+                let hosts = rule
+                    .hosts
+                    .iter()
+                    .map(|h| HostPattern::parse(h))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ConfigError::invalid(format!("presets[{i}]"), e))?;
+                flat.push(FlatRule {
+                    info: RuleInfo {
+                        name: preset.rule_name(n),
+                        kind: RuleKind::Allow,
+                        preset: Some(preset.name()),
+                    },
+                    hosts: Cow::Owned(hosts),
+                    cidrs: &[],
+                    ports: rule.ports,
+                });
+            }
+        }
+        if RuleId::try_from(flat.len()).is_err() {
+            return Err(ConfigError::invalid("", "too many rules"));
+        }
+
+        let table: Vec<Vec<PortRange>> = flat.iter().map(|r| ports::merge(r.ports)).collect();
+        let ports = |id: RuleId| table.get(id as usize).map_or(&[][..], Vec::as_slice);
+        let mut host_index = HostIndexBuilder::default();
+        let mut cidr_index = CidrIndexBuilder::default();
+        let mut port_only = Vec::new();
+        for (id, rule) in (0..).zip(&flat) {
+            // In passthrough mode allow rules cannot change a decision: leave them out.
+            if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough {
+                continue;
+            }
+            if rule.hosts.is_empty() && rule.cidrs.is_empty() {
+                port_only.push(id);
+            }
+            for host in rule.hosts.iter() {
+                host_index.add(host, id);
+            }
+            for &net in rule.cidrs {
+                cidr_index.add(net, id);
+            }
+        }
+        let hosts = host_index
+            .build(ports)
+            .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?;
+        let summary = Summary {
+            mode: config.mode,
+            allow_rules: config.allow.len(),
+            deny_rules: config.deny.len(),
+            preset_rules: flat.len() - config.allow.len() - config.deny.len(),
+            presets: config.presets.len(),
+            hosts: flat.iter().map(|r| r.hosts.len()).sum(),
+            cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
+        };
+        Ok(Policy {
+            mode: config.mode,
+            sniff: config.sniff,
+            log: config.log,
+            deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
+            presets: config.presets.clone(),
+            port_only: PortIndex::build(port_only, ports),
+            cidrs: cidr_index.build(ports),
+            hosts,
+            summary,
+            rules: flat.into_iter().map(|r| r.info).collect(),
+        })
+    }
+
+    /// Parses, validates and compiles a JSON configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
+        Policy::compile(&Config::from_json(bytes)?)
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The sniffing limits.
+    pub fn sniff(&self) -> &SniffConfig {
+        &self.sniff
+    }
+
+    /// Which decisions are logged.
+    pub fn log(&self) -> LogLevel {
+        self.log
+    }
+
+    /// Every rule, indexed by [`RuleId`]: deny rules, allow rules, preset rules.
+    pub fn rules(&self) -> &[RuleInfo] {
+        &self.rules
+    }
+
+    /// The rule with id `id`.
+    pub fn rule(&self, id: RuleId) -> Option<&RuleInfo> {
+        self.rules.get(id as usize)
+    }
+
+    /// The presets enabled, in config order.
+    pub fn presets(&self) -> &[Preset] {
+        &self.presets
+    }
+
+    /// Counts of rules, hosts, CIDRs and presets.
+    pub fn summary(&self) -> Summary {
+        self.summary
+    }
+
+    /// Decides a connection or request (DESIGN.md, "Decision"):
+    ///
+    /// 1. a matching deny rule denies (the first in config order), in every mode;
+    /// 2. a malformed or too large head denies, in every mode;
+    /// 3. passthrough allows;
+    /// 4. the first matching allow rule (explicit rules, then presets) allows;
+    /// 5. otherwise allowlist denies and audit would-deny.
+    pub fn decide(&self, facts: &Facts<'_>) -> Decision {
+        let ip = canonical_ip(facts.ip);
+        let mut best = self.without_name(ip, facts.port);
+        if let NameFact::Name(name) = facts.name {
+            best = min_rule(best, self.hosts.lookup(name, facts.port));
+        }
+        self.conclude(best, facts.name)
+    }
+
+    /// The decision at connection open, before any client byte, when the name cannot change it.
+    ///
+    /// Returns `Some(d)` only if `decide` gives exactly `d` (verdict, reason and rule) for this
+    /// IP and port with [`NameFact::Absent`] and with **every** [`NameFact::Name`]. It does not
+    /// speak for [`NameFact::Malformed`] and [`NameFact::TooLarge`], which always deny: a caller
+    /// that acts on `Some` accepts not inspecting the client's bytes.
+    ///
+    /// `None` means some rule with host patterns applies to this port and comes before whatever
+    /// IP and port alone match, so the name must be seen. In particular a deny by IP is only
+    /// settled early when no earlier deny rule with hosts applies to the port (otherwise that
+    /// earlier rule could be the one reported).
+    pub fn decide_early(&self, ip: IpAddr, port: u16) -> Option<Decision> {
+        let best = self.without_name(canonical_ip(ip), port);
+        match self.hosts.any_rule_on(port) {
+            Some(first) if best.is_none_or(|b| first < b) => None,
+            _ => Some(self.conclude(best, NameFact::Absent)),
+        }
+    }
+
+    /// The lowest rule matching by CIDR or by port alone.
+    #[inline]
+    fn without_name(&self, ip: IpAddr, port: u16) -> Option<RuleId> {
+        min_rule(self.port_only.get(port), self.cidrs.lookup(ip, port))
+    }
+
+    fn conclude(&self, best: Option<RuleId>, name: NameFact<'_>) -> Decision {
+        if let Some(id) = best.filter(|&id| id < self.deny_rules) {
+            return Decision::new(Verdict::Deny, Reason::DenyRule, Some(id));
+        }
+        match name {
+            NameFact::Malformed => return Decision::new(Verdict::Deny, Reason::Malformed, None),
+            NameFact::TooLarge => return Decision::new(Verdict::Deny, Reason::TooLarge, None),
+            NameFact::Absent | NameFact::Name(_) => {}
+        }
+        match (self.mode, best) {
+            (Mode::Passthrough, _) => Decision::new(Verdict::Allow, Reason::Passthrough, None),
+            (_, Some(id)) => Decision::new(Verdict::Allow, Reason::Rule, Some(id)),
+            (Mode::Allowlist, None) => Decision::new(Verdict::Deny, Reason::NoMatch, None),
+            (Mode::Audit, None) => Decision::new(Verdict::AuditDeny, Reason::NoMatch, None),
+        }
+    }
+}

@@ -200,7 +200,12 @@ mod tests {
             (b"1.2.3", name("1.2.3")),
         ];
         for (raw, want) in cases {
-            assert_eq!(&classify_sni(raw), want, "{:?}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                &classify_sni(raw),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
@@ -209,7 +214,10 @@ mod tests {
         let label63 = "a".repeat(63);
         let label64 = "a".repeat(64);
         assert_eq!(classify_sni(label63.as_bytes()), name(&label63));
-        assert_eq!(classify_sni(label64.as_bytes()), bad(MalformedName::BadLabel));
+        assert_eq!(
+            classify_sni(label64.as_bytes()),
+            bad(MalformedName::BadLabel)
+        );
         // 4 * 63 + 3 dots = 255 > 253.
         let long = [label63.as_str(); 4].join(".");
         assert_eq!(classify_sni(long.as_bytes()), bad(MalformedName::TooLong));

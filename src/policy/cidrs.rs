@@ -1,0 +1,304 @@
+//! Destination CIDRs: the `cidrs` syntax of a rule, and the prefix-trie index a compiled policy
+//! looks destination IPs up in.
+//!
+//! The index keeps, for every configured prefix, the rules of that prefix *and of every prefix
+//! covering it*, so a lookup is one longest-prefix match followed by one port lookup: no scan over
+//! rules, no allocation.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use prefix_trie::PrefixMap;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use super::ports::{PortIndex, PortRange};
+use super::RuleId;
+
+/// Why a `cidrs` entry is invalid. Its `Display` is the reason shown after the field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CidrError {
+    /// Neither a CIDR nor an IP address.
+    NotACidr(String),
+    /// Bits set after the prefix length (`10.0.0.1/8`).
+    HostBits {
+        /// The entry as written.
+        text: String,
+        /// The network that was probably meant (`10.0.0.0/8`).
+        network: IpNet,
+        /// The single address, had that been meant (`10.0.0.1/32`).
+        address: IpNet,
+    },
+    /// An IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`): destinations of that form are matched
+    /// as IPv4, so the rule must be written in IPv4.
+    Ipv4Mapped {
+        /// The entry as written.
+        text: String,
+        /// The IPv4 network to write instead.
+        ipv4: Ipv4Net,
+    },
+}
+
+impl fmt::Display for CidrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CidrError::NotACidr(text) => write!(f, "{text:?} is not a CIDR"),
+            CidrError::HostBits {
+                text,
+                network,
+                address,
+            } => write!(
+                f,
+                "{text:?} has host bits set: write \"{network}\" for the network, or \"{address}\" \
+                 for the single address"
+            ),
+            CidrError::Ipv4Mapped { text, ipv4 } => write!(
+                f,
+                "{text:?} is an IPv4-mapped IPv6 network: write \"{ipv4}\" (such destinations \
+                 are matched as IPv4)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CidrError {}
+
+/// Parses a `cidrs` entry: `addr/len` with no host bits set, or a bare address (`/32`, `/128`).
+pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
+    let net = if text.contains('/') {
+        text.parse::<IpNet>()
+            .map_err(|_| CidrError::NotACidr(text.to_string()))?
+    } else {
+        IpNet::from(
+            text.parse::<IpAddr>()
+                .map_err(|_| CidrError::NotACidr(text.to_string()))?,
+        )
+    };
+    check_cidr_text(net, text)?;
+    Ok(net)
+}
+
+/// Re-checks a network built in code (host bits, IPv4-mapped).
+pub(crate) fn check_cidr(net: IpNet) -> Result<(), CidrError> {
+    check_cidr_text(net, &net.to_string())
+}
+
+fn check_cidr_text(net: IpNet, text: &str) -> Result<(), CidrError> {
+    if net.trunc() != net {
+        return Err(CidrError::HostBits {
+            text: text.to_string(),
+            network: net.trunc(),
+            address: IpNet::from(net.addr()),
+        });
+    }
+    if let IpNet::V6(v6) = net {
+        if let (Some(v4), Some(len)) = (v6.addr().to_ipv4_mapped(), v6.prefix_len().checked_sub(96))
+        {
+            let ipv4 = Ipv4Net::new(v4, len).map_err(|_| CidrError::NotACidr(text.to_string()))?;
+            return Err(CidrError::Ipv4Mapped {
+                text: text.to_string(),
+                ipv4,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A destination as policies see it: an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) is its IPv4
+/// address.
+pub fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// A `cidrs` entry while deserialising: validates through [`parse_cidr`].
+pub(crate) struct Cidr(pub(crate) IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Cidr, D::Error> {
+        struct CidrVisitor;
+        impl Visitor<'_> for CidrVisitor {
+            type Value = Cidr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CIDR or IP address string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Cidr, E> {
+                parse_cidr(v).map(Cidr).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(CidrVisitor)
+    }
+}
+
+/// Collects `(network, rule)` pairs; [`CidrIndexBuilder::build`] makes the [`CidrIndex`].
+#[derive(Default)]
+pub(crate) struct CidrIndexBuilder {
+    v4: PrefixMap<Ipv4Net, Vec<RuleId>>,
+    v6: PrefixMap<Ipv6Net, Vec<RuleId>>,
+}
+
+impl CidrIndexBuilder {
+    /// Indexes `net` (host bits are ignored) for `rule`.
+    pub(crate) fn add(&mut self, net: IpNet, rule: RuleId) {
+        match net.trunc() {
+            IpNet::V4(n) => self.v4.entry(n).or_default().push(rule),
+            IpNet::V6(n) => self.v6.entry(n).or_default().push(rule),
+        }
+    }
+
+    /// Compiles the index; `ports(id)` gives a rule's port ranges (empty = any port).
+    pub(crate) fn build<'a, F>(self, ports: F) -> CidrIndex
+    where
+        F: Fn(RuleId) -> &'a [PortRange] + Copy,
+    {
+        CidrIndex {
+            v4: inherit(&self.v4, ports),
+            v6: inherit(&self.v6, ports),
+        }
+    }
+}
+
+/// For every prefix, a port index over its rules and the rules of every prefix covering it.
+fn inherit<'a, P, F>(map: &PrefixMap<P, Vec<RuleId>>, ports: F) -> PrefixMap<P, PortIndex>
+where
+    P: prefix_trie::Prefix,
+    F: Fn(RuleId) -> &'a [PortRange] + Copy,
+{
+    let mut out = PrefixMap::new();
+    for (prefix, _) in map.iter() {
+        let ids: Vec<RuleId> = map.cover_values(&prefix).flatten().copied().collect();
+        out.insert(prefix, PortIndex::build(ids, ports));
+    }
+    out
+}
+
+/// The compiled CIDR index of a policy.
+#[derive(Clone)]
+pub(crate) struct CidrIndex {
+    v4: PrefixMap<Ipv4Net, PortIndex>,
+    v6: PrefixMap<Ipv6Net, PortIndex>,
+}
+
+impl fmt::Debug for CidrIndex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CidrIndex")
+            .field("v4", &self.v4.len())
+            .field("v6", &self.v6.len())
+            .finish()
+    }
+}
+
+impl CidrIndex {
+    /// The lowest rule id with a CIDR containing `ip` (already [`canonical_ip`]) and ports
+    /// containing `port`.
+    #[inline]
+    pub(crate) fn lookup(&self, ip: IpAddr, port: u16) -> Option<RuleId> {
+        let idx = match ip {
+            IpAddr::V4(v4) => self.v4.get_lpm(&Ipv4Net::from(v4)).map(|(_, idx)| idx),
+            IpAddr::V6(v6) => self.v6.get_lpm(&Ipv6Net::from(v6)).map(|(_, idx)| idx),
+        };
+        idx.and_then(|idx| idx.get(port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    #[test]
+    fn parse_cases() {
+        let ok = [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("10.0.0.1", "10.0.0.1/32"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("fd00:ec2::254", "fd00:ec2::254/128"),
+            ("FD00::/8", "fd00::/8"),
+            ("::/0", "::/0"),
+            ("::/80", "::/80"),
+        ];
+        for (text, want) in ok {
+            assert_eq!(parse_cidr(text).unwrap().to_string(), want, "{text}");
+        }
+        let bad = [
+            ("10.0.0.300/8", "\"10.0.0.300/8\" is not a CIDR"),
+            ("10.0.0.0/33", "\"10.0.0.0/33\" is not a CIDR"),
+            ("10.0.0.0/", "\"10.0.0.0/\" is not a CIDR"),
+            ("example.com", "\"example.com\" is not a CIDR"),
+            (" 10.0.0.0/8", "\" 10.0.0.0/8\" is not a CIDR"),
+            (
+                "10.0.0.1/8",
+                "\"10.0.0.1/8\" has host bits set: write \"10.0.0.0/8\" for the network, or \
+                 \"10.0.0.1/32\" for the single address",
+            ),
+            (
+                "fd00::1/8",
+                "\"fd00::1/8\" has host bits set: write \"fd00::/8\" for the network, or \
+                 \"fd00::1/128\" for the single address",
+            ),
+            (
+                "::ffff:10.0.0.0/104",
+                "\"::ffff:10.0.0.0/104\" is an IPv4-mapped IPv6 network: write \"10.0.0.0/8\" \
+                 (such destinations are matched as IPv4)",
+            ),
+            (
+                "::ffff:169.254.169.254",
+                "\"::ffff:169.254.169.254\" is an IPv4-mapped IPv6 network: write \
+                 \"169.254.169.254/32\" (such destinations are matched as IPv4)",
+            ),
+            (
+                "::ffff:0:0/96",
+                "\"::ffff:0:0/96\" is an IPv4-mapped IPv6 network: write \"0.0.0.0/0\" (such \
+                 destinations are matched as IPv4)",
+            ),
+        ];
+        for (text, want) in bad {
+            assert_eq!(parse_cidr(text).unwrap_err().to_string(), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn canonical() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(canonical_ip(ip("::ffff:1.2.3.4")), ip("1.2.3.4"));
+        assert_eq!(canonical_ip(ip("::1.2.3.4")), ip("::1.2.3.4"));
+        assert_eq!(canonical_ip(ip("fd00::1")), ip("fd00::1"));
+        assert_eq!(canonical_ip(ip("1.2.3.4")), ip("1.2.3.4"));
+    }
+
+    #[test]
+    fn index_inherits_covering_prefixes() {
+        let table: Vec<Vec<PortRange>> = vec![
+            vec![PortRange { lo: 22, hi: 22 }],
+            vec![],
+            vec![PortRange { lo: 443, hi: 443 }],
+            vec![],
+        ];
+        let ports = |id: RuleId| table[id as usize].as_slice();
+        let mut b = CidrIndexBuilder::default();
+        b.add("10.1.2.3/32".parse().unwrap(), 3);
+        b.add("10.0.0.0/8".parse().unwrap(), 1);
+        b.add("10.1.0.0/16".parse().unwrap(), 0);
+        b.add("0.0.0.0/0".parse().unwrap(), 2);
+        b.add("fd00::/8".parse().unwrap(), 0);
+        let idx = b.build(ports);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(idx.lookup(ip("10.1.2.3"), 22), Some(0));
+        assert_eq!(idx.lookup(ip("10.1.2.3"), 80), Some(1));
+        assert_eq!(idx.lookup(ip("10.1.2.3"), 443), Some(1));
+        assert_eq!(idx.lookup(ip("11.0.0.1"), 443), Some(2));
+        assert_eq!(idx.lookup(ip("11.0.0.1"), 80), None);
+        assert_eq!(idx.lookup(ip("fd00::1"), 22), Some(0));
+        assert_eq!(idx.lookup(ip("fd00::1"), 23), None);
+        assert_eq!(idx.lookup(ip("fe00::1"), 22), None);
+    }
+}

@@ -1,0 +1,492 @@
+//! The configuration contract (DESIGN.md, "Configuration contract"), as serde types.
+//!
+//! Values validate while they are deserialised (host patterns, CIDRs, ports, names, ranges), so
+//! every error names the field path it came from (`allow[2].cidrs[0]: "10.0.0.300/8" is not a
+//! CIDR`). What needs the whole document (unique names, non-empty rules, presets listed once) is
+//! checked by [`Config::validate`] afterwards, with the path spelled out. Unknown keys are errors
+//! everywhere: a typo must not silently widen egress.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+use rustc_hash::FxHashMap;
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_path_to_error::Segment;
+
+use super::cidrs::{check_cidr, Cidr};
+use super::hosts::HostPattern;
+use super::ports::PortRange;
+use super::presets::Preset;
+
+/// The plugin configuration: one JSON object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct Config {
+    /// What happens to connections no rule decides. Default [`Mode::Allowlist`].
+    #[serde(default)]
+    pub mode: Mode,
+    /// Allow rules, in priority order.
+    #[serde(default)]
+    pub allow: Vec<Rule>,
+    /// Deny rules, enforced in every mode; the first match is reported.
+    #[serde(default)]
+    pub deny: Vec<Rule>,
+    /// Built-in bundles of allow rules, appended after `allow` in this order.
+    #[serde(default)]
+    pub presets: Vec<Preset>,
+    /// Network-filter sniffing limits.
+    #[serde(default)]
+    pub sniff: SniffConfig,
+    /// Which decisions are logged.
+    #[serde(default)]
+    pub log: LogLevel,
+}
+
+/// What happens to a connection that no deny rule matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Only connections an allow rule matches pass (`"allowlist"`, the default).
+    #[default]
+    Allowlist,
+    /// Allow rules are evaluated, but a connection none matches still passes and is recorded as a
+    /// would-deny (`"audit"`).
+    Audit,
+    /// Every connection passes except those a deny rule matches (`"passthrough"`).
+    Passthrough,
+}
+
+impl Mode {
+    /// The configuration spelling: `"allowlist"`, `"audit"`, `"passthrough"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Allowlist => "allowlist",
+            Mode::Audit => "audit",
+            Mode::Passthrough => "passthrough",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which decisions produce a log line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// No decision is logged (`"none"`).
+    None,
+    /// Denials and audit would-denials (`"denied"`, the default).
+    #[default]
+    Denied,
+    /// Every decision (`"all"`).
+    All,
+}
+
+impl LogLevel {
+    /// The configuration spelling: `"none"`, `"denied"`, `"all"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::None => "none",
+            LogLevel::Denied => "denied",
+            LogLevel::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Limits of the network filter's look at the client's first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields, default)]
+pub struct SniffConfig {
+    /// How many client bytes may be held while looking for SNI/Host: [`SniffConfig::MAX_BYTES`],
+    /// default 16384.
+    #[serde(deserialize_with = "de_max_bytes")]
+    pub max_bytes: u32,
+    /// How long to wait for the client's first bytes before deciding on IP and port alone:
+    /// [`SniffConfig::TIMEOUT_MS`] (1 ms to 60 s), default 3000.
+    #[serde(deserialize_with = "de_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Hold the whole connection until decided (see DESIGN.md). Default `false`.
+    pub hold_upstream: bool,
+}
+
+impl SniffConfig {
+    /// Accepted values of `max_bytes`.
+    pub const MAX_BYTES: RangeInclusive<u32> = 512..=65536;
+    /// Accepted values of `timeout_ms`.
+    pub const TIMEOUT_MS: RangeInclusive<u32> = 1..=60_000;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range(i128::from(self.max_bytes), &Self::MAX_BYTES)
+            .map_err(|m| ConfigError::invalid("sniff.max_bytes", m))?;
+        check_range(i128::from(self.timeout_ms), &Self::TIMEOUT_MS)
+            .map_err(|m| ConfigError::invalid("sniff.timeout_ms", m))?;
+        Ok(())
+    }
+}
+
+impl Default for SniffConfig {
+    fn default() -> Self {
+        SniffConfig {
+            max_bytes: 16384,
+            timeout_ms: 3000,
+            hold_upstream: false,
+        }
+    }
+}
+
+/// One allow or deny rule.
+///
+/// It matches when the port matches (or `ports` is empty) and either `hosts` and `cidrs` are both
+/// empty, or one of `hosts` matches the name, or one of `cidrs` contains the destination IP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(remote = "Self", deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in logs and metrics: `[a-z0-9_-]`, 1 to 64 characters, unique across all rules.
+    /// Empty in code means the default `allow-<i>` / `deny-<i>`; [`Config::from_json`] fills it.
+    #[serde(default, deserialize_with = "de_rule_name")]
+    pub name: String,
+    /// Host patterns matched against the connection's name (SNI or Host).
+    #[serde(default, deserialize_with = "de_hosts")]
+    pub hosts: Vec<HostPattern>,
+    /// Networks matched against the original destination IP. A bare IP is a /32 or /128.
+    #[serde(default, deserialize_with = "de_cidrs")]
+    pub cidrs: Vec<IpNet>,
+    /// Destination ports; empty means any port.
+    #[serde(default, deserialize_with = "de_ports")]
+    pub ports: Vec<PortRange>,
+}
+
+impl Rule {
+    /// Whether the rule has none of hosts, cidrs, ports (an error: never allow-all).
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.cidrs.is_empty() && self.ports.is_empty()
+    }
+
+    /// The rule's name, or its default `<list>-<index>` when `name` is empty.
+    pub(crate) fn name_or_default(&self, list: &str, index: usize) -> String {
+        if self.name.is_empty() {
+            format!("{list}-{index}")
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// The checks a rule built in code could fail (JSON input has passed them while parsing).
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if !self.name.is_empty() {
+            check_rule_name(&self.name)
+                .map_err(|m| ConfigError::invalid(format!("{at}.name"), m))?;
+        }
+        if self.is_empty() {
+            return Err(ConfigError::new(
+                at,
+                ConfigErrorKind::EmptyRule,
+                "a rule needs at least one of hosts, cidrs, ports",
+            ));
+        }
+        for (j, net) in self.cidrs.iter().enumerate() {
+            check_cidr(*net).map_err(|e| ConfigError::invalid(format!("{at}.cidrs[{j}]"), e))?;
+        }
+        for (j, range) in self.ports.iter().enumerate() {
+            range
+                .check()
+                .map_err(|e| ConfigError::invalid(format!("{at}.ports[{j}]"), e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration; fills default rule names.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let mut config: Config =
+            serde_path_to_error::deserialize(&mut de).map_err(ConfigError::from_serde)?;
+        de.end()
+            .map_err(|e| ConfigError::from_json(String::new(), e))?;
+        config.validate()?;
+        for (list, rules) in [("allow", &mut config.allow), ("deny", &mut config.deny)] {
+            for (i, rule) in rules.iter_mut().enumerate() {
+                rule.name = rule.name_or_default(list, i);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks what deserialisation cannot see on its own, and re-checks what a configuration built
+    /// in code may get wrong: rule names (syntax, uniqueness across allow, deny and preset rules),
+    /// non-empty rules, CIDRs without host bits, port ranges, presets listed once, sniff ranges.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // Rule name -> where it was first used.
+        let mut names: FxHashMap<String, String> = FxHashMap::default();
+        for (list, rules) in [("allow", &self.allow), ("deny", &self.deny)] {
+            for (i, rule) in rules.iter().enumerate() {
+                let at = format!("{list}[{i}]");
+                rule.validate(&at)?;
+                let name = rule.name_or_default(list, i);
+                if let Some(first) = names.get(&name) {
+                    return Err(if rule.name.is_empty() {
+                        ConfigError::duplicate(
+                            at,
+                            format!("the default name {name:?} is already used by {first}; name this rule"),
+                        )
+                    } else {
+                        ConfigError::duplicate(
+                            format!("{at}.name"),
+                            format!("{name:?} is already used by {first}"),
+                        )
+                    });
+                }
+                names.insert(name, at);
+            }
+        }
+        let mut presets: FxHashMap<Preset, usize> = FxHashMap::default();
+        for (i, preset) in self.presets.iter().enumerate() {
+            let at = format!("presets[{i}]");
+            if let Some(first) = presets.insert(*preset, i) {
+                return Err(ConfigError::duplicate(
+                    at,
+                    format!("{:?} is already listed at presets[{first}]", preset.name()),
+                ));
+            }
+            for n in 0..preset.info().rules.len() {
+                let name = preset.rule_name(n);
+                if let Some(first) = names.get(&name) {
+                    return Err(ConfigError::duplicate(
+                        at,
+                        format!("the preset's rule name {name:?} is already used by {first}; rename that rule"),
+                    ));
+                }
+                names.insert(name, at.clone());
+            }
+        }
+        self.sniff.validate()
+    }
+}
+
+/// Checks a rule name: `[a-z0-9_-]`, 1 to 64 characters.
+pub fn check_rule_name(name: &str) -> Result<(), String> {
+    if name.len() > 64 {
+        return Err(format!(
+            "{name:?} is too long for a rule name ({} characters, at most 64)",
+            name.chars().count()
+        ));
+    }
+    let valid = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_');
+    if name.is_empty() || !name.bytes().all(valid) {
+        return Err(format!(
+            "{name:?} is not a valid rule name: use 1-64 characters from a-z, 0-9, \"-\" and \"_\""
+        ));
+    }
+    Ok(())
+}
+
+/// serde's derived `Deserialize` for a struct also accepts a JSON array of its fields in order;
+/// the contract is objects only. Each struct derives with `remote = "Self"` (an inherent
+/// `deserialize`) and gets this `Deserialize` impl, which asks for a map and hands it over.
+macro_rules! object_only {
+    ($ty:ident, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<$ty, D::Error> {
+                struct ObjectVisitor;
+                impl<'de> Visitor<'de> for ObjectVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<$ty, A::Error> {
+                        $ty::deserialize(de::value::MapAccessDeserializer::new(map))
+                    }
+                }
+                deserializer.deserialize_map(ObjectVisitor)
+            }
+        }
+    };
+}
+
+object_only!(Config, "a JSON object");
+object_only!(Rule, "a rule object");
+object_only!(SniffConfig, "a sniff object");
+
+fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> {
+    match u32::try_from(value) {
+        Ok(v) if range.contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{value} is out of range {}-{}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+fn de_rule_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let name = String::deserialize(d)?;
+    check_rule_name(&name).map_err(de::Error::custom)?;
+    Ok(name)
+}
+
+const EMPTY_LIST: &str = "an empty list is not allowed: omit the key";
+
+fn de_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HostPattern>, D::Error> {
+    let hosts = Vec::<HostPattern>::deserialize(d)?;
+    if hosts.is_empty() {
+        return Err(de::Error::custom(EMPTY_LIST));
+    }
+    Ok(hosts)
+}
+
+fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
+    let cidrs = Vec::<Cidr>::deserialize(d)?;
+    if cidrs.is_empty() {
+        return Err(de::Error::custom(EMPTY_LIST));
+    }
+    Ok(cidrs.into_iter().map(|c| c.0).collect())
+}
+
+fn de_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PortRange>, D::Error> {
+    let ports = Vec::<PortRange>::deserialize(d)?;
+    if ports.is_empty() {
+        return Err(de::Error::custom(EMPTY_LIST));
+    }
+    Ok(ports)
+}
+
+/// Reads any JSON integer (so that out-of-range values get a range message, not a type error).
+fn de_int<'de, D: Deserializer<'de>>(d: D) -> Result<i128, D::Error> {
+    struct IntVisitor;
+    impl Visitor<'_> for IntVisitor {
+        type Value = i128;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<i128, E> {
+            Ok(i128::from(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<i128, E> {
+            Ok(i128::from(v))
+        }
+    }
+    d.deserialize_i64(IntVisitor)
+}
+
+fn de_max_bytes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    check_range(de_int(d)?, &SniffConfig::MAX_BYTES).map_err(de::Error::custom)
+}
+
+fn de_timeout_ms<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    check_range(de_int(d)?, &SniffConfig::TIMEOUT_MS).map_err(de::Error::custom)
+}
+
+/// A configuration error: where (`path`) and why.
+///
+/// `Display` is `<path>: <message>`, or just the message for an error about the whole document
+/// (empty path), e.g. `allow[2].cidrs[0]: "10.0.0.300/8" is not a CIDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, like `allow[2].cidrs[0]`; empty for the whole document.
+    pub path: String,
+    /// What sort of error.
+    pub kind: ConfigErrorKind,
+    /// The reason, meant for a person.
+    pub message: String,
+}
+
+/// What sort of configuration error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigErrorKind {
+    /// The input is not well-formed JSON (syntax error, unexpected end, trailing characters).
+    Syntax,
+    /// A key or value does not fit the contract: unknown key, wrong type, invalid value.
+    Invalid,
+    /// A rule name or preset used twice.
+    Duplicate,
+    /// A rule with none of hosts, cidrs, ports.
+    EmptyRule,
+}
+
+impl ConfigError {
+    fn new(path: impl Into<String>, kind: ConfigErrorKind, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn invalid(path: impl Into<String>, message: impl fmt::Display) -> Self {
+        ConfigError::new(path, ConfigErrorKind::Invalid, message.to_string())
+    }
+
+    fn duplicate(path: impl Into<String>, message: String) -> Self {
+        ConfigError::new(path, ConfigErrorKind::Duplicate, message)
+    }
+
+    fn from_serde(err: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        let path = render_path(err.path());
+        ConfigError::from_json(path, err.into_inner())
+    }
+
+    fn from_json(path: String, err: serde_json::Error) -> Self {
+        let mut message = err.to_string();
+        let kind = match err.classify() {
+            serde_json::error::Category::Data => {
+                // The path says where; drop serde_json's " at line L column C".
+                let at = format!(" at line {} column {}", err.line(), err.column());
+                if let Some(stripped) = message.strip_suffix(&at) {
+                    message = stripped.to_string();
+                }
+                ConfigErrorKind::Invalid
+            }
+            _ => ConfigErrorKind::Syntax,
+        };
+        ConfigError {
+            path,
+            kind,
+            message,
+        }
+    }
+}
+
+/// `allow[2].cidrs[0]` from serde_path_to_error's segments.
+fn render_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            // A key that failed to parse: the message carries line and column.
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

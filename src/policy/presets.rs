@@ -1,0 +1,280 @@
+//! Presets: named bundles of allow rules shipped inside the module (`"presets": ["pypi"]`).
+//!
+//! A preset's rules are appended after the explicit `allow` rules, in the order the presets are
+//! listed, and are named `preset-<preset>` (`preset-<preset>-<n>`, n from 1, for a preset with
+//! several rules). Host patterns are kept tight: the hosts a package manager actually contacts,
+//! on the ports it uses.
+//!
+//! Only names are listed: protocols that carry no name (git over SSH to `github.com:22`, for
+//! example) cannot be allowed by host and need `cidrs` rules of their own.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+use super::ports::PortRange;
+
+/// A built-in preset, as written in `presets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// Debian apt mirrors (`deb.debian.org` and the security archive), HTTP and HTTPS.
+    DebianApt,
+    /// Ubuntu apt archives, HTTP and HTTPS.
+    UbuntuApt,
+    /// The Python Package Index.
+    Pypi,
+    /// GitHub over HTTPS (web, API, git, release and raw content).
+    Github,
+    /// The npm registry (and Yarn's mirror of it).
+    Npm,
+    /// crates.io and the Rust toolchain downloads.
+    CratesIo,
+    /// The Go module proxy and checksum database.
+    GoProxy,
+    /// Docker Hub image pulls.
+    DockerHub,
+    /// Maven Central.
+    MavenCentral,
+    /// Alpine Linux package mirrors (the CDN).
+    Alpine,
+}
+
+/// One allow rule of a preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresetRule {
+    /// Host patterns, already normalised (lowercase, no trailing dot).
+    pub hosts: &'static [&'static str],
+    /// Ports; never empty (a preset never allows every port).
+    pub ports: &'static [PortRange],
+}
+
+/// A preset as listed by the CLI's `presets` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PresetInfo {
+    /// The preset.
+    pub preset: Preset,
+    /// Its name in configuration (`debian-apt`).
+    pub name: &'static str,
+    /// One line saying what it allows.
+    pub description: &'static str,
+    /// Its allow rules.
+    pub rules: &'static [PresetRule],
+}
+
+const HTTP: PortRange = PortRange { lo: 80, hi: 80 };
+const HTTPS: PortRange = PortRange { lo: 443, hi: 443 };
+
+const ALL: &[PresetInfo] = &[
+    PresetInfo {
+        preset: Preset::DebianApt,
+        name: "debian-apt",
+        description:
+            "Debian apt: deb.debian.org, security.debian.org, ftp.debian.org on 80 and 443",
+        rules: &[PresetRule {
+            hosts: &[
+                "deb.debian.org",
+                "security.debian.org",
+                "ftp.debian.org",
+                "cdn-fastly.deb.debian.org",
+            ],
+            ports: &[HTTP, HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::UbuntuApt,
+        name: "ubuntu-apt",
+        description:
+            "Ubuntu apt: archive, country mirrors, security and ports archives on 80 and 443",
+        rules: &[PresetRule {
+            hosts: &[
+                "archive.ubuntu.com",
+                "*.archive.ubuntu.com",
+                "security.ubuntu.com",
+                "ports.ubuntu.com",
+            ],
+            ports: &[HTTP, HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::Pypi,
+        name: "pypi",
+        description: "PyPI: pypi.org and files.pythonhosted.org on 443",
+        rules: &[PresetRule {
+            hosts: &["pypi.org", "files.pythonhosted.org"],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::Github,
+        name: "github",
+        description: "GitHub over HTTPS: github.com, *.github.com, *.githubusercontent.com on 443 \
+                      (git over SSH carries no name; allow it with cidrs)",
+        rules: &[PresetRule {
+            hosts: &["github.com", "*.github.com", "*.githubusercontent.com"],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::Npm,
+        name: "npm",
+        description: "npm: registry.npmjs.org and registry.yarnpkg.com on 443",
+        rules: &[PresetRule {
+            hosts: &["registry.npmjs.org", "registry.yarnpkg.com"],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::CratesIo,
+        name: "crates-io",
+        description: "crates.io (API, sparse index, downloads) and static.rust-lang.org on 443",
+        rules: &[PresetRule {
+            hosts: &[
+                "crates.io",
+                "index.crates.io",
+                "static.crates.io",
+                "static.rust-lang.org",
+            ],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::GoProxy,
+        name: "go-proxy",
+        description: "Go modules: proxy.golang.org and sum.golang.org on 443",
+        rules: &[PresetRule {
+            hosts: &["proxy.golang.org", "sum.golang.org"],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::DockerHub,
+        name: "docker-hub",
+        description: "Docker Hub pulls: registry, auth and blob CDN on 443",
+        rules: &[PresetRule {
+            hosts: &[
+                "registry-1.docker.io",
+                "auth.docker.io",
+                "index.docker.io",
+                "production.cloudflare.docker.com",
+            ],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::MavenCentral,
+        name: "maven-central",
+        description: "Maven Central: repo.maven.apache.org and repo1.maven.org on 443",
+        rules: &[PresetRule {
+            hosts: &["repo.maven.apache.org", "repo1.maven.org"],
+            ports: &[HTTPS],
+        }],
+    },
+    PresetInfo {
+        preset: Preset::Alpine,
+        name: "alpine",
+        description: "Alpine apk: dl-cdn.alpinelinux.org on 80 and 443",
+        rules: &[PresetRule {
+            hosts: &["dl-cdn.alpinelinux.org"],
+            ports: &[HTTP, HTTPS],
+        }],
+    },
+];
+
+/// Every built-in preset, in a stable order.
+pub fn all() -> &'static [PresetInfo] {
+    ALL
+}
+
+impl Preset {
+    /// The preset's description and rules.
+    pub fn info(self) -> &'static PresetInfo {
+        // `ALL` holds one entry per variant, in declaration order (checked by a test).
+        ALL.get(self as usize).unwrap_or(&EMPTY)
+    }
+
+    /// The preset's name in configuration (`debian-apt`).
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The name of the preset's `n`th rule (from 0): `preset-<name>`, or `preset-<name>-<n+1>`
+    /// when the preset has several rules.
+    pub fn rule_name(self, n: usize) -> String {
+        let info = self.info();
+        if info.rules.len() > 1 {
+            format!("preset-{}-{}", info.name, n + 1)
+        } else {
+            format!("preset-{}", info.name)
+        }
+    }
+}
+
+/// Fallback for [`Preset::info`]; unreachable while `ALL` lists every variant.
+const EMPTY: PresetInfo = PresetInfo {
+    preset: Preset::Pypi,
+    name: "",
+    description: "",
+    rules: &[],
+};
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::policy::hosts::HostPattern;
+
+    #[test]
+    fn every_preset_is_listed_once_and_valid() {
+        let mut seen = std::collections::BTreeSet::new();
+        for info in all() {
+            assert!(seen.insert(info.preset), "{} listed twice", info.name);
+            assert_eq!(info.preset.info(), info);
+            // The serde name is the listed name.
+            let parsed: Preset = serde_json::from_str(&format!("{:?}", info.name)).unwrap();
+            assert_eq!(parsed, info.preset);
+            assert!(!info.rules.is_empty(), "{}", info.name);
+            assert!(!info.description.is_empty(), "{}", info.name);
+            for rule in info.rules {
+                assert!(!rule.hosts.is_empty() && !rule.ports.is_empty());
+                for host in rule.hosts {
+                    // Stored normalised, so the reference and compiled paths read them alike.
+                    assert_eq!(HostPattern::parse(host).unwrap().as_str(), *host);
+                }
+                for port in rule.ports {
+                    port.check().unwrap();
+                }
+            }
+        }
+        assert_eq!(seen.len(), 10);
+        assert_eq!(
+            all().iter().map(|i| i.name).collect::<Vec<_>>(),
+            [
+                "debian-apt",
+                "ubuntu-apt",
+                "pypi",
+                "github",
+                "npm",
+                "crates-io",
+                "go-proxy",
+                "docker-hub",
+                "maven-central",
+                "alpine"
+            ]
+        );
+    }
+
+    #[test]
+    fn rule_names() {
+        assert_eq!(Preset::Pypi.rule_name(0), "preset-pypi");
+        assert_eq!(Preset::CratesIo.to_string(), "crates-io");
+    }
+}

@@ -1,0 +1,127 @@
+//! A plain linear implementation of the decision, written straight from DESIGN.md.
+//!
+//! It shares nothing with the compiled [`super::Policy`] but the configuration types: no indexes,
+//! no precomputation, one scan over the rules per decision. Tests, fuzzers and benchmarks hold the
+//! compiled policy against it.
+
+use std::net::IpAddr;
+
+use globset::GlobBuilder;
+use ipnet::IpNet;
+
+use super::config::{Config, Mode, Rule};
+use super::ports::PortRange;
+use super::{Decision, Facts, NameFact, Reason, RuleId, Verdict};
+
+/// A rule as the reference sees it.
+struct Plain<'a> {
+    hosts: Vec<&'a str>,
+    cidrs: &'a [IpNet],
+    ports: &'a [PortRange],
+}
+
+fn plain(rule: &Rule) -> Plain<'_> {
+    Plain {
+        hosts: rule.hosts.iter().map(|h| h.as_str()).collect(),
+        cidrs: &rule.cidrs,
+        ports: &rule.ports,
+    }
+}
+
+/// Decides `facts` under `config` by scanning the rules in order.
+///
+/// Rule ids number the deny rules, then the allow rules, then each preset's rules, as
+/// [`super::Policy::rules`] does. `config` is assumed valid ([`Config::validate`]).
+pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
+    let ip = match facts.ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let deny: Vec<Plain<'_>> = config.deny.iter().map(plain).collect();
+    let mut allow: Vec<Plain<'_>> = config.allow.iter().map(plain).collect();
+    for preset in &config.presets {
+        for rule in preset.info().rules {
+            allow.push(Plain {
+                hosts: rule.hosts.to_vec(),
+                cidrs: &[],
+                ports: rule.ports,
+            });
+        }
+    }
+    let matching = |rules: &[Plain<'_>]| {
+        rules
+            .iter()
+            .position(|rule| matches(rule, ip, facts.port, facts.name))
+    };
+    let id = |n: usize| RuleId::try_from(n).ok();
+
+    if let Some(i) = matching(&deny) {
+        return decision(Verdict::Deny, Reason::DenyRule, id(i));
+    }
+    match facts.name {
+        NameFact::Malformed => return decision(Verdict::Deny, Reason::Malformed, None),
+        NameFact::TooLarge => return decision(Verdict::Deny, Reason::TooLarge, None),
+        NameFact::Absent | NameFact::Name(_) => {}
+    }
+    if config.mode == Mode::Passthrough {
+        return decision(Verdict::Allow, Reason::Passthrough, None);
+    }
+    if let Some(i) = matching(&allow) {
+        return decision(Verdict::Allow, Reason::Rule, id(deny.len() + i));
+    }
+    match config.mode {
+        Mode::Audit => decision(Verdict::AuditDeny, Reason::NoMatch, None),
+        Mode::Allowlist | Mode::Passthrough => decision(Verdict::Deny, Reason::NoMatch, None),
+    }
+}
+
+fn decision(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision {
+    Decision {
+        verdict,
+        reason,
+        rule,
+    }
+}
+
+/// DESIGN.md: "A rule matches when the port matches (or the rule has no ports) and either it has
+/// neither hosts nor cidrs, or one of its host patterns matches the name, or one of its CIDRs
+/// contains the destination IP."
+fn matches(rule: &Plain<'_>, ip: IpAddr, port: u16, name: NameFact<'_>) -> bool {
+    let port_matches =
+        rule.ports.is_empty() || rule.ports.iter().any(|r| r.lo <= port && port <= r.hi);
+    if !port_matches {
+        return false;
+    }
+    if rule.hosts.is_empty() && rule.cidrs.is_empty() {
+        return true;
+    }
+    let host_matches = match name {
+        NameFact::Name(name) => rule.hosts.iter().any(|p| host_matches(p, name)),
+        NameFact::Absent | NameFact::Malformed | NameFact::TooLarge => false,
+    };
+    host_matches || rule.cidrs.iter().any(|net| net.contains(&ip))
+}
+
+/// DESIGN.md: "`github.com` matches exactly that name. `*.github.com` matches any name that ends
+/// in `.github.com` with at least one label before it and never the apex. `*` alone matches any
+/// well-formed name. Other glob syntax is allowed; `*` may span dots."
+fn host_matches(pattern: &str, name: &str) -> bool {
+    const GLOB: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
+    if pattern == "*" {
+        return true;
+    }
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        if !suffix.contains(GLOB) {
+            let dotted = format!(".{suffix}");
+            return name.ends_with(&dotted) && name.len() > dotted.len();
+        }
+    }
+    if !pattern.contains(GLOB) {
+        return name == pattern;
+    }
+    GlobBuilder::new(pattern)
+        .literal_separator(false)
+        .backslash_escape(true)
+        .build()
+        .is_ok_and(|glob| glob.compile_matcher().is_match(name))
+}
