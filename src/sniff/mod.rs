@@ -1,1 +1,419 @@
 //! Pure parsers of a connection's first client bytes.
+//!
+//! [`sniff`] decides what the client's first bytes are: a TLS ClientHello ([`tls`]), an HTTP/1
+//! request head ([`http`]), something else, or not known yet. The parsers are security controls
+//! (DESIGN.md, "Malformed input is denied in every mode"): once bytes are recognised as TLS or
+//! HTTP, every violation is [`Malformed`], never "no name" or "not this protocol", and anything a
+//! server could read differently from us is a violation. A missing name (a ClientHello without
+//! SNI, a request without `Host`) is not malformed.
+//!
+//! All parsers are incremental in the simplest way: they take the whole buffer held so far and
+//! are called again when more bytes arrive. For every input, the answer for a prefix is either
+//! [`Outcome::NeedMore`] or the answer for the whole input, so bytes split at any point give the
+//! same result.
+
+pub mod http;
+pub mod tls;
+
+// Native only (rustls); the file carries `#![cfg(not(target_arch = "wasm32"))]`.
+#[cfg(test)]
+mod real_tls_tests;
+
+use std::fmt;
+
+/// What one parser made of the bytes it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// The bytes so far are a proper prefix of this protocol's message: call again with more.
+    NeedMore,
+    /// A complete, well-formed message.
+    Found(T),
+    /// The bytes are not this protocol (decided on the first few bytes only).
+    NotThisProtocol,
+    /// The bytes are this protocol but break its rules: the connection is denied.
+    Malformed(Malformed),
+}
+
+/// Why bytes recognised as TLS or HTTP are malformed. Each reason has a stable label
+/// ([`Malformed::as_str`]) used in counters and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// A TLS record of another content type (alert, change_cipher_spec, application data,
+    /// heartbeat) before the ClientHello is complete, including as the very first record.
+    TlsRecordType,
+    /// A TLS record whose legacy version is not 0x0301..=0x0304.
+    TlsRecordVersion,
+    /// A TLS record whose length is 0 or over 2^14 (RFC 8446 §5.1).
+    TlsRecordLength,
+    /// The first handshake message is not a ClientHello.
+    TlsNotClientHello,
+    /// A ClientHello field overruns the handshake message: the handshake length lies.
+    TlsHandshakeLength,
+    /// More handshake bytes follow the ClientHello in its last record.
+    TlsTrailingHandshakeData,
+    /// ClientHello.legacy_version is not 3.x.
+    TlsClientHelloVersion,
+    /// ClientHello.legacy_session_id is longer than 32 bytes.
+    TlsSessionId,
+    /// ClientHello.cipher_suites is empty or of odd length.
+    TlsCipherSuites,
+    /// ClientHello.legacy_compression_methods is empty.
+    TlsCompressionMethods,
+    /// The extensions block length does not match the rest of the ClientHello, or an extension
+    /// overruns it.
+    TlsExtensions,
+    /// The same extension type (other than server_name) appears twice.
+    TlsDuplicateExtension,
+    /// The server_name extension appears twice.
+    TlsSniDuplicateExtension,
+    /// An empty server_name extension (the form a server sends) in a ClientHello.
+    TlsSniEmptyExtension,
+    /// The server_name_list length is zero or does not match its extension, or an entry
+    /// overruns it.
+    TlsSniList,
+    /// A server_name entry whose name_type is not host_name (0).
+    TlsSniNameType,
+    /// More than one entry in the server_name_list.
+    TlsSniMultipleNames,
+    /// A zero-length host_name.
+    TlsSniEmptyName,
+    /// A host_name with a byte that is not ASCII.
+    TlsSniNonAscii,
+    /// An SSLv2-compatible ClientHello (RFC 5246 Appendix E.2), which carries no extensions.
+    TlsSslv2Hello,
+    /// Whitespace or empty lines before an HTTP request line (some servers skip them, some
+    /// reject them).
+    HttpLeadingWhitespace,
+    /// The request line is not `method SP request-target SP HTTP-version CRLF`.
+    HttpRequestLine,
+    /// The request target is not a valid origin-, absolute- (http/https), authority- (only with
+    /// CONNECT, with a port) or asterisk-form (only with OPTIONS), or has a fragment.
+    HttpRequestTarget,
+    /// An HTTP version other than HTTP/1.0 and HTTP/1.1, or none (HTTP/0.9).
+    HttpBadVersion,
+    /// A line ended by LF without CR.
+    HttpBareLf,
+    /// A CR not followed by LF.
+    HttpBareCr,
+    /// A header line without a colon, with an empty or non-token name, or with whitespace
+    /// before the colon.
+    HttpHeaderSyntax,
+    /// A control byte (other than HTAB) in a header value.
+    HttpHeaderValue,
+    /// A header line starting with whitespace (obsolete line folding).
+    HttpObsFold,
+    /// More than one Host header.
+    HttpDuplicateHost,
+    /// A Host value that is empty or is not one authority (spaces, commas, `@`, ...).
+    HttpHostValue,
+    /// The request target's authority and the Host header name different hosts.
+    HttpHostMismatch,
+    /// A Content-Length that is not a decimal number, or several that differ.
+    HttpContentLength,
+    /// A Transfer-Encoding whose final coding is not a single `chunked`, or any
+    /// Transfer-Encoding in an HTTP/1.0 request.
+    HttpTransferEncoding,
+    /// Both Content-Length and Transfer-Encoding (the request-smuggling shape).
+    HttpContentLengthAndTransferEncoding,
+}
+
+impl Malformed {
+    /// Every reason, for registering one counter per reason up front.
+    pub const ALL: [Malformed; 35] = [
+        Malformed::TlsRecordType,
+        Malformed::TlsRecordVersion,
+        Malformed::TlsRecordLength,
+        Malformed::TlsNotClientHello,
+        Malformed::TlsHandshakeLength,
+        Malformed::TlsTrailingHandshakeData,
+        Malformed::TlsClientHelloVersion,
+        Malformed::TlsSessionId,
+        Malformed::TlsCipherSuites,
+        Malformed::TlsCompressionMethods,
+        Malformed::TlsExtensions,
+        Malformed::TlsDuplicateExtension,
+        Malformed::TlsSniDuplicateExtension,
+        Malformed::TlsSniEmptyExtension,
+        Malformed::TlsSniList,
+        Malformed::TlsSniNameType,
+        Malformed::TlsSniMultipleNames,
+        Malformed::TlsSniEmptyName,
+        Malformed::TlsSniNonAscii,
+        Malformed::TlsSslv2Hello,
+        Malformed::HttpLeadingWhitespace,
+        Malformed::HttpRequestLine,
+        Malformed::HttpRequestTarget,
+        Malformed::HttpBadVersion,
+        Malformed::HttpBareLf,
+        Malformed::HttpBareCr,
+        Malformed::HttpHeaderSyntax,
+        Malformed::HttpHeaderValue,
+        Malformed::HttpObsFold,
+        Malformed::HttpDuplicateHost,
+        Malformed::HttpHostValue,
+        Malformed::HttpHostMismatch,
+        Malformed::HttpContentLength,
+        Malformed::HttpTransferEncoding,
+        Malformed::HttpContentLengthAndTransferEncoding,
+    ];
+
+    /// Stable snake_case label used in counters and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Malformed::TlsRecordType => "tls_record_type",
+            Malformed::TlsRecordVersion => "tls_record_version",
+            Malformed::TlsRecordLength => "tls_record_length",
+            Malformed::TlsNotClientHello => "tls_not_client_hello",
+            Malformed::TlsHandshakeLength => "tls_handshake_length",
+            Malformed::TlsTrailingHandshakeData => "tls_trailing_handshake_data",
+            Malformed::TlsClientHelloVersion => "tls_client_hello_version",
+            Malformed::TlsSessionId => "tls_session_id",
+            Malformed::TlsCipherSuites => "tls_cipher_suites",
+            Malformed::TlsCompressionMethods => "tls_compression_methods",
+            Malformed::TlsExtensions => "tls_extensions",
+            Malformed::TlsDuplicateExtension => "tls_duplicate_extension",
+            Malformed::TlsSniDuplicateExtension => "tls_sni_duplicate_extension",
+            Malformed::TlsSniEmptyExtension => "tls_sni_empty_extension",
+            Malformed::TlsSniList => "tls_sni_list",
+            Malformed::TlsSniNameType => "tls_sni_name_type",
+            Malformed::TlsSniMultipleNames => "tls_sni_multiple_names",
+            Malformed::TlsSniEmptyName => "tls_sni_empty_name",
+            Malformed::TlsSniNonAscii => "tls_sni_non_ascii",
+            Malformed::TlsSslv2Hello => "tls_sslv2_hello",
+            Malformed::HttpLeadingWhitespace => "http_leading_whitespace",
+            Malformed::HttpRequestLine => "http_request_line",
+            Malformed::HttpRequestTarget => "http_request_target",
+            Malformed::HttpBadVersion => "http_bad_version",
+            Malformed::HttpBareLf => "http_bare_lf",
+            Malformed::HttpBareCr => "http_bare_cr",
+            Malformed::HttpHeaderSyntax => "http_header_syntax",
+            Malformed::HttpHeaderValue => "http_header_value",
+            Malformed::HttpObsFold => "http_obs_fold",
+            Malformed::HttpDuplicateHost => "http_duplicate_host",
+            Malformed::HttpHostValue => "http_host_value",
+            Malformed::HttpHostMismatch => "http_host_mismatch",
+            Malformed::HttpContentLength => "http_content_length",
+            Malformed::HttpTransferEncoding => "http_transfer_encoding",
+            Malformed::HttpContentLengthAndTransferEncoding => "http_cl_and_te",
+        }
+    }
+}
+
+impl fmt::Display for Malformed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the first client bytes turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sniffed {
+    /// Too few bytes to tell: call again with more (or decide on IP and port at the timeout).
+    NeedMore,
+    /// A complete TLS ClientHello; `sni` is the raw host_name (not normalised), `None` without
+    /// a server_name extension.
+    Tls {
+        /// The raw SNI host_name, ASCII.
+        sni: Option<String>,
+    },
+    /// A complete HTTP/1 request head.
+    Http {
+        /// The raw name source: the absolute-form or authority-form target's authority, else the
+        /// Host value (either may carry a `:port`); `None` without either.
+        host: Option<String>,
+        /// Bytes up to and including the blank line that ends the head.
+        head_len: usize,
+    },
+    /// Neither TLS nor HTTP/1 (including the HTTP/2 prior-knowledge preface): decided on IP
+    /// and port.
+    Other,
+    /// Recognised as TLS or HTTP but breaking its rules: denied in every mode.
+    Malformed(Malformed),
+    /// The message does not fit in `max_bytes`.
+    TooLarge,
+}
+
+impl Sniffed {
+    /// Stable snake_case label of the outcome, for the per-outcome counters.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Sniffed::NeedMore => "need_more",
+            Sniffed::Tls { sni: Some(_) } => "tls_sni",
+            Sniffed::Tls { sni: None } => "tls_no_sni",
+            Sniffed::Http { host: Some(_), .. } => "http_host",
+            Sniffed::Http { host: None, .. } => "http_no_host",
+            Sniffed::Other => "other",
+            Sniffed::Malformed(_) => "malformed",
+            Sniffed::TooLarge => "too_large",
+        }
+    }
+}
+
+/// Classify the client's first bytes (the whole buffer held so far), with a cap of `max_bytes`.
+///
+/// TLS is tried first (a first byte of 0x16, or the shape of another TLS record or of an
+/// SSLv2-compatible hello), then HTTP/1 (a request line; see [`http::parse_request_head`] for
+/// detection), else [`Sniffed::Other`].
+///
+/// Only the first `max_bytes` bytes are looked at, so the answer does not depend on how the
+/// bytes were split into reads: a message is found only if it ends within `max_bytes`. While the
+/// parsers still need more, the answer is [`Sniffed::TooLarge`] once `max_bytes` bytes are held
+/// or once a TLS length field proves the ClientHello (with its record headers) will end beyond
+/// `max_bytes`.
+pub fn sniff(buf: &[u8], max_bytes: usize) -> Sniffed {
+    let buf = buf.get(..max_bytes).unwrap_or(buf);
+    let full = buf.len() >= max_bytes;
+    match tls::parse_capped(buf, max_bytes) {
+        Err(tls::TooLarge) => return Sniffed::TooLarge,
+        Ok(Outcome::Found(hello)) => return Sniffed::Tls { sni: hello.sni },
+        Ok(Outcome::Malformed(why)) => return Sniffed::Malformed(why),
+        Ok(Outcome::NeedMore) if full => return Sniffed::TooLarge,
+        Ok(Outcome::NeedMore) => return Sniffed::NeedMore,
+        Ok(Outcome::NotThisProtocol) => {}
+    }
+    match http::parse_request_head(buf) {
+        Outcome::Found(head) => Sniffed::Http {
+            host: head.host,
+            head_len: head.head_len,
+        },
+        Outcome::Malformed(why) => Sniffed::Malformed(why),
+        Outcome::NeedMore if full => Sniffed::TooLarge,
+        Outcome::NeedMore => Sniffed::NeedMore,
+        Outcome::NotThisProtocol => Sniffed::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    /// Sniffs every prefix of `input`: each answer is `NeedMore` or the final answer, and once
+    /// it is final it stays final. Returns the final answer.
+    pub(crate) fn sniff_every_prefix(input: &[u8], max_bytes: usize) -> Sniffed {
+        let last = sniff(input, max_bytes);
+        let mut settled = false;
+        for end in 0..=input.len() {
+            let got = sniff(&input[..end], max_bytes);
+            if settled {
+                assert_eq!(got, last, "prefix of {end} bytes after the answer settled");
+            } else if got != Sniffed::NeedMore {
+                assert_eq!(got, last, "prefix of {end} bytes");
+                settled = true;
+            }
+        }
+        last
+    }
+
+    #[test]
+    fn labels_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for why in Malformed::ALL {
+            let label = why.as_str();
+            assert!(seen.insert(label), "duplicate label {label}");
+            assert!(label.starts_with("tls_") || label.starts_with("http_"));
+            assert!(label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
+            assert_eq!(why.to_string(), label);
+        }
+    }
+
+    #[test]
+    fn detection() {
+        let other = Sniffed::Other;
+        let cases: &[(&[u8], Sniffed)] = &[
+            (b"", Sniffed::NeedMore),
+            (b"G", Sniffed::NeedMore),
+            (b"GE", Sniffed::NeedMore),
+            (b"GET", Sniffed::NeedMore),
+            (b"GET ", Sniffed::NeedMore),
+            (b"GET / HTTP/1.1\r\n", Sniffed::NeedMore),
+            (
+                b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Sniffed::Http {
+                    host: Some("a.example".into()),
+                    head_len: 35,
+                },
+            ),
+            (b"GET x", Sniffed::NeedMore),
+            (b"GET\x00", other.clone()),
+            (b"\x16", Sniffed::NeedMore),
+            (b"\x16\x03\x01", Sniffed::NeedMore),
+            (b"\x00\x00\x00\x08\x04\xd2\x16\x2f", other.clone()), // PostgreSQL SSLRequest
+            (b"SSH-2.0-OpenSSH_9.6\r\n", other.clone()),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", other.clone()),
+            (
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04",
+                other.clone(),
+            ),
+            (b"PRI * HTTP/2.0\r\n", Sniffed::NeedMore),
+            (b"*1\r\n$4\r\nPING\r\n", other.clone()), // Redis
+            (b"SET k v\r\n", other.clone()),
+            (b"\xde\xad\xbe\xef\x01\x02\x03\x04\x05", other.clone()),
+            (
+                b"\x15\x03\x03\x00\x02\x02\x28",
+                Sniffed::Malformed(Malformed::TlsRecordType),
+            ),
+            (b"\r\n", Sniffed::NeedMore),
+            (b"\r\nSSH-2.0-x\r\n", other.clone()),
+            (
+                b"\r\nGET / HTTP/1.1\r\n",
+                Sniffed::Malformed(Malformed::HttpLeadingWhitespace),
+            ),
+            // An extension method is HTTP once its request line says so.
+            (
+                b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Sniffed::Http {
+                    host: Some("a".into()),
+                    head_len: 27,
+                },
+            ),
+            (b"FOO / RTSP/1.0\r\n", other.clone()),
+            (
+                b"FOO / HTTP/2\r\n",
+                Sniffed::Malformed(Malformed::HttpBadVersion),
+            ),
+        ];
+        for (input, want) in cases {
+            let got = sniff_every_prefix(input, 16384);
+            assert_eq!(&got, want, "{:?}", String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn http_head_too_large() {
+        let mut head = b"GET / HTTP/1.1\r\nHost: a.example\r\nX-Pad: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', 600));
+        head.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(sniff(&head, 512), Sniffed::TooLarge);
+        assert_eq!(sniff(&head[..100], 512), Sniffed::NeedMore);
+        assert_eq!(sniff(&head[..512], 512), Sniffed::TooLarge);
+        assert!(matches!(
+            sniff(&head, head.len()),
+            Sniffed::Http { head_len, .. } if head_len == head.len()
+        ));
+        // One byte short of the cap the head is not complete yet.
+        assert_eq!(sniff(&head, head.len() - 1), Sniffed::TooLarge);
+    }
+
+    #[test]
+    fn outcome_labels() {
+        assert_eq!(Sniffed::Tls { sni: None }.as_str(), "tls_no_sni");
+        assert_eq!(
+            Sniffed::Http {
+                host: Some("a".into()),
+                head_len: 1
+            }
+            .as_str(),
+            "http_host"
+        );
+        assert_eq!(
+            Sniffed::Malformed(Malformed::HttpBareLf).as_str(),
+            "malformed"
+        );
+        assert_eq!(Sniffed::TooLarge.as_str(), "too_large");
+    }
+}

@@ -1,0 +1,891 @@
+//! TLS ClientHello parser: finds the SNI `host_name` in a client's first flight.
+//!
+//! The ClientHello may span several handshake records (RFC 8446 §5.1); it is reassembled, and
+//! only handshake records may appear before it is complete. The parser is strict wherever a
+//! server could read the bytes differently:
+//!
+//! - every record is a handshake record with a legacy version of 0x0301..=0x0304 and a length of
+//!   1..=2^14; the first handshake message is a ClientHello (type 1);
+//! - the ClientHello's vectors fit exactly in the handshake length; the record that carries the
+//!   end of the ClientHello carries nothing after it (a server would read those bytes as a second
+//!   handshake message, which RFC 8446 forbids before the server's reply);
+//! - an extensions block, when present, fills the rest of the ClientHello exactly (its absence is
+//!   valid before TLS 1.3 and means no SNI); no extension type appears twice;
+//! - a server_name extension holds exactly one non-empty ASCII `host_name`.
+//!
+//! Bytes after the record that ends the ClientHello (a change_cipher_spec, early data) are not
+//! looked at.
+//!
+//! Recognition: a first byte of 0x16 is TLS. A first record of another TLS content type
+//! (change_cipher_spec, alert, application data, heartbeat: 0x14, 0x15, 0x17, 0x18 followed by a
+//! 3.x version) is recognised too and is malformed ([`Malformed::TlsRecordType`]), since some
+//! servers drop such records and then read a ClientHello behind them. An SSLv2-compatible
+//! ClientHello (RFC 5246 Appendix E.2) is recognised by its first five bytes (a two-byte header
+//! with the high bit set and a length of at least 9, message type 1, version 0x0002 or
+//! 0x0300..=0x0303) and is malformed ([`Malformed::TlsSslv2Hello`]): it cannot carry SNI. The
+//! SSLv2 three-byte-header form (high bit clear) cannot be told apart from other protocols and is
+//! not recognised.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use super::{Malformed, Outcome};
+
+/// TLS record content type of a handshake record.
+const CONTENT_HANDSHAKE: u8 = 22;
+/// The other TLS content types a record can start with.
+const CONTENT_OTHER: [u8; 4] = [20, 21, 23, 24];
+/// Handshake message type of a ClientHello.
+const HANDSHAKE_CLIENT_HELLO: u8 = 1;
+const RECORD_HEADER_LEN: usize = 5;
+const HANDSHAKE_HEADER_LEN: usize = 4;
+/// Largest TLSPlaintext fragment (RFC 8446 §5.1: MUST NOT exceed 2^14).
+pub const MAX_RECORD_LEN: usize = 1 << 14;
+const RANDOM_LEN: usize = 32;
+const MAX_SESSION_ID_LEN: usize = 32;
+const EXT_SERVER_NAME: u16 = 0;
+const NAME_TYPE_HOST_NAME: u8 = 0;
+
+/// What a ClientHello says that the policy needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHello {
+    /// The raw `host_name` of the server_name extension (ASCII, not normalised), `None` when
+    /// the ClientHello has no server_name extension.
+    pub sni: Option<String>,
+}
+
+/// Parses a TLS ClientHello at the start of `buf` (the whole buffer held so far).
+///
+/// [`Outcome::NotThisProtocol`] when the first bytes are not TLS, [`Outcome::NeedMore`] while
+/// the ClientHello is incomplete. There is no size cap here: [`super::sniff`] applies one.
+pub fn parse_client_hello(buf: &[u8]) -> Outcome<ClientHello> {
+    parse_capped(buf, usize::MAX).unwrap_or(Outcome::NeedMore)
+}
+
+/// The ClientHello, with its record headers, will end beyond the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TooLarge;
+
+/// [`parse_client_hello`] with a cap: [`TooLarge`] as soon as the length fields read so far
+/// prove that the ClientHello will end beyond `max_bytes`.
+///
+/// The cap is checked in byte order with the other rules (a record's length right after its
+/// header, the handshake length right after the handshake header), so the answer for a prefix
+/// is `NeedMore` or the answer for the whole input.
+pub(crate) fn parse_capped(buf: &[u8], max_bytes: usize) -> Result<Outcome<ClientHello>, TooLarge> {
+    match buf.first() {
+        None => Ok(Outcome::NeedMore),
+        Some(&CONTENT_HANDSHAKE) => parse_records(buf, max_bytes),
+        Some(&first) if CONTENT_OTHER.contains(&first) => Ok(other_record(buf)),
+        Some(&first) if first & 0x80 != 0 => Ok(sslv2(buf)),
+        Some(_) => Ok(Outcome::NotThisProtocol),
+    }
+}
+
+/// A first record of a non-handshake TLS content type: TLS if a 3.x version follows.
+fn other_record(buf: &[u8]) -> Outcome<ClientHello> {
+    match (buf.get(1), buf.get(2)) {
+        (Some(3), Some(0..=4)) => Outcome::Malformed(Malformed::TlsRecordType),
+        (Some(3), None) | (None, _) => Outcome::NeedMore,
+        _ => Outcome::NotThisProtocol,
+    }
+}
+
+/// A first byte with the high bit set: an SSLv2-compatible ClientHello, or not TLS.
+fn sslv2(buf: &[u8]) -> Outcome<ClientHello> {
+    let (Some(&b0), Some(&b1)) = (buf.first(), buf.get(1)) else {
+        return Outcome::NeedMore;
+    };
+    // Smallest body: msg_type, version, three u16 lengths.
+    if ((usize::from(b0 & 0x7f) << 8) | usize::from(b1)) < 9 {
+        return Outcome::NotThisProtocol;
+    }
+    match buf.get(2) {
+        None => return Outcome::NeedMore,
+        Some(&HANDSHAKE_CLIENT_HELLO) => {}
+        Some(_) => return Outcome::NotThisProtocol,
+    }
+    match (buf.get(3), buf.get(4)) {
+        (Some(0), Some(2)) | (Some(3), Some(0..=3)) => Outcome::Malformed(Malformed::TlsSslv2Hello),
+        (Some(0 | 3), None) | (None, _) => Outcome::NeedMore,
+        _ => Outcome::NotThisProtocol,
+    }
+}
+
+/// Checks the record header at the start of `rest` as far as it has arrived; its length once
+/// all five bytes are there.
+fn record_header(rest: &[u8]) -> Result<Option<usize>, Malformed> {
+    if rest.first().is_some_and(|&t| t != CONTENT_HANDSHAKE) {
+        return Err(Malformed::TlsRecordType);
+    }
+    if rest.get(1).is_some_and(|&major| major != 3) {
+        return Err(Malformed::TlsRecordVersion);
+    }
+    if rest.get(2).is_some_and(|minor| !(1..=4).contains(minor)) {
+        return Err(Malformed::TlsRecordVersion);
+    }
+    let (Some(&hi), Some(&lo)) = (rest.get(3), rest.get(4)) else {
+        return Ok(None);
+    };
+    let len = usize::from(u16::from_be_bytes([hi, lo]));
+    if len == 0 || len > MAX_RECORD_LEN {
+        return Err(Malformed::TlsRecordLength);
+    }
+    Ok(Some(len))
+}
+
+/// Walks the handshake records, reassembling the first handshake message.
+fn parse_records(buf: &[u8], max_bytes: usize) -> Result<Outcome<ClientHello>, TooLarge> {
+    let malformed = |why| Ok(Outcome::Malformed(why));
+    // Where in `buf` the handshake bytes seen so far are.
+    let mut fragments: Vec<Range<usize>> = Vec::new();
+    let mut collected = 0usize;
+    // Handshake header plus body length, once the header has arrived.
+    let mut total: Option<usize> = None;
+    let mut pos = 0usize;
+    loop {
+        let len = match record_header(buf.get(pos..).unwrap_or_default()) {
+            Err(why) => return malformed(why),
+            Ok(None) => return Ok(Outcome::NeedMore),
+            Ok(Some(len)) => len,
+        };
+        let body_start = pos.saturating_add(RECORD_HEADER_LEN);
+        let body_end = body_start.saturating_add(len);
+        // The ClientHello ends at the end of this record or later.
+        if body_end > max_bytes {
+            return Err(TooLarge);
+        }
+        let avail_end = body_end.min(buf.len());
+        let before = collected;
+        collected = collected.saturating_add(avail_end.saturating_sub(body_start));
+        fragments.push(body_start..avail_end);
+        if total.is_none() {
+            let (header, have) = handshake_header(buf, &fragments);
+            if have >= 1 && header.first() != Some(&HANDSHAKE_CLIENT_HELLO) {
+                return malformed(Malformed::TlsNotClientHello);
+            }
+            if have == HANDSHAKE_HEADER_LEN {
+                let [_, a, b, c] = header;
+                let body_len = (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c);
+                total = Some(HANDSHAKE_HEADER_LEN.saturating_add(body_len));
+            }
+        }
+        let record_complete = avail_end == body_end;
+        if let Some(total) = total {
+            let in_this_record = total.saturating_sub(before);
+            // Bytes of the ClientHello after this record, each record carrying at most 2^14.
+            let after = in_this_record.saturating_sub(len);
+            let headers = after
+                .div_ceil(MAX_RECORD_LEN)
+                .saturating_mul(RECORD_HEADER_LEN);
+            if body_end.saturating_add(after).saturating_add(headers) > max_bytes {
+                return Err(TooLarge);
+            }
+            if in_this_record < len {
+                return malformed(Malformed::TlsTrailingHandshakeData);
+            }
+            if in_this_record == len && record_complete {
+                return Ok(finish(buf, &fragments, total));
+            }
+        }
+        if !record_complete {
+            return Ok(Outcome::NeedMore);
+        }
+        pos = body_end;
+    }
+}
+
+/// The first (up to) four handshake bytes, and how many there are.
+fn handshake_header(buf: &[u8], fragments: &[Range<usize>]) -> ([u8; 4], usize) {
+    let mut header = [0u8; HANDSHAKE_HEADER_LEN];
+    let mut have = 0;
+    let bytes = fragments
+        .iter()
+        .flat_map(|range| buf.get(range.clone()).unwrap_or_default());
+    for (slot, &byte) in header.iter_mut().zip(bytes) {
+        *slot = byte;
+        have += 1;
+    }
+    (header, have)
+}
+
+/// Parses the complete ClientHello whose `total` bytes (header included) are in `fragments`.
+fn finish(buf: &[u8], fragments: &[Range<usize>], total: usize) -> Outcome<ClientHello> {
+    let message: Cow<'_, [u8]> = match fragments {
+        [only] => Cow::Borrowed(buf.get(only.clone()).unwrap_or_default()),
+        _ => Cow::Owned(
+            fragments
+                .iter()
+                .flat_map(|range| buf.get(range.clone()).unwrap_or_default())
+                .copied()
+                .collect(),
+        ),
+    };
+    // The fragments end exactly at `total`; a shorter message fails as a lying length.
+    let body = message.get(HANDSHAKE_HEADER_LEN..total).unwrap_or_default();
+    match parse_body(body) {
+        Ok(hello) => Outcome::Found(hello),
+        Err(why) => Outcome::Malformed(why),
+    }
+}
+
+/// A cursor over a byte slice that never reads past its end.
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { rest: bytes }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.rest.split_at_checked(n)?;
+        self.rest = tail;
+        Some(head)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        let (&byte, tail) = self.rest.split_first()?;
+        self.rest = tail;
+        Some(byte)
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        let bytes = self.take(2)?;
+        Some(u16::from_be_bytes(bytes.try_into().ok()?))
+    }
+
+    /// A vector with a one-byte length.
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let len = self.u8()?;
+        self.take(usize::from(len))
+    }
+
+    /// A vector with a two-byte length.
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let len = self.u16()?;
+        self.take(usize::from(len))
+    }
+}
+
+/// Parses a ClientHello body (after the four-byte handshake header).
+fn parse_body(body: &[u8]) -> Result<ClientHello, Malformed> {
+    let short = Malformed::TlsHandshakeLength;
+    let mut r = Reader::new(body);
+    let version = r.u16().ok_or(short)?;
+    if version >> 8 != 3 {
+        return Err(Malformed::TlsClientHelloVersion);
+    }
+    r.take(RANDOM_LEN).ok_or(short)?;
+    let session_id_len = usize::from(r.u8().ok_or(short)?);
+    if session_id_len > MAX_SESSION_ID_LEN {
+        return Err(Malformed::TlsSessionId);
+    }
+    r.take(session_id_len).ok_or(short)?;
+    let suites = r.vec16().ok_or(short)?;
+    if suites.is_empty() || suites.len() % 2 != 0 {
+        return Err(Malformed::TlsCipherSuites);
+    }
+    if r.vec8().ok_or(short)?.is_empty() {
+        return Err(Malformed::TlsCompressionMethods);
+    }
+    if r.is_empty() {
+        // No extensions block at all: valid before TLS 1.3, and no SNI.
+        return Ok(ClientHello { sni: None });
+    }
+    let extensions = r.vec16().ok_or(Malformed::TlsExtensions)?;
+    if !r.is_empty() {
+        return Err(Malformed::TlsExtensions);
+    }
+    parse_extensions(extensions)
+}
+
+/// Parses the extensions block: every extension fits, no type twice, at most one SNI.
+fn parse_extensions(block: &[u8]) -> Result<ClientHello, Malformed> {
+    let mut r = Reader::new(block);
+    let mut types = Vec::new();
+    let mut server_name = None;
+    while !r.is_empty() {
+        let kind = r.u16().ok_or(Malformed::TlsExtensions)?;
+        let data = r.vec16().ok_or(Malformed::TlsExtensions)?;
+        if kind == EXT_SERVER_NAME && server_name.is_none() {
+            server_name = Some(data);
+        }
+        types.push(kind);
+    }
+    types.sort_unstable();
+    let duplicate = types.windows(2).find_map(|pair| match pair {
+        [a, b] if a == b => Some(*a),
+        _ => None,
+    });
+    match duplicate {
+        Some(EXT_SERVER_NAME) => return Err(Malformed::TlsSniDuplicateExtension),
+        Some(_) => return Err(Malformed::TlsDuplicateExtension),
+        None => {}
+    }
+    let sni = server_name.map(parse_server_name).transpose()?;
+    Ok(ClientHello { sni })
+}
+
+/// Parses a server_name extension body (RFC 6066 §3): exactly one non-empty ASCII host_name.
+fn parse_server_name(data: &[u8]) -> Result<String, Malformed> {
+    if data.is_empty() {
+        return Err(Malformed::TlsSniEmptyExtension);
+    }
+    let mut r = Reader::new(data);
+    let list = r.vec16().ok_or(Malformed::TlsSniList)?;
+    if !r.is_empty() || list.is_empty() {
+        return Err(Malformed::TlsSniList);
+    }
+    let mut r = Reader::new(list);
+    let mut first = None;
+    let mut entries = 0usize;
+    while !r.is_empty() {
+        let name_type = r.u8().ok_or(Malformed::TlsSniList)?;
+        let name = r.vec16().ok_or(Malformed::TlsSniList)?;
+        first.get_or_insert((name_type, name));
+        entries += 1;
+    }
+    let Some((name_type, name)) = first else {
+        return Err(Malformed::TlsSniList);
+    };
+    if entries > 1 {
+        return Err(Malformed::TlsSniMultipleNames);
+    }
+    if name_type != NAME_TYPE_HOST_NAME {
+        return Err(Malformed::TlsSniNameType);
+    }
+    if name.is_empty() {
+        return Err(Malformed::TlsSniEmptyName);
+    }
+    if !name.is_ascii() {
+        return Err(Malformed::TlsSniNonAscii);
+    }
+    String::from_utf8(name.to_vec()).map_err(|_| Malformed::TlsSniNonAscii)
+}
+
+/// Builders of hand-made ClientHellos and the table of malformed ones, shared with the tests of
+/// [`super::sniff`].
+#[cfg(test)]
+pub(crate) mod build {
+    /// A ClientHello body, field by field, so that each can be broken on its own.
+    #[derive(Clone)]
+    pub(crate) struct Hello {
+        pub version: [u8; 2],
+        pub session_id: Vec<u8>,
+        pub suites: Vec<u8>,
+        pub compression: Vec<u8>,
+        /// `None`: no extensions block at all.
+        pub extensions: Option<Vec<(u16, Vec<u8>)>>,
+        /// Added to the extensions block length field.
+        pub extensions_len_delta: i32,
+    }
+
+    impl Hello {
+        /// A plausible TLS 1.2 ClientHello with the given SNI.
+        pub(crate) fn with_sni(name: &[u8]) -> Hello {
+            Hello {
+                version: [3, 3],
+                session_id: vec![7; 32],
+                suites: vec![0x13, 0x01, 0xc0, 0x2f],
+                compression: vec![0],
+                extensions: Some(vec![
+                    (0, sni_ext(&[(0, name)])),
+                    (10, vec![0, 2, 0, 29]),
+                    (43, vec![2, 3, 3]),
+                ]),
+                extensions_len_delta: 0,
+            }
+        }
+
+        pub(crate) fn body(&self) -> Vec<u8> {
+            let mut out = self.version.to_vec();
+            out.extend([0x5a; 32]);
+            out.push(self.session_id.len() as u8);
+            out.extend(&self.session_id);
+            out.extend((self.suites.len() as u16).to_be_bytes());
+            out.extend(&self.suites);
+            out.push(self.compression.len() as u8);
+            out.extend(&self.compression);
+            if let Some(extensions) = &self.extensions {
+                let mut block = Vec::new();
+                for (kind, data) in extensions {
+                    block.extend(kind.to_be_bytes());
+                    block.extend((data.len() as u16).to_be_bytes());
+                    block.extend(data);
+                }
+                let len = block.len() as i32 + self.extensions_len_delta;
+                out.extend((len as u16).to_be_bytes());
+                out.extend(block);
+            }
+            out
+        }
+
+        /// The handshake message (type 1, true length).
+        pub(crate) fn message(&self) -> Vec<u8> {
+            handshake(1, &self.body())
+        }
+
+        /// The message in one record.
+        pub(crate) fn record(&self) -> Vec<u8> {
+            records(&self.message(), usize::MAX)
+        }
+    }
+
+    /// A server_name extension body with these (name_type, name) entries.
+    pub(crate) fn sni_ext(entries: &[(u8, &[u8])]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for (kind, name) in entries {
+            list.push(*kind);
+            list.extend((name.len() as u16).to_be_bytes());
+            list.extend(*name);
+        }
+        let mut out = (list.len() as u16).to_be_bytes().to_vec();
+        out.extend(list);
+        out
+    }
+
+    /// A handshake message of this type around `body`.
+    pub(crate) fn handshake(kind: u8, body: &[u8]) -> Vec<u8> {
+        let len = body.len() as u32;
+        let mut out = vec![kind];
+        out.extend(&len.to_be_bytes()[1..]);
+        out.extend(body);
+        out
+    }
+
+    /// One record header of this type and length.
+    pub(crate) fn header(kind: u8, len: usize) -> Vec<u8> {
+        let mut out = vec![kind, 3, 1];
+        out.extend((len as u16).to_be_bytes());
+        out
+    }
+
+    /// `message` framed as handshake records of at most `chunk` bytes.
+    pub(crate) fn records(message: &[u8], chunk: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in message.chunks(chunk.min(super::MAX_RECORD_LEN)) {
+            out.extend(header(22, piece.len()));
+            out.extend(piece);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::build::*;
+    use super::*;
+    use crate::sniff::tests::sniff_every_prefix;
+    use crate::sniff::{sniff, Sniffed};
+
+    fn found(sni: Option<&str>) -> Outcome<ClientHello> {
+        Outcome::Found(ClientHello {
+            sni: sni.map(str::to_string),
+        })
+    }
+
+    /// Parses `input` whole and through `sniff` on every prefix; both must agree.
+    fn check(input: &[u8]) -> Outcome<ClientHello> {
+        let whole = parse_client_hello(input);
+        let sniffed = sniff_every_prefix(input, 1 << 20);
+        let expect = match &whole {
+            Outcome::Found(hello) => Sniffed::Tls {
+                sni: hello.sni.clone(),
+            },
+            Outcome::Malformed(why) => Sniffed::Malformed(*why),
+            Outcome::NeedMore => Sniffed::NeedMore,
+            Outcome::NotThisProtocol => Sniffed::Other,
+        };
+        assert_eq!(sniffed, expect);
+        whole
+    }
+
+    #[test]
+    fn well_formed_hand_built() {
+        let hello = Hello::with_sni(b"api.github.com");
+        assert_eq!(check(&hello.record()), found(Some("api.github.com")));
+        for chunk in [1, 2, 3, 4, 5, 7, 100] {
+            let framed = records(&hello.message(), chunk);
+            assert_eq!(check(&framed), found(Some("api.github.com")), "{chunk}");
+        }
+        // The raw name is kept as sent; normalisation happens in policy::name.
+        let upper = Hello::with_sni(b"API.GitHub.com.");
+        assert_eq!(check(&upper.record()), found(Some("API.GitHub.com.")));
+
+        let mut none = hello.clone();
+        none.extensions = None;
+        assert_eq!(check(&none.record()), found(None));
+        let mut no_sni = hello.clone();
+        no_sni.extensions = Some(vec![(10, vec![0, 2, 0, 29])]);
+        assert_eq!(check(&no_sni.record()), found(None));
+        let mut empty_block = hello.clone();
+        empty_block.extensions = Some(vec![]);
+        assert_eq!(check(&empty_block.record()), found(None));
+
+        // Whatever follows the record that ends the ClientHello is not looked at.
+        let mut trailing = hello.record();
+        trailing.extend([20, 3, 3, 0, 1, 1, 23, 3, 3, 0]);
+        assert_eq!(check(&trailing), found(Some("api.github.com")));
+    }
+
+    #[test]
+    fn incomplete_is_need_more() {
+        let input = records(&Hello::with_sni(b"a.example").message(), 7);
+        for end in 0..input.len() {
+            assert_eq!(
+                parse_client_hello(&input[..end]),
+                Outcome::NeedMore,
+                "{end}"
+            );
+        }
+    }
+
+    #[test]
+    fn not_tls() {
+        for input in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+            b"\x17\x04\x03",
+            b"\x15\x02\x00",
+            b"\x80\x02\x01",
+            b"\x80\x20\x02\x03\x01",
+            b"\x80\x20\x01\x02\x00",
+            b"\x80\x20\x01\x03\x04",
+        ] {
+            assert_eq!(
+                parse_client_hello(input),
+                Outcome::NotThisProtocol,
+                "{input:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_table() {
+        use Malformed::*;
+        let base = Hello::with_sni(b"api.github.com");
+        let message = base.message();
+        let body = base.body();
+        let with = |f: &dyn Fn(&mut Hello)| {
+            let mut hello = base.clone();
+            f(&mut hello);
+            hello.record()
+        };
+        let concat = |parts: &[&[u8]]| parts.concat();
+        // A body (with only extension 10, or no extensions block), then edited.
+        let raw = |block: bool, edit: &dyn Fn(&mut Vec<u8>)| {
+            let mut hello = base.clone();
+            hello.extensions = block.then(|| vec![(10, vec![0, 2, 0, 29])]);
+            let mut body = hello.body();
+            edit(&mut body);
+            records(&handshake(1, &body), usize::MAX)
+        };
+
+        let cases: Vec<(&str, Vec<u8>, Malformed)> = vec![
+            (
+                "record length longer than the message, then a CCS record",
+                concat(&[
+                    &header(22, message.len() + 6),
+                    &message,
+                    &[20, 3, 3, 0, 1, 1],
+                ]),
+                TlsTrailingHandshakeData,
+            ),
+            (
+                "record length shorter than the message",
+                concat(&[&header(22, message.len() - 4), &message]),
+                TlsRecordType,
+            ),
+            (
+                "record length 0",
+                concat(&[&header(22, 0), &message]),
+                TlsRecordLength,
+            ),
+            (
+                "record length 2^14 + 1",
+                concat(&[&header(22, MAX_RECORD_LEN + 1), &message]),
+                TlsRecordLength,
+            ),
+            (
+                "record version 2.0",
+                concat(&[&[22, 2, 0, 0, message.len() as u8], &message[..]]),
+                TlsRecordVersion,
+            ),
+            (
+                "record version 3.5",
+                concat(&[&[22, 3, 5, 0, message.len() as u8], &message[..]]),
+                TlsRecordVersion,
+            ),
+            (
+                "handshake length shorter than the body, record as long as the body",
+                records(&concat(&[&[1, 0, 0, 40], &body]), usize::MAX),
+                TlsTrailingHandshakeData,
+            ),
+            (
+                "handshake length shorter than the body, record as long as the length",
+                records(&concat(&[&[1, 0, 0, 40], &body[..40]]), usize::MAX),
+                TlsHandshakeLength,
+            ),
+            (
+                "handshake length longer than the body, then a CCS record",
+                concat(&[
+                    &records(&concat(&[&[1, 0, 0x10, 0], &body]), usize::MAX),
+                    &[20, 3, 3, 0, 1, 1],
+                ]),
+                TlsRecordType,
+            ),
+            (
+                "handshake length 0",
+                records(&handshake(1, &[]), usize::MAX),
+                TlsHandshakeLength,
+            ),
+            (
+                "alert record between fragments",
+                concat(&[
+                    &records(&message[..50], usize::MAX),
+                    &[21, 3, 3, 0, 2, 2, 40],
+                    &records(&message[50..], usize::MAX),
+                ]),
+                TlsRecordType,
+            ),
+            (
+                "change_cipher_spec record first",
+                vec![20, 3, 1, 0, 1, 1],
+                TlsRecordType,
+            ),
+            (
+                "application data record first",
+                vec![23, 3, 3, 0, 5],
+                TlsRecordType,
+            ),
+            (
+                "handshake type ServerHello",
+                records(&handshake(2, &body), 9999),
+                TlsNotClientHello,
+            ),
+            (
+                "handshake type 0",
+                records(&handshake(0, &body), 1),
+                TlsNotClientHello,
+            ),
+            (
+                "client_hello version 2.0",
+                with(&|h| h.version = [2, 0]),
+                TlsClientHelloVersion,
+            ),
+            (
+                "session id of 33 bytes",
+                with(&|h| h.session_id = vec![0; 33]),
+                TlsSessionId,
+            ),
+            (
+                "no cipher suites",
+                with(&|h| h.suites = vec![]),
+                TlsCipherSuites,
+            ),
+            (
+                "odd cipher suites",
+                with(&|h| h.suites = vec![0x13, 1, 0]),
+                TlsCipherSuites,
+            ),
+            (
+                "no compression methods",
+                with(&|h| h.compression = vec![]),
+                TlsCompressionMethods,
+            ),
+            (
+                "extensions length +1",
+                with(&|h| h.extensions_len_delta = 1),
+                TlsExtensions,
+            ),
+            (
+                "extensions length -1",
+                with(&|h| h.extensions_len_delta = -1),
+                TlsExtensions,
+            ),
+            (
+                "one stray byte instead of an extensions block",
+                raw(false, &|b| b.push(0)),
+                TlsExtensions,
+            ),
+            (
+                "extension overruns the block",
+                raw(true, &|b| {
+                    // The block ends with extension 10: type, length 4, data; lengthen it.
+                    let n = b.len();
+                    b[n - 5] += 1;
+                }),
+                TlsExtensions,
+            ),
+            (
+                "two names in server_name",
+                with(&|h| {
+                    h.extensions = Some(vec![(
+                        0,
+                        sni_ext(&[(0, b"allowed.example"), (0, b"denied.example")]),
+                    )])
+                }),
+                TlsSniMultipleNames,
+            ),
+            (
+                "empty server_name extension",
+                with(&|h| h.extensions = Some(vec![(0, vec![])])),
+                TlsSniEmptyExtension,
+            ),
+            (
+                "server_name extension twice",
+                with(&|h| {
+                    h.extensions = Some(vec![
+                        (0, sni_ext(&[(0, b"allowed.example")])),
+                        (10, vec![0, 2, 0, 29]),
+                        (0, sni_ext(&[(0, b"denied.example")])),
+                    ])
+                }),
+                TlsSniDuplicateExtension,
+            ),
+            (
+                "another extension twice",
+                with(&|h| {
+                    h.extensions = Some(vec![
+                        (10, vec![0, 2, 0, 29]),
+                        (0, sni_ext(&[(0, b"a.example")])),
+                        (10, vec![0, 2, 0, 23]),
+                    ])
+                }),
+                TlsDuplicateExtension,
+            ),
+            (
+                "zero-length host_name",
+                with(&|h| h.extensions = Some(vec![(0, sni_ext(&[(0, b"")]))])),
+                TlsSniEmptyName,
+            ),
+            (
+                "non-ASCII host_name",
+                with(&|h| h.extensions = Some(vec![(0, sni_ext(&[(0, "bücher.de".as_bytes())]))])),
+                TlsSniNonAscii,
+            ),
+            (
+                "host_name with a byte over 0x7f",
+                with(&|h| h.extensions = Some(vec![(0, sni_ext(&[(0, b"a\xffb")]))])),
+                TlsSniNonAscii,
+            ),
+            (
+                "name_type 1",
+                with(&|h| h.extensions = Some(vec![(0, sni_ext(&[(1, b"a.example")]))])),
+                TlsSniNameType,
+            ),
+            (
+                "empty server_name_list",
+                with(&|h| h.extensions = Some(vec![(0, vec![0, 0])])),
+                TlsSniList,
+            ),
+            (
+                "server_name_list length shorter than its extension",
+                with(&|h| {
+                    let mut data = sni_ext(&[(0, b"a.example")]);
+                    data[1] -= 1;
+                    h.extensions = Some(vec![(0, data)])
+                }),
+                TlsSniList,
+            ),
+            (
+                "host_name overruns the list",
+                with(&|h| {
+                    let mut data = sni_ext(&[(0, b"a.example")]);
+                    data[4] += 1;
+                    h.extensions = Some(vec![(0, data)])
+                }),
+                TlsSniList,
+            ),
+            (
+                "SSLv2-compatible hello",
+                vec![
+                    0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10,
+                ],
+                TlsSslv2Hello,
+            ),
+            (
+                "SSLv2 hello with SSLv2 version",
+                vec![0x80, 0x2e, 0x01, 0x00, 0x02, 0x00, 0x15],
+                TlsSslv2Hello,
+            ),
+        ];
+        for (name, input, want) in cases {
+            assert_eq!(check(&input), Outcome::Malformed(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn huge_handshake_length_is_too_large() {
+        // A ClientHello claiming 16 MiB, and one just over the cap.
+        let head = records(&[1, 0xff, 0xff, 0xff, 3, 3], usize::MAX);
+        let head = concat_record_len(head, 16384);
+        assert_eq!(parse_client_hello(&head), Outcome::NeedMore);
+        assert_eq!(sniff(&head, 65536), Sniffed::TooLarge);
+
+        let hello = Hello::with_sni(b"a.example");
+        let framed = hello.record();
+        assert!(matches!(sniff(&framed, framed.len()), Sniffed::Tls { .. }));
+        // The first header bytes already prove that the hello cannot fit.
+        for end in 9..framed.len() {
+            assert_eq!(
+                sniff(&framed[..end], framed.len() - 1),
+                Sniffed::TooLarge,
+                "{end}"
+            );
+        }
+        // Split in 100-byte records, the extra record headers count against the cap.
+        let split = records(&hello.message(), 100);
+        assert!(matches!(sniff(&split, split.len()), Sniffed::Tls { .. }));
+        assert_eq!(sniff(&split[..10], split.len() - 1), Sniffed::TooLarge);
+    }
+
+    /// Rewrites the first record's length field (the body stays as it is).
+    fn concat_record_len(mut input: Vec<u8>, len: u16) -> Vec<u8> {
+        input[3..5].copy_from_slice(&len.to_be_bytes());
+        input
+    }
+
+    #[test]
+    fn seed_files_parse() {
+        let seeds: &[(&str, &[u8], Option<&str>)] = &[
+            (
+                "tls13_sni",
+                include_bytes!("../../tests/data/tls/tls13_sni.bin"),
+                Some("api.github.com"),
+            ),
+            (
+                "tls12_sni",
+                include_bytes!("../../tests/data/tls/tls12_sni.bin"),
+                Some("api.github.com"),
+            ),
+            (
+                "tls13_no_sni",
+                include_bytes!("../../tests/data/tls/tls13_no_sni.bin"),
+                None,
+            ),
+            (
+                "tls12_no_sni",
+                include_bytes!("../../tests/data/tls/tls12_no_sni.bin"),
+                None,
+            ),
+            (
+                "tls13_sni_100_byte_records",
+                include_bytes!("../../tests/data/tls/tls13_sni_100_byte_records.bin"),
+                Some("api.github.com"),
+            ),
+        ];
+        for (name, bytes, sni) in seeds {
+            assert_eq!(check(bytes), found(*sni), "{name}");
+        }
+    }
+}
