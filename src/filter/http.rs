@@ -1,0 +1,110 @@
+//! The HTTP filter: decides each request on its `:authority` and the original destination; a deny
+//! is a local `403` with `x-egress-guard: denied` and a JSON body.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, MapType};
+use serde::Serialize;
+
+use super::report::{self, FilterKind, NameSource, Proto};
+use super::root::Shared;
+use super::{destination, judge, Observed};
+use crate::policy::name::classify_authority;
+use crate::policy::{Decision, Policy, Reason, Verdict};
+
+/// The per-request context.
+pub(crate) struct HttpFilter {
+    shared: Option<Rc<Shared>>,
+}
+
+impl HttpFilter {
+    pub(crate) fn new(shared: Option<Rc<Shared>>) -> HttpFilter {
+        HttpFilter { shared }
+    }
+}
+
+/// The body of the 403 reply.
+#[derive(Serialize)]
+struct DeniedBody<'a> {
+    error: &'static str,
+    destination: &'a str,
+    reason: &'static str,
+    rule: Option<&'a str>,
+}
+
+impl Context for HttpFilter {}
+
+impl HttpContext for HttpFilter {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            log::error!("egress-guard: no policy in force; refusing the request");
+            return deny(None, "", Reason::NoDestination);
+        };
+        let authority = match hostcalls::get_map_value(MapType::HttpRequestHeaders, ":authority") {
+            Ok(value) => value.filter(|v| !v.is_empty()),
+            Err(status) => {
+                log::error!("egress-guard: cannot read :authority: {status:?}");
+                None
+            }
+        };
+        let Some(dst) = destination() else {
+            log::error!("egress-guard: request without destination.address; refusing it");
+            shared
+                .metrics
+                .decision(&shared.policy, Verdict::Deny, Reason::NoDestination, None);
+            return deny(
+                None,
+                authority.as_deref().unwrap_or(""),
+                Reason::NoDestination,
+            );
+        };
+        let name = authority
+            .as_deref()
+            .map(|a| classify_authority(a.as_bytes()));
+        let decision = judge(
+            &shared,
+            &Observed {
+                dst,
+                name: name.as_ref(),
+                source: NameSource::Authority,
+                proto: Proto::Http,
+                filter: FilterKind::Http,
+                anomaly: None,
+            },
+        );
+        if decision.verdict != Verdict::Deny {
+            return Action::Continue;
+        }
+        let destination = authority.unwrap_or_else(|| dst.to_string());
+        deny(
+            Some((&shared.policy, &decision)),
+            &destination,
+            decision.reason,
+        )
+    }
+}
+
+/// Sends the 403 reply and stops the request.
+fn deny(decided: Option<(&Policy, &Decision)>, destination: &str, reason: Reason) -> Action {
+    let body = DeniedBody {
+        error: "egress_denied",
+        destination,
+        reason: reason.as_str(),
+        rule: decided.and_then(|(policy, decision)| report::rule_name(policy, decision)),
+    };
+    let body =
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{\"error\":\"egress_denied\"}".to_vec());
+    let headers = vec![
+        ("x-egress-guard", "denied"),
+        ("content-type", "application/json"),
+    ];
+    if let Err(status) = hostcalls::send_http_response(403, headers, Some(&body)) {
+        log::error!("egress-guard: cannot send the 403 reply: {status:?}");
+        if let Err(status) = hostcalls::reset_http_request() {
+            log::error!("egress-guard: cannot reset the request: {status:?}");
+        }
+    }
+    Action::Pause
+}

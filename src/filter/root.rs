@@ -1,0 +1,170 @@
+//! The root context: compiles the configuration, creates per-connection and per-request contexts,
+//! and resolves sniff timeouts on its tick.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext, StreamContext};
+use proxy_wasm::types::{BufferType, ContextType};
+
+use super::http::HttpFilter;
+use super::metrics::Metrics;
+use super::stream::{self, Conn, StreamFilter};
+use crate::policy::Policy;
+
+/// What every context of one filter configuration shares: the compiled policy and its counters.
+pub(crate) struct Shared {
+    pub policy: Policy,
+    pub metrics: Metrics,
+}
+
+/// Connections waiting for their first client bytes, by context id, with their deadlines.
+#[derive(Default)]
+pub(crate) struct Waiting {
+    entries: BTreeMap<u32, (u64, Rc<RefCell<Conn>>)>,
+}
+
+impl Waiting {
+    /// Starts the sniff timeout of a connection.
+    pub(crate) fn add(&mut self, context_id: u32, deadline_ns: u64, conn: Rc<RefCell<Conn>>) {
+        self.entries.insert(context_id, (deadline_ns, conn));
+    }
+
+    /// Stops it (the connection decided, or closed).
+    pub(crate) fn remove(&mut self, context_id: u32) {
+        self.entries.remove(&context_id);
+    }
+
+    fn take_expired(&mut self, now_ns: u64) -> Vec<(u32, Rc<RefCell<Conn>>)> {
+        let expired: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, (deadline, _))| *deadline <= now_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|id| self.entries.remove(&id).map(|(_, conn)| (id, conn)))
+            .collect()
+    }
+}
+
+/// Nanoseconds since the epoch by the proxy's clock (0 if the host cannot say).
+pub(crate) fn now_ns() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| u64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
+}
+
+/// The root context of one filter configuration.
+pub(crate) struct Root {
+    shared: Option<Rc<Shared>>,
+    waiting: Rc<RefCell<Waiting>>,
+}
+
+impl Root {
+    pub(crate) fn new() -> Root {
+        Root {
+            shared: None,
+            waiting: Rc::new(RefCell::new(Waiting::default())),
+        }
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        sync_log_level();
+        log::info!(
+            "egress-guard {} ({}) started",
+            env!("CARGO_PKG_VERSION"),
+            option_env!("EGRESS_GUARD_GIT").unwrap_or("unknown revision")
+        );
+        true
+    }
+
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        sync_log_level();
+        let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => b"{}".to_vec(),
+            Err(status) => {
+                log::error!("egress-guard: cannot read the plugin configuration: {status:?}");
+                return false;
+            }
+        };
+        match Policy::from_json(&bytes) {
+            Ok(policy) => {
+                log::info!("egress-guard: policy loaded: {}", policy.summary());
+                let tick = tick_period(policy.sniff().timeout_ms);
+                let metrics = Metrics::new(&policy);
+                self.shared = Some(Rc::new(Shared { policy, metrics }));
+                if let Err(status) = hostcalls::set_tick_period(tick) {
+                    log::warn!("egress-guard: cannot set the tick period: {status:?}");
+                }
+                true
+            }
+            Err(err) => {
+                // Envoy refuses the filter; a dynamic update is rejected and the policy in force
+                // (if any) stays.
+                log::error!("egress-guard: invalid configuration: {err}");
+                false
+            }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        sync_log_level();
+        let Some(shared) = self.shared.clone() else {
+            return;
+        };
+        let expired = self.waiting.borrow_mut().take_expired(now_ns());
+        for (context_id, conn) in expired {
+            // Hostcalls for this connection (resume / close) must act on its context.
+            if hostcalls::set_effective_context(context_id).is_err() {
+                continue; // The connection is gone.
+            }
+            stream::on_timeout(&shared, &conn);
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        // Runs inside context creation with the new context active: only an HTTP stream has a
+        // request protocol. Returning None would make the SDK panic, so always answer.
+        match hostcalls::get_property(vec!["request", "protocol"]) {
+            Ok(Some(_)) => Some(ContextType::HttpContext),
+            _ => Some(ContextType::StreamContext),
+        }
+    }
+
+    fn create_stream_context(&self, context_id: u32) -> Option<Box<dyn StreamContext>> {
+        Some(Box::new(StreamFilter::new(
+            context_id,
+            self.shared.clone(),
+            self.waiting.clone(),
+        )))
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(HttpFilter::new(self.shared.clone())))
+    }
+}
+
+/// Ticks often enough to resolve a timeout within a tenth of it, between 10 ms and 250 ms.
+fn tick_period(timeout_ms: u32) -> Duration {
+    Duration::from_millis(u64::from(timeout_ms / 10).clamp(10, 250))
+}
+
+/// Follows Envoy's log level for the `wasm` component, so that lines Envoy would drop are not
+/// formatted (or even passed to the host) at all.
+fn sync_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
