@@ -1,0 +1,287 @@
+"""egress-guard as a network filter on the shipped sidecar listener, against a real Envoy.
+
+Original destinations are claimed with a PROXY v1 header (see egress.py); the sidecar-faithful
+variant with iptables REDIRECT is test_sidecar_netns.py. Every denial is checked at the
+destination: it received no client byte (and, where the design promises it, no connection).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed, rule_matches,
+                    sidecar, sniffed)
+from harness import (Cert, Envoy, HttpServer, TcpServer, TlsServer, http_request, tcp_exchange,
+                     tls_client)
+
+DST = "127.0.0.2"       # the stand-in "external" services
+OTHER = "127.0.0.3"
+
+
+@pytest.fixture
+def guard(start_envoy: Callable[..., Envoy], wasm_path: Path) -> Callable[..., tuple[Envoy, Via]]:
+    """``guard(policy, **sidecar options) -> (envoy, via)``."""
+    def start(policy: dict[str, Any] | str, **options: Any) -> tuple[Envoy, Via]:
+        envoy = start_envoy(sidecar(wasm_path, policy, **options))
+        return envoy, Via(envoy)
+    return start
+
+
+@pytest.fixture
+def tls_server(serve: Callable[..., Any], cert: Cert) -> Callable[..., TlsServer]:
+    return lambda host=DST: serve(TlsServer(host, certfile=cert.certfile, keyfile=cert.keyfile))
+
+
+def assert_nothing_reached(server: Any) -> None:
+    """The destination saw no client byte (a TCP connect may have happened)."""
+    assert all(data == b"" for data in server.received), server.received
+
+
+def assert_denied(result: Any) -> None:
+    assert result.handshake_ok in (False, None), result
+    assert result.received == b"", result
+
+
+@pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
+def test_tls_allowed_by_sni_reaches_destination(guard, tls_server, inspector) -> None:
+    server = tls_server()
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"], "ports": [server.port]}]}
+    envoy, via = guard(policy, tls_inspector=inspector)
+
+    result = tls_client(sni="api.example.com", payload=b"hello", **via.to(server.address))
+
+    assert result.handshake_ok and result.received == b"hello", result
+    assert server.snis == ["api.example.com"]
+    assert decisions(envoy, "allow", "rule") == 1
+    assert rule_matches(envoy, "api") == 1
+    assert sniffed(envoy, "inspector_sni" if inspector else "tls_sni") == 1
+
+
+@pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
+def test_tls_denied_by_sni_sends_nothing(guard, tls_server, inspector) -> None:
+    server = tls_server()
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"], "ports": [server.port]}]}
+    envoy, via = guard(policy, tls_inspector=inspector)
+
+    result = tls_client(sni="evil.example.com", **via.to(server.address))
+
+    assert_denied(result)
+    assert server.handshakes == 0
+    assert_nothing_reached(server)
+    assert decisions(envoy, "deny", "no_match") == 1
+    assert decision_log(envoy)[-1] | {"src": None} == {
+        "decision": "deny", "reason": "no_match", "rule": None,
+        "dst": f"{DST}:{server.port}", "name": "evil.example.com", "name_source": "sni",
+        "proto": "tls", "src": None, "filter": "network"}
+
+
+def test_http_host_on_tcp_chain(guard, serve) -> None:
+    server = serve(HttpServer(DST, label="deb"))
+    policy = {"allow": [{"name": "debian", "hosts": ["deb.debian.org"], "ports": [server.port]}]}
+    envoy, via = guard(policy)
+
+    ok = http_request(raw_request=b"GET /debian/ HTTP/1.1\r\nHost: deb.debian.org\r\n"
+                                  b"Connection: close\r\n\r\n", **via.to(server.address))
+    assert ok.status == 200 and ok.body == b"hello from deb", ok
+    assert server.hosts == ["deb.debian.org"]
+
+    denied = http_request(raw_request=b"GET / HTTP/1.1\r\nHost: evil.example.com\r\n\r\n",
+                          **via.to(server.address))
+    assert denied.status is None, denied
+    assert server.requests == ["GET /debian/ HTTP/1.1"]
+    assert sniffed(envoy, "http_host") == 2
+    assert decisions(envoy, "allow", "rule") == 1
+    assert decisions(envoy, "deny", "no_match") == 1
+
+
+def test_http_absolute_form_disagreeing_with_host_is_malformed(guard, serve) -> None:
+    """Passthrough with a deny host rule: a request that names two hosts must not pass."""
+    server = serve(HttpServer(DST))
+    envoy, via = guard({"mode": "passthrough", "deny": [{"hosts": ["evil.example.com"]}]})
+
+    result = http_request(raw_request=b"GET http://evil.example.com/ HTTP/1.1\r\n"
+                                      b"Host: deb.debian.org\r\n\r\n", **via.to(server.address))
+
+    assert result.status is None, result
+    assert server.requests == []
+    assert decisions(envoy, "deny", "malformed") == 1
+    assert malformed(envoy, "http_host_mismatch") == 1
+
+
+def test_raw_tcp_by_cidr_and_port(guard, serve) -> None:
+    db = serve(TcpServer(OTHER))
+    other_port = serve(TcpServer(OTHER))
+    policy = {"allow": [{"name": "db", "cidrs": [f"{OTHER}/32"], "ports": [db.port]}]}
+    envoy, via = guard(policy)
+
+    ok = tcp_exchange(send=b"\x00\x01select 1", until=10, **via.to(db.address))
+    assert ok.received == b"\x00\x01select 1", ok
+
+    denied = tcp_exchange(send=b"select 1", **via.to(other_port.address))
+    assert denied.received == b"" and denied.closed_by_peer, denied
+    # No host rule applies, so the deny is taken at connection open: no upstream connection.
+    assert other_port.connections == 0
+    assert decisions(envoy, "allow", "rule") == 1
+    assert decisions(envoy, "deny", "no_match") == 1
+
+
+@pytest.mark.parametrize("mode", ["allowlist", "audit", "passthrough"])
+def test_deny_beats_allow_in_every_mode(guard, tls_server, mode) -> None:
+    server = tls_server()
+    policy = {"mode": mode,
+              "allow": [{"name": "example", "hosts": ["*.example.com"]}],
+              "deny": [{"name": "bad", "hosts": ["bad.example.com"]}]}
+    envoy, via = guard(policy)
+
+    assert tls_client(sni="good.example.com", **via.to(server.address)).received == b"ping"
+    assert_denied(tls_client(sni="bad.example.com", **via.to(server.address)))
+
+    assert server.snis == ["good.example.com"]
+    assert decisions(envoy, "deny", "deny_rule") == 1
+    assert rule_matches(envoy, "bad") == 1
+
+
+def test_audit_passes_and_counts_would_deny(guard, tls_server) -> None:
+    server = tls_server()
+    policy = {"mode": "audit", "allow": [{"name": "api", "hosts": ["api.example.com"]}]}
+    envoy, via = guard(policy)
+
+    for sni in ("api.example.com", "unknown.example.com", "other.example.com"):
+        assert tls_client(sni=sni, **via.to(server.address)).received == b"ping"
+
+    assert server.snis == ["api.example.com", "unknown.example.com", "other.example.com"]
+    assert all_decisions(envoy) == {("allow", "rule"): 1, ("audit_deny", "no_match"): 2}
+    assert [(e["decision"], e["name"]) for e in decision_log(envoy, 2)] == [
+        ("audit_deny", "unknown.example.com"), ("audit_deny", "other.example.com")]
+
+
+def test_passthrough_passes_and_counts(guard, tls_server, serve) -> None:
+    server = tls_server()
+    db = serve(TcpServer(OTHER))
+    envoy, via = guard({"mode": "passthrough", "log": "all"})
+
+    assert tls_client(sni="anything.example.net", **via.to(server.address)).received == b"ping"
+    assert tcp_exchange(send=b"raw", until=3, **via.to(db.address)).received == b"raw"
+
+    assert all_decisions(envoy) == {("allow", "passthrough"): 2}
+    assert [e["decision"] for e in decision_log(envoy, 2)] == ["allow", "allow"]
+
+
+@pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
+def test_hold_upstream_denied_destination_sees_no_connection(guard, tls_server, inspector) -> None:
+    server = tls_server()
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"], "ports": [server.port]}],
+              "sniff": {"hold_upstream": True}}
+    envoy, via = guard(policy, tls_inspector=inspector)
+
+    assert_denied(tls_client(sni="evil.example.com", **via.to(server.address)))
+    assert server.connections == 0
+
+    allowed = tls_client(sni="api.example.com", **via.to(server.address))
+    assert allowed.received == b"ping", allowed
+    assert server.connections == 1
+    assert decisions(envoy, "deny", "no_match") == 1
+    assert decisions(envoy, "allow", "rule") == 1
+
+
+def test_without_hold_upstream_denied_destination_sees_no_byte(guard, tls_server) -> None:
+    """The default: the upstream connection opens at accept, but no client byte is forwarded."""
+    server = tls_server()
+    policy = {"allow": [{"hosts": ["api.example.com"], "ports": [server.port]}]}
+    envoy, via = guard(policy, tls_inspector=False)
+
+    assert_denied(tls_client(sni="evil.example.com", **via.to(server.address)))
+    assert_nothing_reached(server)
+
+
+def test_counters_match_traffic(guard, tls_server, serve) -> None:
+    server = tls_server()
+    db = serve(TcpServer(OTHER))
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com", "*.api.example.com"]},
+                        {"name": "db", "cidrs": [f"{OTHER}/32"], "ports": [db.port]}],
+              "deny": [{"name": "blocked", "hosts": ["blocked.api.example.com"]}]}
+    envoy, via = guard(policy, tls_inspector=False)
+
+    sent = {"api.example.com": 4, "v2.api.example.com": 3, "blocked.api.example.com": 2,
+            "evil.example.org": 5}
+    for sni, n in sent.items():
+        for _ in range(n):
+            tls_client(sni=sni, **via.to(server.address))
+    for _ in range(3):
+        tcp_exchange(send=PG_SSL_REQUEST, until=len(PG_SSL_REQUEST), **via.to(db.address))
+    tls_client(sni=None, **via.to(server.address))
+
+    assert all_decisions(envoy) == {("allow", "rule"): 4 + 3 + 3, ("deny", "deny_rule"): 2,
+                                    ("deny", "no_match"): 5 + 1}
+    assert rule_matches(envoy, "api") == 7
+    assert rule_matches(envoy, "db") == 3
+    assert rule_matches(envoy, "blocked") == 2
+    assert sniffed(envoy, "tls_sni") == 14
+    assert sniffed(envoy, "tls_no_sni") == 1
+    assert server.snis.count("api.example.com") == 4
+    assert "blocked.api.example.com" not in server.snis
+
+    prom = envoy.prometheus()
+    assert 'egress_guard_decisions_total{decision="deny",reason="no_match"} 6' in prom, prom
+    assert 'egress_guard_rule_matches_total{rule="api"} 7' in prom
+
+
+def test_ipv6_destination(guard, tls_server, serve) -> None:
+    server = tls_server("::1")
+    db = serve(TcpServer("::1"))
+    policy = {"allow": [{"name": "v6-api", "hosts": ["api.example.com"]},
+                        {"name": "v6-db", "cidrs": ["::1/128"], "ports": [db.port]}]}
+    envoy, via = guard(policy)
+
+    assert tls_client(sni="api.example.com", **via.to(server.address)).received == b"ping"
+    assert_denied(tls_client(sni="evil.example.com", **via.to(server.address)))
+    assert tcp_exchange(send=PG_SSL_REQUEST, until=8, **via.to(db.address)).received == PG_SSL_REQUEST
+    assert decisions(envoy, "allow", "rule") == 2
+    entry = decision_log(envoy)[-1]
+    assert entry["dst"] == f"[::1]:{server.port}" and entry["decision"] == "deny"
+
+
+def test_malformed_client_hello_denied_in_passthrough(guard, tls_server) -> None:
+    """A ClientHello that lies about its lengths is denied even where everything else passes:
+    garbling must not slip a name past a deny host rule."""
+    server = tls_server()
+    envoy, via = guard({"mode": "passthrough", "deny": [{"hosts": ["evil.example.com"]}]},
+                       tls_inspector=False)
+    # A handshake record whose handshake header claims a ClientHello longer than the record
+    # holds, followed by a record of another content type.
+    bogus = bytes([0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0x03, 0x03, 0x00,
+                   0x00, 0x17, 0x03, 0x03, 0x00, 0x01, 0x00])
+    result = tcp_exchange(send=bogus, **via.to(server.address))
+    assert result.received == b"" and result.closed_by_peer, result
+    assert_nothing_reached(server)
+    assert decisions(envoy, "deny", "malformed") == 1
+
+
+def test_bad_config_is_refused_with_the_field_named(envoy_cmd, wasm_path, tmp) -> None:
+    policy = {"allow": [{"hosts": ["github.com"]}, {"cidrs": ["10.0.0.300/8"]}]}
+    failure = Envoy.start_expect_failure(sidecar(wasm_path, policy), tmp, envoy_cmd=envoy_cmd)
+    assert failure.exit_code != 0
+    assert 'allow[1].cidrs[0]: "10.0.0.300/8" is not a CIDR' in failure.output, failure.output
+
+
+def test_unknown_key_is_refused(envoy_cmd, wasm_path, tmp) -> None:
+    failure = Envoy.start_expect_failure(sidecar(wasm_path, {"allow": [{"host": ["x.com"]}]}),
+                                         tmp, envoy_cmd=envoy_cmd)
+    assert failure.exit_code != 0
+    assert "allow[0]" in failure.output and "unknown field `host`" in failure.output, failure.output
+
+
+def test_decision_log_all_fields(guard, tls_server) -> None:
+    server = tls_server()
+    envoy, via = guard({"allow": [{"name": "api", "hosts": ["api.example.com"]}], "log": "all"})
+    tls_client(sni="API.Example.com.", **via.to(server.address))
+
+    (entry,) = decision_log(envoy)
+    assert entry["decision"] == "allow" and entry["reason"] == "rule" and entry["rule"] == "api"
+    assert entry["name"] == "api.example.com" and entry["name_source"] == "sni"
+    assert entry["proto"] == "tls" and entry["filter"] == "network"
+    assert entry["dst"] == f"{DST}:{server.port}"
+    assert entry["src"] == "127.0.0.1:40000"  # the PROXY header's source
