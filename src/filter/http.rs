@@ -72,6 +72,7 @@ impl HttpContext for HttpFilter {
                 proto: Proto::Http,
                 filter: FilterKind::Http,
                 anomaly: None,
+                request: 1,
             },
         );
         if decision.verdict != Verdict::Deny {

@@ -33,12 +33,14 @@ pub(crate) enum SniffOutcome {
     Timeout,
     /// More than `sniff.max_bytes` without a complete ClientHello or request head.
     TooLarge,
+    /// A second or later request head on an HTTP/1 connection (keep-alive or pipelined).
+    HttpLaterRequest,
     /// A ClientHello or request head that breaks its rules, or a malformed name.
     Malformed,
 }
 
 impl SniffOutcome {
-    const ALL: [SniffOutcome; 9] = [
+    const ALL: [SniffOutcome; 10] = [
         SniffOutcome::InspectorSni,
         SniffOutcome::TlsSni,
         SniffOutcome::TlsNoSni,
@@ -47,6 +49,7 @@ impl SniffOutcome {
         SniffOutcome::Other,
         SniffOutcome::Timeout,
         SniffOutcome::TooLarge,
+        SniffOutcome::HttpLaterRequest,
         SniffOutcome::Malformed,
     ];
 
@@ -60,6 +63,7 @@ impl SniffOutcome {
             SniffOutcome::Other => "other",
             SniffOutcome::Timeout => "timeout",
             SniffOutcome::TooLarge => "too_large",
+            SniffOutcome::HttpLaterRequest => "http_later_request",
             SniffOutcome::Malformed => "malformed",
         }
     }
@@ -168,25 +172,28 @@ fn expected_decisions(policy: &Policy) -> &'static [(Verdict, Reason)] {
         (Verdict::Deny, Reason::Malformed),
         (Verdict::Deny, Reason::TooLarge),
     ];
-    const ALLOWLIST: [(Verdict, Reason); 5] = [
+    const ALLOWLIST: [(Verdict, Reason); 6] = [
         COMMON[0],
         COMMON[1],
         COMMON[2],
         (Verdict::Allow, Reason::Rule),
         (Verdict::Deny, Reason::NoMatch),
+        (Verdict::Deny, Reason::LaterRequest),
     ];
-    const AUDIT: [(Verdict, Reason); 5] = [
+    const AUDIT: [(Verdict, Reason); 6] = [
         COMMON[0],
         COMMON[1],
         COMMON[2],
         (Verdict::Allow, Reason::Rule),
         (Verdict::AuditDeny, Reason::NoMatch),
+        (Verdict::AuditDeny, Reason::LaterRequest),
     ];
-    const PASSTHROUGH: [(Verdict, Reason); 4] = [
+    const PASSTHROUGH: [(Verdict, Reason); 5] = [
         COMMON[0],
         COMMON[1],
         COMMON[2],
         (Verdict::Allow, Reason::Passthrough),
+        (Verdict::Deny, Reason::LaterRequest),
     ];
     match policy.mode() {
         Mode::Allowlist => &ALLOWLIST,

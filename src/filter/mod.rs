@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use proxy_wasm::hostcalls;
 
 use crate::policy::name::NameClass;
-use crate::policy::{Decision, Facts, NameFact};
+use crate::policy::{Decision, Facts, NameFact, Reason, Verdict};
 use report::{FilterKind, NameSource, Proto, Record};
 use root::Shared;
 
@@ -38,6 +38,8 @@ pub(crate) struct Observed<'a> {
     pub filter: FilterKind,
     /// A finding that overrides the name: the input was malformed or too large.
     pub anomaly: Option<Anomaly>,
+    /// Which request on an HTTP/1 connection this is (1 for the first, or for anything else).
+    pub request: u32,
 }
 
 /// Input the filter could not take a name from, and must not let a host rule allow.
@@ -69,11 +71,17 @@ pub(crate) fn judge(shared: &Shared, seen: &Observed<'_>) -> Decision {
     if let Some(kind) = detail {
         shared.metrics.malformed(kind);
     }
-    let decision = shared.policy.decide(&Facts {
+    let mut decision = shared.policy.decide(&Facts {
         ip: seen.dst.ip(),
         port: seen.dst.port(),
         name,
     });
+    if seen.request > 1 && decision.verdict != Verdict::Allow && detail.is_none() {
+        // A later request the policy refuses closes a connection already allowed: its own
+        // reason, with the policy's reason as the detail.
+        detail = Some(decision.reason.as_str());
+        decision.reason = Reason::LaterRequest;
+    }
     shared.metrics.decision(
         &shared.policy,
         decision.verdict,
@@ -102,6 +110,7 @@ pub(crate) fn judge(shared: &Shared, seen: &Observed<'_>) -> Decision {
             src: src.as_deref(),
             filter: seen.filter,
             detail,
+            request: (seen.request > 1).then_some(seen.request),
         });
     }
     decision

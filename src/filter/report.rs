@@ -47,9 +47,12 @@ pub(crate) struct Record<'a> {
     pub proto: Proto,
     pub src: Option<&'a str>,
     pub filter: FilterKind,
-    /// Why the input was malformed, when it was.
+    /// Why the input was malformed, or the policy's reason for a later request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'static str>,
+    /// Which request on an HTTP/1 connection, for the second and later ones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<u32>,
 }
 
 /// Whether the policy's `log` setting wants this decision logged. Checked before anything is

@@ -20,7 +20,9 @@ use super::root::{now_ns, Shared, Waiting};
 use super::{destination, judge, property_bytes, Anomaly, Observed};
 use crate::policy::name::{classify_authority, classify_sni, NameClass};
 use crate::policy::{Reason, Verdict};
-use crate::sniff::{self, Sniffed};
+use crate::sniff::http;
+use crate::sniff::pipeline::{Pipeline, Step, UpgradeAnswer};
+use crate::sniff::{self, Outcome, Sniffed};
 
 /// Where a connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,10 @@ pub(crate) struct StreamFilter {
     shared: Option<Rc<Shared>>,
     waiting: Rc<RefCell<Waiting>>,
     conn: Option<Rc<RefCell<Conn>>>,
+    /// On an allowed HTTP/1 connection: follows every later request so each is checked.
+    pipeline: Option<Pipeline>,
+    /// Requests seen on this HTTP/1 connection.
+    requests: u32,
 }
 
 impl StreamFilter {
@@ -63,6 +69,8 @@ impl StreamFilter {
             shared,
             waiting,
             conn: None,
+            pipeline: None,
+            requests: 0,
         }
     }
 
@@ -89,6 +97,55 @@ impl StreamFilter {
         } else {
             self.set_phase(Phase::Allowed);
             Action::Continue
+        }
+    }
+
+    /// Checks every request head the buffer completes on an allowed HTTP/1 connection; lets the
+    /// buffer go when all of it belongs to allowed requests, holds it while a head is incomplete.
+    fn follow(&mut self, shared: &Shared, dst: SocketAddr, buffer: &[u8], eos: bool) -> Action {
+        loop {
+            let Some(pipeline) = self.pipeline.as_mut() else {
+                return Action::Continue;
+            };
+            let (head, anomaly) = match pipeline.scan(buffer) {
+                Step::Forward => {
+                    pipeline.flushed();
+                    return Action::Continue;
+                }
+                // A head cut short by the client's half-close will never complete.
+                Step::Hold if eos && !pipeline.awaiting_upgrade() => {
+                    (None, Some(Anomaly::Malformed("truncated")))
+                }
+                Step::Hold => return Action::Pause,
+                Step::Head(head) => (Some(head), None),
+                Step::Malformed(why) => (None, Some(Anomaly::Malformed(why.as_str()))),
+                Step::TooLarge => (None, Some(Anomaly::TooLarge)),
+            };
+            self.requests = self.requests.saturating_add(1);
+            shared.metrics.sniff(SniffOutcome::HttpLaterRequest);
+            let name = head
+                .as_ref()
+                .and_then(|h| h.host.as_deref())
+                .map(|h| classify_authority(h.as_bytes()));
+            let decision = judge(
+                shared,
+                &Observed {
+                    dst,
+                    name: name.as_ref(),
+                    source: if name.is_some() {
+                        NameSource::Host
+                    } else {
+                        NameSource::None
+                    },
+                    proto: Proto::Http,
+                    filter: FilterKind::Network,
+                    anomaly,
+                    request: self.requests,
+                },
+            );
+            if decision.verdict == Verdict::Deny {
+                return self.settle(Verdict::Deny);
+            }
         }
     }
 
@@ -151,6 +208,7 @@ impl StreamContext for StreamFilter {
                     proto: Proto::Tls,
                     filter: FilterKind::Network,
                     anomaly: None,
+                    request: 1,
                 },
             );
             return self.settle(decision.verdict);
@@ -166,6 +224,7 @@ impl StreamContext for StreamFilter {
                     proto: Proto::Other,
                     filter: FilterKind::Network,
                     anomaly: None,
+                    request: 1,
                 },
             );
             return self.settle(decision.verdict);
@@ -180,23 +239,18 @@ impl StreamContext for StreamFilter {
     }
 
     fn on_downstream_data(&mut self, data_size: usize, end_of_stream: bool) -> Action {
-        let Some(Phase::Sniffing { after_timeout, .. }) = self.phase() else {
-            return match self.phase() {
-                Some(Phase::Allowed) => Action::Continue,
-                _ => Action::Pause,
-            };
+        let after_timeout = match self.phase() {
+            Some(Phase::Sniffing { after_timeout, .. }) => after_timeout,
+            Some(Phase::Allowed) if self.pipeline.is_none() => return Action::Continue,
+            Some(Phase::Allowed) => false,
+            _ => return Action::Pause,
         };
-        let Some(shared) = self.shared.clone() else {
-            close();
-            return Action::Pause;
-        };
-        let Some(conn) = self.conn.clone() else {
+        let (Some(shared), Some(conn)) = (self.shared.clone(), self.conn.clone()) else {
             close();
             return Action::Pause;
         };
         let dst = conn.borrow().dst;
         conn.borrow_mut().buffered = data_size;
-
         let buffer = match hostcalls::get_buffer(BufferType::DownstreamData, 0, data_size) {
             Ok(bytes) => bytes.unwrap_or_default(),
             Err(status) => {
@@ -204,6 +258,10 @@ impl StreamContext for StreamFilter {
                 return self.settle(Verdict::Deny);
             }
         };
+        if self.pipeline.is_some() {
+            return self.follow(&shared, dst, &buffer, end_of_stream);
+        }
+
         let max_bytes = usize::try_from(shared.policy.sniff().max_bytes).unwrap_or(usize::MAX);
         let sniffed = sniff::sniff(&buffer, max_bytes);
         if matches!(sniffed, Sniffed::NeedMore) && !end_of_stream {
@@ -224,9 +282,66 @@ impl StreamContext for StreamFilter {
                 proto: seen.proto,
                 filter: FilterKind::Network,
                 anomaly: seen.anomaly,
+                request: 1,
             },
         );
-        self.settle(decision.verdict)
+        let action = self.settle(decision.verdict);
+        if action == Action::Continue && seen.proto == Proto::Http {
+            // Every later request on this connection is checked too.
+            if let Outcome::Found(head) = http::parse_request_head(&buffer) {
+                self.requests = 1;
+                self.pipeline = Some(Pipeline::after(&head, max_bytes));
+                return self.follow(&shared, dst, &buffer, end_of_stream);
+            }
+        }
+        action
+    }
+
+    fn on_upstream_data(&mut self, data_size: usize, _end_of_stream: bool) -> Action {
+        let Some(pipeline) = self.pipeline.as_mut().filter(|p| p.awaiting_upgrade()) else {
+            return Action::Continue;
+        };
+        let start = match hostcalls::get_buffer(BufferType::UpstreamData, 0, data_size.min(12)) {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(status) => {
+                log::warn!("egress-guard: cannot read the server's answer: {status:?}");
+                return Action::Continue;
+            }
+        };
+        match pipeline.server_answered(&start) {
+            UpgradeAnswer::Tunnel { held: true } => {
+                // The bytes held during the wait belong to the tunnel now.
+                if let Err(status) = hostcalls::resume_downstream() {
+                    log::warn!("egress-guard: cannot resume after an upgrade: {status:?}");
+                }
+            }
+            UpgradeAnswer::StillHttp { held: true } => {
+                // The client pipelined bytes behind an upgrade the server refused; they were
+                // held unchecked and no callback will show them again: refuse them.
+                if let (Some(shared), Some(conn)) = (self.shared.clone(), self.conn.clone()) {
+                    let dst = conn.borrow().dst;
+                    self.requests = self.requests.saturating_add(1);
+                    let decision = judge(
+                        &shared,
+                        &Observed {
+                            dst,
+                            name: None,
+                            source: NameSource::None,
+                            proto: Proto::Http,
+                            filter: FilterKind::Network,
+                            anomaly: Some(Anomaly::Malformed("held_after_refused_upgrade")),
+                            request: self.requests,
+                        },
+                    );
+                    self.settle(decision.verdict);
+                }
+            }
+            UpgradeAnswer::Tunnel { held: false }
+            | UpgradeAnswer::StillHttp { held: false }
+            | UpgradeAnswer::Pending
+            | UpgradeAnswer::NotWaiting => {}
+        }
+        Action::Continue
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {
@@ -337,6 +452,7 @@ pub(crate) fn on_timeout(shared: &Shared, conn: &Rc<RefCell<Conn>>) {
             proto: Proto::Other,
             filter: FilterKind::Network,
             anomaly,
+            request: 1,
         },
     );
     if decision.verdict == Verdict::Deny {

@@ -176,11 +176,14 @@ pub enum Reason {
     /// The proxy could not say where the connection or request goes; the filter fails closed.
     /// Produced by the filter, never by [`Policy::decide`].
     NoDestination,
+    /// A later request on an HTTP/1 connection (keep-alive or pipelined) was not allowed; the
+    /// policy's own reason goes in the log's `detail`. Produced by the filter.
+    LaterRequest,
 }
 
 impl Reason {
     /// `"rule"`, `"deny_rule"`, `"no_match"`, `"passthrough"`, `"malformed"`, `"too_large"`,
-    /// `"no_destination"`: the label in logs and metric names.
+    /// `"no_destination"`, `"later_request"`: the label in logs and metric names.
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Rule => "rule",
@@ -190,6 +193,7 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::TooLarge => "too_large",
             Reason::NoDestination => "no_destination",
+            Reason::LaterRequest => "later_request",
         }
     }
 }

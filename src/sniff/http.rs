@@ -131,6 +131,9 @@ pub struct RequestHead {
     pub head_len: usize,
     /// How the body that follows the head is delimited.
     pub framing: BodyFraming,
+    /// The request asks to leave HTTP/1 on this connection: an `Upgrade` header, or `CONNECT`.
+    /// If the server agrees (`101`, or `2xx` to `CONNECT`) the bytes after it are a tunnel.
+    pub upgrade: bool,
 }
 
 impl RequestHead {
@@ -396,6 +399,7 @@ struct Fields<'a> {
     host: Option<&'a [u8]>,
     content_length: Option<u64>,
     transfer_encoding: Option<TransferCodings>,
+    upgrade: bool,
 }
 
 /// The Transfer-Encoding codings seen so far, across all Transfer-Encoding lines.
@@ -447,6 +451,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Malformed> {
             .transpose()?,
         head_len: pos,
         framing,
+        upgrade: fields.upgrade || request.method == b"CONNECT",
     }))
 }
 
@@ -481,6 +486,8 @@ fn field_line<'a>(line: &'a [u8], version: u8, fields: &mut Fields<'a>) -> Resul
             return Err(Malformed::HttpContentLength);
         }
         fields.content_length = Some(len);
+    } else if name.eq_ignore_ascii_case(b"upgrade") {
+        fields.upgrade = true;
     } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
         if version == 0 {
             return Err(Malformed::HttpTransferEncoding);
@@ -1035,9 +1042,12 @@ mod tests {
                 host: Some("a.example".into()),
                 head_len: input.len() - b"abcGET / HTTP/1.1\r\n".len(),
                 framing: BodyFraming::ContentLength(3),
+                upgrade: false,
             }
         );
         assert_eq!(parsed.name_source(), NameSource::Authority);
+        assert!(head(b"GET / HTTP/1.1\r\nHost: a\r\nUPGRADE: websocket\r\n\r\n").upgrade);
+        assert!(head(b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n").upgrade);
 
         let parsed = head(b"GET / HTTP/1.0\r\n\r\n");
         assert_eq!(parsed.version, 0);

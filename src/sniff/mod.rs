@@ -13,6 +13,7 @@
 //! same result.
 
 pub mod http;
+pub mod pipeline;
 pub mod tls;
 
 // Native only (rustls); the file carries `#![cfg(not(target_arch = "wasm32"))]`.
@@ -115,11 +116,15 @@ pub enum Malformed {
     HttpTransferEncoding,
     /// Both Content-Length and Transfer-Encoding (the request-smuggling shape).
     HttpContentLengthAndTransferEncoding,
+    /// A chunked request body that breaks the chunk syntax (later requests are then unknowable).
+    HttpChunkedBody,
+    /// Bytes after a complete request that do not start another request head.
+    HttpNotARequest,
 }
 
 impl Malformed {
     /// Every reason, for registering one counter per reason up front.
-    pub const ALL: [Malformed; 35] = [
+    pub const ALL: [Malformed; 37] = [
         Malformed::TlsRecordType,
         Malformed::TlsRecordVersion,
         Malformed::TlsRecordLength,
@@ -155,6 +160,8 @@ impl Malformed {
         Malformed::HttpContentLength,
         Malformed::HttpTransferEncoding,
         Malformed::HttpContentLengthAndTransferEncoding,
+        Malformed::HttpChunkedBody,
+        Malformed::HttpNotARequest,
     ];
 
     /// Stable snake_case label used in counters and logs.
@@ -195,6 +202,8 @@ impl Malformed {
             Malformed::HttpContentLength => "http_content_length",
             Malformed::HttpTransferEncoding => "http_transfer_encoding",
             Malformed::HttpContentLengthAndTransferEncoding => "http_cl_and_te",
+            Malformed::HttpChunkedBody => "http_chunked_body",
+            Malformed::HttpNotARequest => "http_not_a_request",
         }
     }
 }
