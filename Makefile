@@ -38,7 +38,7 @@ wasm-bindgen:
 
 ## Build -------------------------------------------------------------------------------------
 build: targets
-	$(CARGO) build --release --target wasm32-wasip1
+	$(CARGO) build --release --target wasm32-wasip1 --lib
 	@ls -l $(WASM)
 
 ## Tests -------------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ test-integration: venv build
 lint: targets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --release --target wasm32-wasip1 -- -D warnings
+	$(CARGO) clippy --release --target wasm32-wasip1 --lib -- -D warnings
 
 ## Demo --------------------------------------------------------------------------------------
 demo: venv build
