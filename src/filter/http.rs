@@ -42,13 +42,17 @@ impl HttpContext for HttpFilter {
             log::error!("egress-guard: no policy in force; refusing the request");
             return deny(None, "", Reason::NoDestination);
         };
-        let authority = match hostcalls::get_map_value(MapType::HttpRequestHeaders, ":authority") {
-            Ok(value) => value.filter(|v| !v.is_empty()),
-            Err(status) => {
-                log::error!("egress-guard: cannot read :authority: {status:?}");
-                None
-            }
-        };
+        // As bytes: the SDK's string getter panics on a value that is not UTF-8.
+        let authority =
+            match hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, ":authority") {
+                Ok(value) => value
+                    .filter(|v| !v.is_empty())
+                    .map(|v| String::from_utf8_lossy(&v).into_owned()),
+                Err(status) => {
+                    log::error!("egress-guard: cannot read :authority: {status:?}");
+                    None
+                }
+            };
         let Some(dst) = destination() else {
             log::error!("egress-guard: request without destination.address; refusing it");
             shared

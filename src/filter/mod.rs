@@ -5,6 +5,7 @@
 //! One module serves both filter types: only a root context is registered, and its `get_type`
 //! picks an HTTP context when the new context has a request protocol, a stream context otherwise.
 
+mod host;
 mod http;
 mod metrics;
 mod report;

@@ -164,7 +164,7 @@ fn tick_period(timeout_ms: u32) -> Duration {
 /// Follows Envoy's log level for the `wasm` component, so that lines Envoy would drop are not
 /// formatted (or even passed to the host) at all.
 fn sync_log_level() {
-    if let Ok(level) = hostcalls::get_log_level() {
+    if let Some(level) = super::host::log_level() {
         proxy_wasm::set_log_level(level);
     }
 }

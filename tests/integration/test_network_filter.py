@@ -285,3 +285,17 @@ def test_decision_log_all_fields(guard, tls_server) -> None:
     assert entry["proto"] == "tls" and entry["filter"] == "network"
     assert entry["dst"] == f"{DST}:{server.port}"
     assert entry["src"] == "127.0.0.1:40000"  # the PROXY header's source
+
+
+def test_filter_works_with_the_wasm_logger_off(start_envoy, wasm_path, tls_server) -> None:
+    """Envoy reports level 6 ("off") for a silenced wasm logger, outside the SDK's level enum;
+    the filter must keep deciding (and stay silent)."""
+    server = tls_server()
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"]}], "log": "all"}
+    envoy = start_envoy(sidecar(wasm_path, policy),
+                        extra_args=["--component-log-level", "wasm:off"])
+    via = Via(envoy)
+    assert tls_client(sni="api.example.com", **via.to(server.address)).received == b"ping"
+    assert_denied(tls_client(sni="evil.example.com", **via.to(server.address)))
+    assert all_decisions(envoy) == {("allow", "rule"): 1, ("deny", "no_match"): 1}
+    assert decision_log(envoy, at_least=0, timeout=0.5) == []
