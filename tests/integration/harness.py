@@ -523,9 +523,11 @@ class Envoy:
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters and gauges (not histograms) from ``/stats?format=json``."""
+        """Counters and gauges (not histograms, not text readouts such as
+        ``extension_config_discovery.*.version_text``) from ``/stats?format=json``."""
         data = self.admin_json("/stats?format=json")
-        return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "value" in s}
+        return {s["name"]: int(s["value"]) for s in data.get("stats", [])
+                if "value" in s and not isinstance(s["value"], str)}
 
     def counter(self, name: str, default: int = 0) -> int:
         """One counter/gauge value, ``default`` when Envoy has no such stat."""
