@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from egress import (PG_SSL_REQUEST, all_decisions, decision_log, policy_of, set_module, set_policy,
-                    shipped, sniffed)
+from egress import (ENVOY_DIR, PG_SSL_REQUEST, all_decisions, decision_log, policy_of, set_module,
+                    set_policy, shipped, sniffed, wasm_configs)
 from harness import (Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, http_request,
                      tcp_exchange, tls_client)
 
@@ -60,6 +60,18 @@ def tls(netns: NetNS, cert: Cert, host: str, port: int = 443) -> TlsServer:
 
 def get(name: str) -> bytes:
     return f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ENVOY_DIR.glob("*.yaml")))
+def test_shipped_configs_load_the_module_from_target(name: str) -> None:
+    """Run from the repository root after `make build`: every egress-guard filter (however many
+    a config has) loads the module by the same relative path."""
+    plugins = wasm_configs(shipped(name))
+    assert plugins, name
+    for plugin in plugins:
+        assert plugin["vm_config"]["code"]["local"]["filename"] == (
+            "target/wasm32-wasip1/release/egress_guard.wasm")
+        assert plugin["failure_policy"] == "FAIL_CLOSED"
 
 
 # --------------------------------------------------------------------------------------------
@@ -198,7 +210,7 @@ def test_istio_other_ports_are_decided_on_the_catch_all(mesh_sidecar, serve, net
     blocked = tcp_exchange("127.0.0.22", 8080, b"GET / HTTP/1.1\r\n\r\n", netns=netns)
     assert blocked.received == b"" and blocked.closed_by_peer, blocked
 
-    assert api.snis == ["api.example.com"]
+    assert api.snis == ["api.example.com"] and db.received == [PG_SSL_REQUEST]
     assert metadata.connections == 0
     assert sniffed(envoy, "tls_sni") == 2 and sniffed(envoy, "inspector_sni") == 0
     assert all_decisions(envoy) == {("allow", "rule"): 2, ("deny", "no_match"): 1,

@@ -38,7 +38,7 @@ def manifest(name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def schemas() -> dict[str, Any]:
     try:
-        import jsonschema  # noqa: F401
+        __import__("jsonschema")
     except ImportError:
         unavailable("python `jsonschema` not installed (pip install -r "
                     "tests/integration/requirements.txt)")
