@@ -15,6 +15,7 @@ Without namespaces these tests skip with the reason; under CI=true they fail.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 
 from egress import (ENVOY_DIR, PG_SSL_REQUEST, all_decisions, decision_log, policy_of, set_module,
                     set_policy, shipped, sniffed, wasm_configs)
-from harness import (Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, http_request,
+from harness import (Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, for_envoy, http_request,
                      tcp_exchange, tls_client)
 
 PROXY_UID = 1337
@@ -74,6 +75,18 @@ def test_shipped_configs_load_the_module_from_target(name: str) -> None:
         assert plugin["failure_policy"] == "FAIL_CLOSED"
 
 
+def test_older_envoys_get_the_configs_without_max_early_data_bytes() -> None:
+    """The harness's one version adaptation (harness.for_envoy): Envoy < 1.37 has no tcp_proxy
+    max_early_data_bytes, so it is dropped, and nothing else changes."""
+    for name in ("osm-sidecar-outbound.yaml", "istio-sidecar-outbound.yaml"):
+        config = shipped(name)
+        assert "max_early_data_bytes" in json.dumps(config)
+        assert for_envoy(config, (1, 37, 0)) is config
+        old = for_envoy(config, (1, 36, 4))
+        assert "max_early_data_bytes" not in json.dumps(old)
+        assert json.dumps(old) == json.dumps(config).replace(', "max_early_data_bytes": 65536', "")
+
+
 # --------------------------------------------------------------------------------------------
 # OSM
 # --------------------------------------------------------------------------------------------
@@ -118,6 +131,7 @@ def test_osm_shipped_policy_through_redirect(mesh_sidecar, serve, netns, cert) -
     assert envoy.counter("cluster.passthrough-outbound.upstream_cx_total") >= 2
 
 
+@pytest.mark.usefixtures("early_data")
 def test_osm_hold_upstream_opens_no_upstream_for_a_denial(mesh_sidecar, serve, netns,
                                                           cert) -> None:
     """The shipped tcp_proxy has max_early_data_bytes: with hold_upstream a denied connection
