@@ -16,6 +16,7 @@ Without namespaces these tests skip with the reason; under CI=true they fail.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,8 +26,8 @@ import pytest
 
 from egress import (ENVOY_DIR, PG_SSL_REQUEST, all_decisions, decision_log, policy_of, set_module,
                     set_policy, shipped, sniffed, wasm_configs)
-from harness import (Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, for_envoy, http_request,
-                     tcp_exchange, tls_client)
+from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, for_envoy,
+                     http_request, tcp_exchange, tls_client)
 
 PROXY_UID = 1337
 ADMIN_PORT = 15000
@@ -85,6 +86,26 @@ def test_older_envoys_get_the_configs_without_max_early_data_bytes() -> None:
         old = for_envoy(config, (1, 36, 4))
         assert "max_early_data_bytes" not in json.dumps(old)
         assert json.dumps(old) == json.dumps(config).replace(', "max_early_data_bytes": 65536', "")
+
+
+def doc_blocks(language: str) -> list[tuple[str, str]]:
+    """(doc name, text) of every fenced ``language`` block in docs/*.md."""
+    blocks = []
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        for text in re.findall(rf"^```{language}\n(.*?)^```", doc.read_text(), re.S | re.M):
+            blocks.append((doc.name, text))
+    return blocks
+
+
+def test_policies_in_the_docs_are_example_files() -> None:
+    """Every policy a doc shows is a file in examples/policies/ (which test_shipped_configs.py
+    loads into a real Envoy), so no doc shows a policy that was never run."""
+    examples = [json.loads(p.read_text())
+                for p in sorted((REPO / "examples" / "policies").glob("*.json"))]
+    shown = [(doc, json.loads(text)) for doc, text in doc_blocks("json")]
+    assert len(shown) >= 5, shown
+    for doc, policy in shown:
+        assert policy in examples, (doc, policy)
 
 
 # --------------------------------------------------------------------------------------------

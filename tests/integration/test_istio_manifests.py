@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import yaml
 
 from conftest import unavailable
 from egress import ENVOY_DIR, all_decisions, decision_log, shipped, sniffed
@@ -93,6 +95,18 @@ def test_envoy_filter_schema_check_catches_a_misspelt_match(schemas) -> None:
     doc = copy.deepcopy(manifest("egress-guard-network.yaml"))
     doc["spec"]["configPatches"][1]["match"]["listener"]["filterchain"] = {}
     assert any("filterchain" in e for e in validate_spec(doc, schemas))
+
+
+def test_istio_resources_in_the_docs_match_the_schemas(schemas) -> None:
+    """The ServiceEntry and Sidecar examples in docs/*.md are valid resources too."""
+    checked = []
+    for doc in sorted((REPO / "docs").glob("*.md")):
+        for text in re.findall(r"^```yaml\n(.*?)^```", doc.read_text(), re.S | re.M):
+            for resource in yaml.safe_load_all(text):
+                if "istio.io/" in str((resource or {}).get("apiVersion", "")):
+                    assert validate_spec(resource, schemas) == [], (doc.name, resource)
+                    checked.append(resource["kind"])
+    assert sorted(set(checked)) == ["ServiceEntry", "Sidecar"], checked
 
 
 def test_mesh_config_turns_on_the_stat_tags_the_envoy_configs_use() -> None:
