@@ -14,7 +14,8 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
-from harness import REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, find_envoy, make_cert
+from harness import (REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, envoy_release, find_envoy,
+                     make_cert, supports)
 
 S = TypeVar("S", bound=Server)
 
@@ -121,3 +122,13 @@ def serve() -> Iterator[Callable[[S], S]]:
     yield start
     for server in reversed(servers):
         server.stop()
+
+
+@pytest.fixture
+def early_data(envoy_cmd: list[str]) -> None:
+    """Skip (a version skip, also under CI) on an Envoy whose tcp_proxy has no
+    ``max_early_data_bytes``: ``sniff.hold_upstream`` needs it (Envoy >= 1.37)."""
+    release = envoy_release(envoy_cmd)
+    if not supports("max_early_data_bytes", release):
+        pytest.skip("sniff.hold_upstream needs tcp_proxy max_early_data_bytes (Envoy >= 1.37); "
+                    f"this is Envoy {'.'.join(map(str, release))}")

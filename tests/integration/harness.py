@@ -13,10 +13,12 @@ Only loopback addresses, or addresses inside namespaces a test creates, are ever
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ipaddress
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -144,6 +146,52 @@ def envoy_version(cmd: list[str] | None = None) -> str:
     if out.returncode != 0 or not lines:
         raise HarnessError(f"`envoy --version` failed ({out.returncode}): {out.stderr[-2000:]}")
     return lines[-1]
+
+
+_RELEASES: dict[tuple[str, ...], tuple[int, int, int]] = {}
+
+
+def envoy_release(cmd: list[str] | None = None) -> tuple[int, int, int]:
+    """Envoy's release as a tuple, e.g. ``(1, 40, 0)``, from :func:`envoy_version` (cached)."""
+    key = tuple(cmd or find_envoy())
+    if key not in _RELEASES:
+        line = envoy_version(list(key))
+        m = re.search(r"/(\d+)\.(\d+)\.(\d+)/", line)
+        if not m:
+            raise HarnessError(f"no release number in {line!r}")
+        _RELEASES[key] = (int(m[1]), int(m[2]), int(m[3]))
+    return _RELEASES[key]
+
+
+# Config fields that only newer Envoys know, with the first release that has them. Older Envoys
+# refuse a config containing them ("has unknown fields"), so :func:`for_envoy` removes them.
+#   tcp_proxy max_early_data_bytes: Envoy 1.37 (reads stay on while a filter holds the
+#   connection; egress-guard's `sniff.hold_upstream` needs it).
+NEWER_FIELDS: dict[str, tuple[int, int, int]] = {"max_early_data_bytes": (1, 37, 0)}
+TCP_PROXY_TYPE = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+
+def supports(field_name: str, release: tuple[int, int, int]) -> bool:
+    """True if Envoy ``release`` knows ``field_name`` (a key of NEWER_FIELDS)."""
+    return release >= NEWER_FIELDS[field_name]
+
+
+def for_envoy(config: dict[str, Any], release: tuple[int, int, int]) -> dict[str, Any]:
+    """``config`` as Envoy ``release`` accepts it: a copy without the tcp_proxy fields it does
+    not know yet (the same config otherwise; ``config`` itself is not changed)."""
+    if supports("max_early_data_bytes", release):
+        return config
+    out = copy.deepcopy(config)
+    stack: list[Any] = [out]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("@type") == TCP_PROXY_TYPE:
+                node.pop("max_early_data_bytes", None)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +362,8 @@ class EnvoyFailure:
 class Envoy:
     """One Envoy process for one test.
 
-    ``config`` is a bootstrap dict (listeners on port 0 unless inside a namespace). Files live
+    ``config`` is a bootstrap dict (listeners on port 0 unless inside a namespace), written out
+    through :func:`for_envoy` so that an older Envoy gets it without fields it lacks. Files live
     in ``workdir``: ``envoy.yaml``, ``envoy.log`` (``--log-path``), ``envoy.out`` (stdout+stderr),
     ``admin.address``. ``netns`` runs Envoy via ``ip netns exec``; ``uid`` via ``setpriv``.
     """
@@ -360,7 +409,8 @@ class Envoy:
         for stale in (self.log_path, self.out_path, self.admin_path):
             stale.unlink(missing_ok=True)
         self.admin = None
-        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        config = for_envoy(self.config, envoy_release(self.envoy_cmd))
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         if self.uid is not None:  # Envoy must read its config and write logs as that uid.
             for path in (self.workdir, self.config_path):
                 os.chown(path, self.uid, self.uid)
@@ -456,13 +506,16 @@ class Envoy:
     @classmethod
     def validate(cls, config: dict[str, Any], workdir: Path | str,
                  envoy_cmd: list[str] | None = None) -> tuple[bool, str]:
-        """``envoy --mode validate -c``: (ok, output)."""
+        """``envoy --mode validate -c``: (ok, output). Like :meth:`start`, passes the config
+        through :func:`for_envoy` first."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         path = workdir / "validate.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        envoy_cmd = envoy_cmd or find_envoy()
+        path.write_text(yaml.safe_dump(for_envoy(config, envoy_release(envoy_cmd)),
+                                       sort_keys=False))
         out = subprocess.run(
-            [*(envoy_cmd or find_envoy()), "--mode", "validate", "-c", str(path),
+            [*envoy_cmd, "--mode", "validate", "-c", str(path),
              "--disable-hot-restart", "--log-level", "warn"],
             capture_output=True, text=True, timeout=120, check=False,
         )
@@ -523,9 +576,11 @@ class Envoy:
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters and gauges (not histograms) from ``/stats?format=json``."""
+        """Counters and gauges (not histograms, not text readouts such as
+        ``extension_config_discovery.*.version_text``) from ``/stats?format=json``."""
         data = self.admin_json("/stats?format=json")
-        return {s["name"]: int(s["value"]) for s in data.get("stats", []) if "value" in s}
+        return {s["name"]: int(s["value"]) for s in data.get("stats", [])
+                if "value" in s and not isinstance(s["value"], str)}
 
     def counter(self, name: str, default: int = 0) -> int:
         """One counter/gauge value, ``default`` when Envoy has no such stat."""

@@ -171,6 +171,7 @@ def test_passthrough_passes_and_counts(guard, tls_server, serve) -> None:
 
 
 @pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
+@pytest.mark.usefixtures("early_data")
 def test_hold_upstream_denied_destination_sees_no_connection(guard, tls_server, inspector) -> None:
     server = tls_server()
     policy = {"allow": [{"name": "api", "hosts": ["api.example.com"], "ports": [server.port]}],

@@ -1,0 +1,379 @@
+"""What Istio does with the manifests in examples/istio/, done here so a real Envoy can run it.
+
+* :func:`validate_spec` checks a manifest's ``spec`` against the Istio CRD's JSON Schema
+  (data/istio-crd-schemas.json: the ``spec`` schemas of Istio's WasmPlugin, EnvoyFilter,
+  ServiceEntry and Sidecar CRDs; ``$ISTIO_CRD_SCHEMAS`` points elsewhere), strictly: an unknown
+  field is an error, as with ``kubectl apply --validate=strict``. The CRDs' CEL rules
+  (``x-kubernetes-validations``) are not evaluated.
+* :func:`apply_envoy_filter` applies an EnvoyFilter's listener, network-filter, HTTP-filter and
+  virtual-host patches to a bootstrap's static listeners with istiod's matching rules (a port
+  of pilot/pkg/networking/core/envoyfilter: listener name and port, filter chain name -- the
+  default filter chain included -- SNI, transport and application protocols, destination port,
+  filter and sub-filter names), and returns its EXTENSION_CONFIG resources.
+* :func:`apply_wasm_plugin` does what istiod does for an HTTP WasmPlugin with ``mode: CLIENT``:
+  an ECDS resource ``<namespace>.<name>`` holding the Wasm HTTP filter (pluginConfig as a JSON
+  string), referenced by a filter inserted before the router in every outbound HTTP connection
+  manager.
+* :func:`serve_extension_configs` stands in for istio-agent and the ADS stream: the module's
+  ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
+  test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
+  reads its resource from a file (Envoy's file-based ECDS) instead of ADS.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+SCHEMAS = Path(os.environ.get("ISTIO_CRD_SCHEMAS")
+               or Path(__file__).resolve().parent / "data" / "istio-crd-schemas.json")
+HCM = "envoy.filters.network.http_connection_manager"
+ROUTER = "envoy.filters.http.router"
+HTTP_WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
+HTTP_RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
+VIRTUAL_LISTENERS = ("virtualOutbound", "virtualInbound")
+
+
+class PatchError(AssertionError):
+    """A patch Istio would apply differently, or one this port does not implement."""
+
+
+def documents(path: Path) -> list[dict[str, Any]]:
+    """Every YAML document in a manifest file."""
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def schema_key(doc: dict[str, Any]) -> str:
+    """``group/version/Kind``, the key of a CRD schema."""
+    return f"{doc['apiVersion']}/{doc['kind']}"
+
+
+# --------------------------------------------------------------------------------------------
+# Schema validation
+# --------------------------------------------------------------------------------------------
+
+
+def _closed(schema: Any) -> Any:
+    """The schema with every object that lists its properties closed to others."""
+    if isinstance(schema, list):
+        return [_closed(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _closed(v) for k, v in schema.items()}
+    if ("properties" in out and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def load_schemas() -> dict[str, Any]:
+    """The CRD schemas, closed (see :func:`_closed`)."""
+    return {k: _closed(v) for k, v in json.loads(SCHEMAS.read_text()).items()}
+
+
+def validate_spec(doc: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
+    """Schema errors of a manifest (``[]`` when valid): ``path: message`` per error."""
+    import jsonschema  # imported here: the tests that need it skip/fail cleanly without it
+
+    key = schema_key(doc)
+    if key not in schemas:
+        return [f"no schema for {key}"]
+    errors = []
+    meta = doc.get("metadata") or {}
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", str(meta.get("name", ""))):
+        errors.append(f"metadata.name: {meta.get('name')!r} is not a DNS-1123 label")
+    validator = jsonschema.Draft7Validator(schemas[key])
+    for err in sorted(validator.iter_errors({"spec": doc.get("spec")}), key=str):
+        errors.append(f"{'.'.join(str(p) for p in err.absolute_path)}: {err.message}")
+    return errors
+
+
+# --------------------------------------------------------------------------------------------
+# Walking a bootstrap's listeners
+# --------------------------------------------------------------------------------------------
+
+
+def listeners(bootstrap: dict[str, Any]) -> list[dict[str, Any]]:
+    return bootstrap["static_resources"]["listeners"]
+
+
+def chains(listener: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A listener's filter chains, then its default filter chain."""
+    yield from listener.get("filter_chains") or []
+    if listener.get("default_filter_chain"):
+        yield listener["default_filter_chain"]
+
+
+def hcms(bootstrap: dict[str, Any]) -> Iterator[tuple[dict, dict, dict]]:
+    """(listener, chain, HCM typed_config) for every HTTP connection manager."""
+    for lst in listeners(bootstrap):
+        for fc in chains(lst):
+            for f in fc.get("filters", []):
+                if f["name"] == HCM:
+                    yield lst, fc, f["typed_config"]
+
+
+def filter_names(bootstrap: dict[str, Any]) -> dict[tuple[str, str], list[str]]:
+    """(listener, chain name) -> its network filter names, with HTTP filters as ``HCM[...]``."""
+    out = {}
+    for lst in listeners(bootstrap):
+        for i, fc in enumerate(chains(lst)):
+            names = []
+            for f in fc.get("filters", []):
+                if f["name"] == HCM:
+                    inner = ",".join(h["name"] for h in f["typed_config"]["http_filters"])
+                    names.append(f"{HCM}[{inner}]")
+                else:
+                    names.append(f["name"])
+            out[(lst["name"], fc.get("name") or f"#{i}")] = names
+    return out
+
+
+def strip_filters(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    """A copy without any network or HTTP filter called ``name`` (what istiod generates before
+    an EnvoyFilter adds it)."""
+    out = copy.deepcopy(bootstrap)
+    for lst in listeners(out):
+        for fc in chains(lst):
+            fc["filters"] = [f for f in fc["filters"] if f["name"] != name]
+    for _, _, hcm in hcms(out):
+        hcm["http_filters"] = [h for h in hcm["http_filters"] if h["name"] != name]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# EnvoyFilter
+# --------------------------------------------------------------------------------------------
+
+
+def _context_matches(match: dict[str, Any]) -> bool:
+    # The bootstrap holds outbound sidecar listeners only.
+    return match.get("context", "ANY") in ("ANY", "SIDECAR_OUTBOUND")
+
+
+def _port(listener: dict[str, Any]) -> int:
+    return int(listener["address"]["socket_address"]["port_value"])
+
+
+def _listener_match(lst: dict[str, Any], match: dict[str, Any], apply_to: str) -> bool:
+    lm = match.get("listener")
+    if not lm:
+        return True
+    if lm.get("name") and lm["name"] != lst["name"]:
+        return False
+    if apply_to != "LISTENER" and lst["name"] in VIRTUAL_LISTENERS:
+        return True
+    return not lm.get("portNumber") or _port(lst) == lm["portNumber"]
+
+
+def _chain_match(lst: dict[str, Any], fc: dict[str, Any], match: dict[str, Any]) -> bool:
+    lm = match.get("listener")
+    if not lm:
+        return True
+    fcm = fc.get("filter_chain_match") or {}
+    if (lst["name"] in VIRTUAL_LISTENERS and lm.get("portNumber")
+            and fcm.get("destination_port") != lm["portNumber"]):
+        return False
+    m = lm.get("filterChain")
+    if not m:
+        return True
+    if m.get("name") and m["name"] != fc.get("name"):
+        return False
+    if m.get("sni") and m["sni"] not in (fcm.get("server_names") or []):
+        return False
+    if m.get("transportProtocol") and fcm.get("transport_protocol") != m["transportProtocol"]:
+        return False
+    if m.get("applicationProtocols"):
+        have = fcm.get("application_protocols") or []
+        if not all(p in have for p in m["applicationProtocols"].split(",")):
+            return False
+    return not m.get("destinationPort") or fcm.get("destination_port") == m["destinationPort"]
+
+
+def _filter_match_name(match: dict[str, Any]) -> str | None:
+    return (((match.get("listener") or {}).get("filterChain") or {}).get("filter") or {}).get("name")
+
+
+def _sub_filter_match_name(match: dict[str, Any]) -> str | None:
+    flt = ((match.get("listener") or {}).get("filterChain") or {}).get("filter") or {}
+    return (flt.get("subFilter") or {}).get("name")
+
+
+def _insert(items: list[dict[str, Any]], op: str, target: str | None,
+            value: dict[str, Any]) -> bool:
+    """Apply a list operation as istiod does; True if it changed the list."""
+    new = copy.deepcopy(value)
+    if op == "ADD" or (op == "INSERT_AFTER" and target is None):
+        items.append(new)
+        return True
+    if op == "INSERT_FIRST" or (op == "INSERT_BEFORE" and target is None):
+        items.insert(0, new)
+        return True
+    if op in ("INSERT_BEFORE", "INSERT_AFTER"):
+        for i, item in enumerate(items):
+            if item["name"] == target:
+                items.insert(i if op == "INSERT_BEFORE" else i + 1, new)
+                return True
+        return False
+    raise PatchError(f"operation {op} is not implemented here")
+
+
+def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
+    """Protobuf merge of JSON-shaped messages: maps and messages merge, lists append."""
+    for key, value in src.items():
+        if isinstance(value, dict) and isinstance(dst.get(key), dict):
+            _merge(dst[key], value)
+        elif isinstance(value, list) and isinstance(dst.get(key), list):
+            dst[key].extend(copy.deepcopy(value))
+        else:
+            dst[key] = copy.deepcopy(value)
+
+
+def apply_envoy_filter(bootstrap: dict[str, Any], envoy_filter: dict[str, Any]
+                       ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Apply the patches in place; return (EXTENSION_CONFIG resources, where each patch applied).
+
+    The second list has one ``"<applyTo> -> listener/chain[/filter]"`` line per application, so
+    a test can see that a patch hit exactly the places it should.
+    """
+    extension_configs, applied = [], []
+    for cp in envoy_filter["spec"]["configPatches"]:
+        apply_to, match, patch = cp["applyTo"], cp.get("match") or {}, cp["patch"]
+        op, value = patch["operation"], patch.get("value")
+        if apply_to == "EXTENSION_CONFIG":
+            if op == "ADD":
+                extension_configs.append(copy.deepcopy(value))
+                applied.append(f"EXTENSION_CONFIG -> {value['name']}")
+            continue
+        if not _context_matches(match):
+            continue
+        if apply_to == "NETWORK_FILTER":
+            for lst in listeners(bootstrap):
+                if not _listener_match(lst, match, apply_to):
+                    continue
+                for fc in chains(lst):
+                    if _chain_match(lst, fc, match) and _insert(
+                            fc["filters"], op, _filter_match_name(match), value):
+                        applied.append(f"NETWORK_FILTER -> {lst['name']}/{fc.get('name')}")
+        elif apply_to == "HTTP_FILTER":
+            net = _filter_match_name(match)
+            for lst, fc, hcm in hcms(bootstrap):
+                if not (_listener_match(lst, match, apply_to) and _chain_match(lst, fc, match)
+                        and net in (None, HCM)):
+                    continue
+                if _insert(hcm["http_filters"], op, _sub_filter_match_name(match), value):
+                    applied.append(f"HTTP_FILTER -> {lst['name']}/{fc.get('name')}")
+        elif apply_to == "VIRTUAL_HOST":
+            rm = match.get("routeConfiguration") or {}
+            want = (rm.get("vhost") or {}).get("name")
+            for lst, fc, hcm in hcms(bootstrap):
+                rc = hcm["route_config"]
+                if rm.get("name") and rm["name"] != rc["name"]:
+                    continue
+                for vh in rc["virtual_hosts"]:
+                    if want in (None, vh["name"]):
+                        if op != "MERGE":
+                            raise PatchError(f"VIRTUAL_HOST {op} is not implemented here")
+                        _merge(vh, value)
+                        applied.append(f"VIRTUAL_HOST -> {rc['name']}/{vh['name']}")
+        else:
+            raise PatchError(f"applyTo {apply_to} is not implemented here")
+    return extension_configs, applied
+
+
+# --------------------------------------------------------------------------------------------
+# WasmPlugin
+# --------------------------------------------------------------------------------------------
+
+FAIL_STRATEGY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN",
+                 "FAIL_RELOAD": "FAIL_RELOAD"}
+
+
+def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any]
+                      ) -> tuple[list[dict[str, Any]], list[str]]:
+    """What istiod generates for an HTTP WasmPlugin matching CLIENT (outbound) traffic."""
+    spec, meta = plugin["spec"], plugin["metadata"]
+    if spec.get("type", "HTTP") != "HTTP":
+        raise PatchError("only HTTP WasmPlugins are emulated")
+    if [m.get("mode") for m in spec.get("match", [{"mode": "CLIENT"}])] != ["CLIENT"]:
+        raise PatchError("only `match: [{mode: CLIENT}]` is emulated")
+    resource = f"{meta['namespace']}.{meta['name']}"
+    plugin_config: dict[str, Any] = {
+        "name": resource,
+        "root_id": spec.get("pluginName", ""),
+        "failure_policy": FAIL_STRATEGY[spec.get("failStrategy", "FAIL_CLOSE")],
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"remote": {
+            "http_uri": {"uri": spec["url"], "cluster": "_", "timeout": "30s"},
+            "sha256": spec.get("sha256", "")}}},
+    }
+    if spec.get("pluginConfig"):
+        plugin_config["configuration"] = {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": json.dumps(spec["pluginConfig"])}
+    extension = {"name": resource, "typed_config": {"@type": HTTP_WASM, "config": plugin_config}}
+    http_filter = {"name": resource, "config_discovery": {
+        "config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+        "type_urls": [HTTP_WASM, HTTP_RBAC]}}
+    applied = []
+    for lst, fc, hcm in hcms(bootstrap):
+        if _insert(hcm["http_filters"], "INSERT_BEFORE", ROUTER, http_filter):
+            applied.append(f"HTTP_FILTER -> {lst['name']}/{fc.get('name')}")
+    return [extension], applied
+
+
+# --------------------------------------------------------------------------------------------
+# istio-agent + ECDS
+# --------------------------------------------------------------------------------------------
+
+
+def _discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for lst in listeners(bootstrap):
+        for fc in chains(lst):
+            for f in fc.get("filters", []):
+                if "config_discovery" in f:
+                    yield f
+    for _, _, hcm in hcms(bootstrap):
+        for h in hcm["http_filters"]:
+            if "config_discovery" in h:
+                yield h
+
+
+def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[dict[str, Any]],
+                            wasm: Path, directory: Path) -> dict[str, Any]:
+    """Make the bootstrap runnable: every ``config_discovery`` reads its resource from a file in
+    ``directory``, with the module's OCI reference replaced by ``wasm``. Raises if a filter
+    refers to a resource no patch provides (Istio would send none and the listener would never
+    warm)."""
+    by_name = {}
+    for ext in copy.deepcopy(extension_configs):
+        vm = ext["typed_config"]["config"]["vm_config"]
+        remote = vm["code"].pop("remote", None)
+        if remote is not None:
+            if not remote["http_uri"]["uri"].startswith("oci://"):
+                raise PatchError(f"{ext['name']}: module is not an OCI image: {remote}")
+            vm["code"]["local"] = {"filename": str(wasm)}
+        by_name[ext["name"]] = ext
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    for flt in _discovered_filters(bootstrap):
+        name = flt["name"]
+        if name not in by_name:
+            raise PatchError(f"filter {name!r} refers to an extension config nobody provides")
+        path = directory / f"ecds-{name}.yaml"
+        path.write_text(yaml.safe_dump({"resources": [
+            {"@type": TYPED_EXTENSION_CONFIG, **by_name[name]}]}, sort_keys=False))
+        path.chmod(0o644)
+        source = flt["config_discovery"]["config_source"]
+        source.pop("ads", None)
+        source["path_config_source"] = {"path": str(path)}
+    # File-based xDS needs a node identity (a sidecar's, as Istio's bootstrap sets it).
+    bootstrap.setdefault("node", {"id": "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
+                                  "cluster": "app.default"})
+    return bootstrap
