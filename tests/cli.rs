@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -55,6 +56,15 @@ fn run_with(args: &[&str], stdin: Option<&str>) -> Run {
 
 fn run(args: &[&str]) -> Run {
     run_with(args, None)
+}
+
+fn run_os(args: &[&OsStr]) -> Run {
+    let output = Command::new(BIN).args(args).output().unwrap();
+    Run {
+        code: output.status.code().unwrap(),
+        stdout: String::from_utf8(output.stdout).unwrap(),
+        stderr: String::from_utf8(output.stderr).unwrap(),
+    }
 }
 
 /// Writes `text` to a fresh file under Cargo's per-test temporary directory.
@@ -163,6 +173,22 @@ fn check_several_files() {
         .stderr
         .starts_with("egress-guard: /nonexistent/egress.json: "));
     assert!(r.stdout.contains(": ok: "));
+}
+
+#[test]
+fn check_hints_at_the_configuration_inside_envoy_yaml() {
+    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/sidecar-outbound.yaml");
+    let r = run(&["check", yaml]);
+    assert_eq!(r.code, 1);
+    let mut lines = r.stderr.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("{yaml}: expected value at line 1 column 1").as_str())
+    );
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with(&format!("{yaml}: hint: ")));
 }
 
 #[test]
@@ -328,6 +354,28 @@ fn explain_malformed_names() {
             "at open   yes: the network filter decides allow (rule, rule orders-db) when the \
          connection opens, without reading the name"
         ),
+        "{}",
+        r.stdout
+    );
+}
+
+/// Bytes that are not UTF-8 are classified as they are, and shown escaped.
+#[cfg(unix)]
+#[test]
+fn explain_takes_raw_bytes() {
+    use std::os::unix::ffi::OsStrExt;
+    let r = run_os(&[
+        OsStr::new("explain"),
+        OsStr::new(DEFAULT),
+        OsStr::new("--dst"),
+        OsStr::new("140.82.112.3:443"),
+        OsStr::new("--sni"),
+        OsStr::from_bytes(b"a\xffb.example"),
+    ]);
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stdout
+            .contains("the SNI \"a\\xffb.example\" has a byte outside"),
         "{}",
         r.stdout
     );

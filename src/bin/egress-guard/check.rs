@@ -1,9 +1,9 @@
 //! `check CONFIG...`: the filter's own validation, and a summary of what it accepted.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use egress_guard::policy::Policy;
+use egress_guard::policy::{ConfigErrorKind, Policy};
 
 use crate::cli::{err, out, read_input, Exit, UsageError};
 
@@ -25,6 +25,9 @@ pub fn run(paths: &[PathBuf]) -> Result<Exit, UsageError> {
             Err(e) => {
                 // Exactly the filter's message (`allow[1].cidrs[0]: "10.0.0.300/8" is not a CIDR`).
                 err(&format!("{}: {e}", input.label));
+                if e.kind == ConfigErrorKind::Syntax && is_yaml(path) {
+                    err(&format!("{}: {YAML_HINT}", input.label));
+                }
                 if exit == Exit::Ok {
                     exit = Exit::Invalid;
                 }
@@ -32,6 +35,15 @@ pub fn run(paths: &[PathBuf]) -> Result<Exit, UsageError> {
         }
     }
     Ok(exit)
+}
+
+const YAML_HINT: &str = "hint: CONFIG is the filter's JSON configuration; in an Envoy YAML \
+                         file it is the `value` string under the Wasm filter's `configuration`";
+
+/// Whether the file looks like YAML (an Envoy configuration given by mistake).
+fn is_yaml(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
 /// `<file>: ok: <the VM start log's summary>`, then the settings.

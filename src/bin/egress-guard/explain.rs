@@ -109,7 +109,7 @@ pub struct Report<'a> {
     pub name: Option<&'a str>,
     /// `sni`, `host` or `none`.
     pub name_source: &'static str,
-    /// The name as given (lossily UTF-8).
+    /// The name as given (as UTF-8, invalid bytes replaced by U+FFFD).
     pub name_given: Option<String>,
     /// `name`, `ip_literal`, `malformed` or `none`.
     pub name_class: &'static str,
@@ -254,15 +254,21 @@ impl<'p> Explanation<'p> {
 
     fn name_text(&self) -> String {
         let source = self.given.label();
-        let given = self.given_text().unwrap_or_default();
+        // The bytes as given, quoted, with anything unprintable escaped (`\xff`).
+        let given = match self.given {
+            GivenName::Sni(raw) | GivenName::Host(raw) => format!("\"{}\"", raw.escape_ascii()),
+            GivenName::None => String::new(),
+        };
         match &self.class {
-            Some(NameClass::Name(name)) if *name == given => format!("{name} (the {source})"),
-            Some(NameClass::Name(name)) => format!("{name} (the {source} {given:?}, normalised)"),
+            Some(NameClass::Name(name)) if format!("\"{name}\"") == given => {
+                format!("{name} (the {source})")
+            }
+            Some(NameClass::Name(name)) => format!("{name} (the {source} {given}, normalised)"),
             Some(NameClass::IpLiteral(_)) => format!(
-                "none: the {source} {given:?} is an IP literal, not a name; decided on IP and port"
+                "none: the {source} {given} is an IP literal, not a name; decided on IP and port"
             ),
             Some(NameClass::Malformed(kind)) => format!(
-                "malformed: the {source} {given:?} {} ({kind})",
+                "malformed: the {source} {given} {} ({kind})",
                 malformed_why(*kind)
             ),
             None => "none given (as for TLS without SNI, HTTP/1.0 without Host, or another \
