@@ -156,7 +156,10 @@ const ALL: &[PresetInfo] = &[
                 "registry-1.docker.io",
                 "auth.docker.io",
                 "index.docker.io",
+                // The blob CDN the registry redirects layer downloads to: Docker's allowlist
+                // (docs.docker.com/desktop/setup/allow-list) has listed both.
                 "production.cloudflare.docker.com",
+                "production.cloudfront.docker.com",
             ],
             ports: &[HTTPS],
         }],
