@@ -12,7 +12,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image test test-unit test-wasm test-integration test-compat lint demo clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat lint demo clean
 
 all: build
 
@@ -41,6 +41,14 @@ build: targets
 	$(CARGO) build --release --target wasm32-wasip1 --lib
 	@ls -l $(WASM)
 
+# The native command-line tool.
+cli:
+	$(CARGO) build --release --bin egress-guard
+	@ls -l target/release/egress-guard
+
+install-cli:
+	$(CARGO) install --path . --locked
+
 # Istio-compatible Wasm OCI image (one layer: plugin.wasm), as an OCI archive (buildah, skopeo).
 image: build
 	scripts/build-image.sh $(WASM) target/egress-guard-oci.tar
@@ -48,9 +56,10 @@ image: build
 ## Tests -------------------------------------------------------------------------------------
 test: setup build test-unit test-wasm test-integration
 
-# The core (policy, sniffers) natively: table-driven and property tests.
+# Natively: the core's table-driven and property tests, the CLI (tests/cli.rs), the schema and
+# preset checks, doc tests.
 test-unit:
-	$(CARGO) test --lib
+	$(CARGO) test
 
 # The same core tests compiled to wasm and run under Node with wasm-bindgen-test.
 test-wasm: targets wasm-bindgen
