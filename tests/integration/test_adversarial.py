@@ -259,6 +259,21 @@ HTTP_CASES = [
         http("GET http://api.example.com@evil.example.com/ HTTP/1.1", "Host: evil.example.com"),
         malformed("http_request_target")),
     one("bare_lf", b"GET / HTTP/1.1\nHost: evil.example.com\n\n", malformed("http_bare_lf")),
+    one("empty_line_before_request",
+        b"\r\n" + http("GET / HTTP/1.1", "Host: evil.example.com"),
+        malformed("http_leading_whitespace")),
+    one("host_mixed_case_trailing_dot", http("get / HTTP/1.1", "hOsT: EVIL.example.com."),
+        Seen("deny_rule", ("http_host",))),
+    one("connect_authority_form",
+        http("CONNECT evil.example.com:443 HTTP/1.1", "Host: evil.example.com:443"),
+        Seen("deny_rule", ("http_host",))),
+    Case("host_allowed_bytewise",
+         tuple(bytes([b]) for b in http("GET / HTTP/1.1", "Host: api.example.com")),
+         Seen("allowed_name", ("http_host",)), delay=0.0005),
+    # HTTP/2 with prior knowledge carries its name HPACK-coded in a HEADERS frame: egress-guard
+    # does not read it (documented), so the connection is decided on IP and port as `other`.
+    one("h2_prior_knowledge", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9),
+        Seen("no_name", ("other",))),
 ]
 
 
