@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from egress import Counters, Via, sidecar
+from egress import Counters, Via, decision_log, sidecar
 from harness import Envoy, TcpServer, connect, wait_until
 from hello import Hello
 
@@ -192,6 +192,11 @@ def test_partial_client_hello_then_silence_is_denied(world: World) -> None:
     assert delta.decisions == {("deny", "malformed"): 1}, delta
     assert delta.malformed == {"incomplete_at_timeout": 1}, delta
     assert all(got == b"" for got in world.db.received[db_seen:]), world.db.received
+    entry = wait_until(lambda: [e for e in decision_log(world.envoy)
+                                if e.get("detail") == "incomplete_at_timeout"][-1:] or None, 5,
+                       describe="the incomplete_at_timeout decision log line")[0]
+    assert (entry["decision"], entry["reason"], entry["proto"]) == ("deny", "malformed", "other")
+    assert entry["dst"].endswith(f":{world.db.port}"), entry
     if world.setup.hold:
         assert data == b"" and len(world.db.conns) == db_seen
         assert delta.envoy.get(UPSTREAM_CX, 0) == 0, delta
