@@ -25,6 +25,7 @@ connection before any network filter runs.
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from typing import Any, Callable
 import pytest
 
 from egress import Counters, Via, sidecar
-from harness import Envoy, TcpServer, connect
+from harness import Envoy, TcpServer, connect, wait_until
 from hello import MAX_RECORD, Hello, handshake, record, records, sni_ext
 
 FAMILIES = {"ipv4": ("127.0.0.2", "127.0.0.3"), "ipv6": ("::1", "::1")}  # (web, db)
@@ -418,3 +419,37 @@ def test_no_byte_reaches_a_denied_destination_even_after_the_decision(
     if guard.setup.hold or guard.setup.inspector:
         assert server.connections == 0
 
+
+
+@pytest.mark.parametrize("sent", [10, 300], ids=["10_bytes", "300_bytes"])
+def test_half_close_in_the_middle_of_a_client_hello(guard: Guard, serve: Any, sent: int) -> None:
+    """Part of a ClientHello, then FIN: nothing reaches the destination. egress-guard denies it
+    (malformed, ``truncated``) -- unless a listener filter that was still reading (tls_inspector
+    always, proxy_protocol when the FIN comes with the header) closed the connection first,
+    before any network filter ran (``downstream_listener_filter_remote_close``)."""
+    server = serve(TcpServer(guard.web_ip, label="web"))
+    closed_early = "listener.outbound.downstream_listener_filter_remote_close"
+    before = Counters(guard.envoy, envoy_prefixes=(closed_early, UPSTREAM_CX))
+    to = guard.via.to(server.address)
+    with connect(to["addr"], to["port"]) as sock:
+        sock.sendall(to["proxy_header"] + EVIL.record()[:sent])
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(3)
+        try:
+            assert sock.recv(100) == b""
+        except ConnectionResetError:
+            pass
+    delta = wait_until(
+        lambda: (d := Counters(guard.envoy, envoy_prefixes=(closed_early, UPSTREAM_CX))
+                 .since(before)).decisions or d.envoy.get(closed_early) and d,
+        5, describe="the connection's end to be counted")
+
+    assert all(data == b"" for data in server.received), server.received
+    if guard.setup.inspector:
+        assert delta.envoy.get(closed_early) == 1 and not delta.decisions, delta
+    if delta.decisions:
+        assert delta.decisions == {("deny", "malformed"): 1}, delta
+        assert delta.malformed == {"truncated": 1} and delta.sniff == {"malformed": 1}, delta
+    else:
+        assert delta.envoy.get(closed_early) == 1, delta
+        assert delta.envoy.get(UPSTREAM_CX, 0) == 0 and server.connections == 0, delta
