@@ -154,11 +154,11 @@ async def one_connection(listener: tuple[str, int], dst: tuple[str, int], kind: 
                          ident: int, run: Run) -> None:
     data = payload(kind, ident)
     started = time.monotonic()
-    run.in_flight += 1
-    run.max_in_flight = max(run.max_in_flight, run.in_flight)
     writer = None
     try:
         reader, writer = await asyncio.open_connection(*listener)
+        run.in_flight += 1  # connections open at once (connected, not yet closed)
+        run.max_in_flight = max(run.max_in_flight, run.in_flight)
         writer.write(proxy_v1(("127.0.0.1", 40000), dst) + data)
         await writer.drain()
         got = b""
@@ -178,8 +178,8 @@ async def one_connection(listener: tuple[str, int], dst: tuple[str, int], kind: 
     except OSError as exc:
         outcome = f"error: {type(exc).__name__}: {exc}"
     finally:
-        run.in_flight -= 1
         if writer is not None:
+            run.in_flight -= 1
             writer.close()
     run.results.append(Result(kind.name, ident, outcome, time.monotonic() - started))
 
@@ -275,8 +275,9 @@ def run_load(start_envoy: Callable[..., Envoy], wasm_path: Path, inspector: bool
         memory_after = allocated(envoy)
         delta = Counters(envoy).since(before)
         rate = total / run.seconds
-        figures = (f"{total} connections, {concurrency} concurrent (max in flight "
-                   f"{run.max_in_flight}), tls_inspector={inspector}: {run.seconds:.1f} s, "
+        figures = (f"{total} connections, {concurrency} concurrent (at most "
+                   f"{run.max_in_flight} open at once), tls_inspector={inspector}: "
+                   f"{run.seconds:.1f} s, "
                    f"{rate:.0f} conn/s; allocated {memory_before / 2**20:.1f} MiB -> "
                    f"{memory_after / 2**20:.1f} MiB "
                    f"({(memory_after - memory_before) / 2**20:+.2f} MiB); CPU: Envoy "
