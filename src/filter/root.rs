@@ -33,6 +33,11 @@ impl Waiting {
         self.entries.insert(context_id, (deadline_ns, conn));
     }
 
+    /// Whether the connection's sniff timeout is running.
+    pub(crate) fn contains(&self, context_id: u32) -> bool {
+        self.entries.contains_key(&context_id)
+    }
+
     /// Stops it (the connection decided, or closed).
     pub(crate) fn remove(&mut self, context_id: u32) {
         self.entries.remove(&context_id);

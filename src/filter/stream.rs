@@ -150,12 +150,17 @@ impl StreamFilter {
     }
 
     fn start_sniffing(&mut self, shared: &Shared, held: bool) {
-        let deadline =
-            now_ns().saturating_add(u64::from(shared.policy.sniff().timeout_ms) * 1_000_000);
         self.set_phase(Phase::Sniffing {
             held,
             after_timeout: false,
         });
+        self.arm_timeout(shared);
+    }
+
+    /// Starts the connection's sniff timeout (`on_timeout` runs when it expires).
+    fn arm_timeout(&self, shared: &Shared) {
+        let deadline =
+            now_ns().saturating_add(u64::from(shared.policy.sniff().timeout_ms) * 1_000_000);
         if let Some(conn) = &self.conn {
             self.waiting
                 .borrow_mut()
@@ -265,6 +270,12 @@ impl StreamContext for StreamFilter {
         let max_bytes = usize::try_from(shared.policy.sniff().max_bytes).unwrap_or(usize::MAX);
         let sniffed = sniff::sniff(&buffer, max_bytes);
         if matches!(sniffed, Sniffed::NeedMore) && !end_of_stream {
+            if after_timeout && !self.waiting.borrow().contains(self.context_id) {
+                // Allowed on IP and port at the timeout, and now the client has begun a
+                // ClientHello or request head: one more timeout to finish it, then it is denied
+                // as incomplete, rather than held for ever.
+                self.arm_timeout(&shared);
+            }
             return Action::Pause;
         }
         let seen = observe(&sniffed);

@@ -183,3 +183,51 @@ def decision_log(envoy: Envoy, at_least: int = 1, timeout: float = 5.0) -> list[
                 lines.append(json.loads(line[start:]))
         return lines if len(lines) >= at_least else None
     return wait_until(read, timeout, describe=lambda: f"{at_least} decision log lines")
+
+
+class Counters:
+    """egress-guard's counters (and a few of Envoy's) at one moment, to diff against a later one.
+
+    ``decisions`` by (decision, reason), ``sniff`` by outcome, ``malformed`` by kind, ``rules``
+    by rule; ``envoy`` holds every other stat whose name starts with one of ``envoy_prefixes``.
+    """
+
+    PATTERNS = {
+        "decisions": re.compile(r"decision=\.=(\w+);\.;reason=\.=(\w+);\.;"
+                                r"egress_guard_decisions_total$"),
+        "sniff": re.compile(r"outcome=\.=(\w+);\.;egress_guard_sniff_total$"),
+        "malformed": re.compile(r"kind=\.=(\w+);\.;egress_guard_malformed_total$"),
+        "rules": re.compile(r"rule=\.=([\w-]+);\.;egress_guard_rule_matches_total$"),
+    }
+
+    def __init__(self, envoy: Envoy,
+                 envoy_prefixes: tuple[str, ...] = ("tls_inspector.",
+                                                    "cluster.passthrough.upstream_cx_total")
+                 ) -> None:
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.sniff: dict[str, int] = {}
+        self.malformed: dict[str, int] = {}
+        self.rules: dict[str, int] = {}
+        self.envoy: dict[str, int] = {}
+        for name, value in envoy.stats().items():
+            if name.startswith("wasmcustom."):
+                for kind, pattern in self.PATTERNS.items():
+                    m = pattern.match(name, len("wasmcustom."))
+                    if m:
+                        key = m.groups() if kind == "decisions" else m.group(1)
+                        getattr(self, kind)[key] = value
+            elif name.startswith(envoy_prefixes):
+                self.envoy[name] = value
+
+    def since(self, before: Counters) -> Counters:
+        """The non-zero differences ``self - before``, as a Counters."""
+        diff = object.__new__(Counters)
+        for kind in ("decisions", "sniff", "malformed", "rules", "envoy"):
+            now, then = getattr(self, kind), getattr(before, kind)
+            setattr(diff, kind, {k: v - then.get(k, 0) for k, v in now.items()
+                                 if v != then.get(k, 0)})
+        return diff
+
+    def __repr__(self) -> str:
+        return (f"Counters(decisions={self.decisions}, sniff={self.sniff}, "
+                f"malformed={self.malformed}, rules={self.rules}, envoy={self.envoy})")

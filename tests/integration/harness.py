@@ -576,11 +576,18 @@ class Envoy:
     # -- stats -------------------------------------------------------------------------------
 
     def stats(self) -> dict[str, int]:
-        """Counters and gauges (not histograms, not text readouts such as
-        ``extension_config_discovery.*.version_text``) from ``/stats?format=json``."""
+        """Counters and gauges (not histograms, not text readouts such as a dynamic config's
+        version, which Envoy reports as strings) from ``/stats?format=json``."""
         data = self.admin_json("/stats?format=json")
         return {s["name"]: int(s["value"]) for s in data.get("stats", [])
-                if "value" in s and not isinstance(s["value"], str)}
+                if isinstance(s.get("value"), int)
+                or (isinstance(s.get("value"), str) and s["value"].lstrip("-").isdigit())}
+
+    def text_stats(self) -> dict[str, str]:
+        """Text readouts from ``/stats?format=json`` (e.g. ``...version_text``)."""
+        data = self.admin_json("/stats?format=json")
+        return {s["name"]: s["value"] for s in data.get("stats", [])
+                if isinstance(s.get("value"), str) and not s["value"].lstrip("-").isdigit()}
 
     def counter(self, name: str, default: int = 0) -> int:
         """One counter/gauge value, ``default`` when Envoy has no such stat."""
