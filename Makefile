@@ -12,7 +12,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat lint demo clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak lint demo clean
 
 all: build
 
@@ -69,6 +69,11 @@ test-wasm: targets wasm-bindgen
 # A real Envoy with the built module; namespace tests need root (they fail under CI=true otherwise).
 test-integration: venv build
 	EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) $(VPY) -m pytest tests/integration -q -rs
+
+# The full load run: 20,000 connections, 200 at a time, with and without tls_inspector; prints
+# conn/s, latency per kind, CPU and Envoy's allocated memory before and after.
+soak: venv build
+	EG_SOAK=1 EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) $(VPY) -m pytest tests/integration/test_load.py -q -rs -s -k full
 
 # The integration suite against an older Envoy in its own virtualenv.
 ENVOY_COMPAT_VERSION ?= 1.36.4

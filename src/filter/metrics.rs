@@ -35,7 +35,9 @@ pub(crate) enum SniffOutcome {
     TooLarge,
     /// A second or later request head on an HTTP/1 connection (keep-alive or pipelined).
     HttpLaterRequest,
-    /// A ClientHello or request head that breaks its rules, or a malformed name.
+    /// A ClientHello or request head that breaks its rules (a well-formed one carrying a
+    /// malformed name counts under its protocol's outcome; the name's kind goes to
+    /// `egress_guard_malformed_total`).
     Malformed,
 }
 
