@@ -14,6 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 import pytest
 
+from egress import require_hold_upstream
 from harness import (REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, envoy_release, find_envoy,
                      make_cert, supports)
 
@@ -128,7 +129,4 @@ def serve() -> Iterator[Callable[[S], S]]:
 def early_data(envoy_cmd: list[str]) -> None:
     """Skip (a version skip, also under CI) on an Envoy whose tcp_proxy has no
     ``max_early_data_bytes``: ``sniff.hold_upstream`` needs it (Envoy >= 1.37)."""
-    release = envoy_release(envoy_cmd)
-    if not supports("max_early_data_bytes", release):
-        pytest.skip("sniff.hold_upstream needs tcp_proxy max_early_data_bytes (Envoy >= 1.37); "
-                    f"this is Envoy {'.'.join(map(str, release))}")
+    require_hold_upstream(envoy_cmd)

@@ -19,11 +19,23 @@ from typing import Any, Iterator
 
 import yaml
 
-from harness import REPO, Envoy, LISTENER_FILTERS, proxy_v1, wait_until
+import pytest
+
+from harness import (REPO, Envoy, LISTENER_FILTERS, envoy_release, proxy_v1, supports,
+                     wait_until)
 
 ENVOY_DIR = REPO / "envoy"
 WASM_FILTERS = ("envoy.extensions.filters.network.wasm.v3.Wasm",
                 "envoy.extensions.filters.http.wasm.v3.Wasm")
+
+
+def require_hold_upstream(envoy_cmd: list[str]) -> None:
+    """Skip (a version skip, also under CI) on an Envoy whose tcp_proxy has no
+    ``max_early_data_bytes``: ``sniff.hold_upstream`` needs it (Envoy >= 1.37)."""
+    release = envoy_release(envoy_cmd)
+    if not supports("max_early_data_bytes", release):
+        pytest.skip("sniff.hold_upstream needs tcp_proxy max_early_data_bytes (Envoy >= 1.37); "
+                    f"this is Envoy {'.'.join(map(str, release))}")
 
 
 def shipped(name: str) -> dict[str, Any]:

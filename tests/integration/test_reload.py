@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import yaml
 
-from egress import Counters, Via, network_filters, sidecar
+from egress import Counters, Via, network_filters, require_hold_upstream, sidecar
 from harness import Envoy, TcpServer, connect, tcp_exchange, wait_until
 from hello import Hello
 
@@ -156,10 +156,12 @@ def test_policy_update_through_ecds_keeps_connections_and_rejects_bad_config(
 
 
 def test_connections_waiting_for_their_timeout_survive_an_update(
-        start_envoy: Callable[..., Envoy], serve: Any, wasm_path: Path, tmp: Path) -> None:
+        start_envoy: Callable[..., Envoy], serve: Any, wasm_path: Path, tmp: Path,
+        envoy_cmd: list[str]) -> None:
     """Silent clients held (``hold_upstream``) when the policy changes are still resolved at
     their timeout, by the policy they started under: the old configuration's tick keeps running
     while its connections live. Neither is left hanging."""
+    require_hold_upstream(envoy_cmd)
     web = serve(TcpServer(DST, greeting=b"220 web\r\n"))
     db = serve(TcpServer("127.0.0.3", greeting=b"220 db\r\n"))
     sniff = {"timeout_ms": 1000, "hold_upstream": True}

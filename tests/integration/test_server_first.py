@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from egress import Counters, Via, decision_log, sidecar
+from egress import Counters, Via, decision_log, require_hold_upstream, sidecar
 from harness import Envoy, TcpServer, connect, wait_until
 from hello import Hello
 
@@ -77,6 +77,8 @@ def world(request: pytest.FixtureRequest, envoy_cmd: list[str], wasm_path: Path,
     """One Envoy and two servers per set-up, shared by the tests (each looks only at the
     connections it made)."""
     setup: Setup = request.param
+    if setup.hold:
+        require_hold_upstream(envoy_cmd)
     web_ip, db_ip = FAMILIES[setup.family]
     db = TcpServer(db_ip, greeting=GREETING, label="db").start()
     web = TcpServer(web_ip, greeting=GREETING, label="web").start()
