@@ -306,6 +306,11 @@ impl Policy {
     /// Validates and compiles a configuration.
     pub fn compile(config: &Config) -> Result<Policy, ConfigError> {
         config.validate()?;
+        Policy::compile_validated(config)
+    }
+
+    /// Compiles a configuration that [`Config::validate`] has accepted.
+    fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
         let mut flat: Vec<FlatRule<'_>> = Vec::new();
         for (list, kind, rules) in [
             ("deny", RuleKind::Deny, &config.deny),
@@ -396,7 +401,8 @@ impl Policy {
 
     /// Parses, validates and compiles a JSON configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
-        Policy::compile(&Config::from_json(bytes)?)
+        // Config::from_json has validated it.
+        Policy::compile_validated(&Config::from_json(bytes)?)
     }
 
     /// The mode.
