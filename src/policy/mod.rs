@@ -311,7 +311,9 @@ impl Policy {
 
     /// Compiles a configuration that [`Config::validate`] has accepted.
     fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
-        let mut flat: Vec<FlatRule<'_>> = Vec::new();
+        let presets: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
+        let mut flat: Vec<FlatRule<'_>> =
+            Vec::with_capacity(config.deny.len() + config.allow.len() + presets);
         for (list, kind, rules) in [
             ("deny", RuleKind::Deny, &config.deny),
             ("allow", RuleKind::Allow, &config.allow),
