@@ -355,7 +355,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0, help="duration of one measurement")
     ap.add_argument("--concurrency", type=int, default=16, help="connections in flight (TCP)")
     ap.add_argument("--http-concurrency", type=int, default=16)
-    ap.add_argument("--memory-rounds", type=int, default=3)
+    ap.add_argument("--memory-rounds", type=int, default=3, help="0: skip the memory cases")
     ap.add_argument("--out", type=Path, default=RESULTS / "envoy.json")
     args = ap.parse_args()
 
@@ -370,8 +370,8 @@ def main() -> None:
     version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip()
     loadgen = build_loadgen()
     parts = shipped_parts()
-    sizes = [int(n) for n in args.rules.split(",")]
-    http_sizes = [int(n) for n in args.http_rules.split(",")]
+    sizes = [int(n) for n in args.rules.split(",") if n]
+    http_sizes = [int(n) for n in args.http_rules.split(",") if n]
     work = Path(tempfile.mkdtemp(prefix="egress-guard-bench-"))
     atexit.register(shutil.rmtree, work, True)
 

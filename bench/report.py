@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes docs/BENCHMARKS.md and docs/bench-ratio.png from the benchmark results.
 
-    bench/report.py --criterion DIR   first collects criterion's estimates (DIR/criterion, as
+    bench/report.py --criterion       first collects criterion's estimates (TARGET/criterion, as
                                       `cargo bench --bench decide` left them) into
                                       bench/results/core.json
     bench/report.py                   renders from bench/results/*.json alone
@@ -48,6 +48,12 @@ def machine() -> dict[str, Any]:
             cpu = line.split(":", 1)[1].strip()
             break
     return {"nproc": os.cpu_count(), "cpu": cpu, "kernel": platform.release(), "loadavg": os.getloadavg()}
+
+
+def cargo_target_dir() -> Path:
+    meta = subprocess.run(["cargo", "metadata", "--format-version", "1", "--no-deps",
+                           "--manifest-path", str(REPO / "Cargo.toml")], check=True, capture_output=True, text=True)
+    return Path(json.loads(meta.stdout)["target_directory"])
 
 
 def collect_criterion(target: Path) -> None:
@@ -258,13 +264,15 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
         rows.append([
             label(name), f"{med([r['rate'] for r in rs]):,.0f}", f"{med([r['p50_us'] for r in rs]):,.0f}",
             f"{med([r['p99_us'] for r in rs]):,.0f}", f"{cpu:.1f}", f"{100 * med([r['envoy_util'] for r in rs]):.0f}%",
-            rng(to_none), rng(to_tlsi), rng(to_rbac), str(sum(r["errors"] for r in rs)),
+            rng(to_none), rng(to_tlsi), rng(to_rbac), rng(per_round(name, "none", "envoy_cpu_us_per_op")),
+            str(sum(r["errors"] for r in rs)),
         ])
         summary["tcp"][name] = {"to_none": to_none, "to_rbac": to_rbac, "to_tlsi": to_tlsi, "rules": n,
                                 "cpu_to_none": per_round(name, "none", "envoy_cpu_us_per_op")}
     out += ["### New TCP connections", "",
-            table(["variant", "conn/s", "p50 µs", "p99 µs", "Envoy CPU/conn µs", "busy", "÷ none",
-                   "÷ none + tls_inspector", "÷ RBAC (same rules)", "errors"], rows), ""]
+            table(["variant", "conn/s", "p50 µs", "p99 µs", "Envoy CPU/conn µs", "busy", "conn/s ÷ none",
+                   "conn/s ÷ none + tls_inspector", "conn/s ÷ RBAC (same rules)", "CPU/conn ÷ none",
+                   "errors"], rows), ""]
 
     rows = []
     for name in names:
@@ -359,6 +367,7 @@ def label(name: str) -> str:
 def plot(summary: dict[str, Any]) -> bool:
     try:
         import matplotlib
+        import matplotlib.ticker
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -391,6 +400,8 @@ def plot(summary: dict[str, Any]) -> bool:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[1].set_yscale("log")
+    axes[1].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}×"))
+    axes[1].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.suptitle("Envoy --concurrency 1: median over rounds, bars = min–max (noise)", fontsize=10)
     fig.tight_layout()
     PLOT.parent.mkdir(parents=True, exist_ok=True)
@@ -400,10 +411,12 @@ def plot(summary: dict[str, Any]) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--criterion", type=Path, help="cargo target directory holding criterion/ to collect first")
+    ap.add_argument("--criterion", nargs="?", const="auto", metavar="TARGET_DIR",
+                    help="first collect criterion's results from TARGET_DIR/criterion "
+                         "(default: the crate's cargo target directory)")
     args = ap.parse_args()
     if args.criterion:
-        collect_criterion(args.criterion)
+        collect_criterion(cargo_target_dir() if args.criterion == "auto" else Path(args.criterion))
     core, mem, env = load("core.json"), load("core-memory.json"), load("envoy.json")
     targets: list[list[str]] = []
     core_md = core_section(core, mem, targets)
