@@ -10,6 +10,8 @@ upstream):
 
   none          tcp_proxy only
   none_tlsi     tls_inspector + tcp_proxy
+  noop[_tlsi]   a Wasm filter that does nothing (bench/noop-filter), without/with tls_inspector:
+                what any Wasm filter costs
   rbac_tlsi/N   tls_inspector + RBAC (N policies, `requested_server_name` + `destination_port`)
   eg_tlsi/N     tls_inspector + egress-guard (N rules): decides at connection open on the SNI
   eg_own/N      egress-guard (N rules) alone: parses the ClientHello itself
@@ -17,6 +19,7 @@ upstream):
 and for HTTP, keep-alive requests through the HTTP connection manager:
 
   http_none     router only
+  http_noop     the no-op Wasm HTTP filter + router
   http_eg/N     egress-guard HTTP filter (N rules) + router
 
 Then Envoy's memory with 10,000 rules against an empty policy and against no Wasm at all, each in
@@ -122,6 +125,14 @@ def build_loadgen() -> Path:
     return cargo_target_dir(manifest) / "release" / "egress-guard-loadgen"
 
 
+def build_noop() -> Path:
+    """bench/noop-filter: a proxy-wasm filter that does nothing, the cost of any Wasm filter."""
+    manifest = REPO / "bench" / "noop-filter" / "Cargo.toml"
+    subprocess.run(["cargo", "build", "--quiet", "--release", "--locked", "--target", "wasm32-wasip1",
+                    "--manifest-path", str(manifest)], check=True)
+    return cargo_target_dir(manifest) / "wasm32-wasip1" / "release" / "noop_filter.wasm"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -208,6 +219,14 @@ def wasm_filter(parts: dict[str, Any], wasm: Path, policy: str, vm_id: str, http
     cfg["vm_config"]["vm_id"] = vm_id
     cfg["vm_config"]["code"]["local"]["filename"] = str(wasm)
     cfg["configuration"]["value"] = policy
+    return f
+
+
+def noop_filter(parts: dict[str, Any], noop: Path, vm_id: str, http: bool) -> dict[str, Any]:
+    """The no-op Wasm filter, configured like egress-guard (same runtime, failure policy)."""
+    f = wasm_filter(parts, noop, "", vm_id, http)
+    cfg = f["typed_config"]["config"]
+    cfg["name"] = cfg["root_id"] = "noop-http" if http else "noop-tcp"
     return f
 
 
@@ -369,6 +388,7 @@ def main() -> None:
     envoy = find_envoy()
     version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip()
     loadgen = build_loadgen()
+    noop = build_noop()
     parts = shipped_parts()
     sizes = [int(n) for n in args.rules.split(",") if n]
     http_sizes = [int(n) for n in args.http_rules.split(",") if n]
@@ -392,6 +412,10 @@ def main() -> None:
     _, sni10 = sni_rules(10)
     add("none", "tcp", None, lambda p: tcp_listener(parts, "none", p, [], False), sni10)
     add("none_tlsi", "tcp", None, lambda p: tcp_listener(parts, "none_tlsi", p, [], True), sni10)
+    add("noop", "tcp", None, lambda p: tcp_listener(parts, "noop", p, [noop_filter(parts, noop, "noop", False)],
+                                                   False), sni10)
+    add("noop_tlsi", "tcp", None, lambda p: tcp_listener(
+        parts, "noop_tlsi", p, [noop_filter(parts, noop, "noop_tlsi", False)], True), sni10)
     for n in sizes:
         patterns, sni = sni_rules(n)
         add(f"rbac_tlsi/{n}", "tcp", n,
@@ -405,6 +429,8 @@ def main() -> None:
                 parts, f"eg_own_{n}", p, [wasm_filter(parts, wasm, eg_policy(pt, p), f"eg_own_{n}", False)], False),
             sni)
     add("http_none", "http", None, lambda p: http_listener(parts, "http_none", p, []), sni10)
+    add("http_noop", "http", None, lambda p: http_listener(
+        parts, "http_noop", p, [noop_filter(parts, noop, "http_noop", True)]), sni10)
     for n in http_sizes:
         patterns, host = sni_rules(n)
         add(f"http_eg/{n}", "http", n,

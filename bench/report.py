@@ -236,7 +236,9 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
         "the rule in the middle of the list), wait for the one byte the upstream answers after reading it,",
         "close. Every listener forwards with the shipped `tcp_proxy` settings to a STATIC cluster (the echo",
         "upstream); there is no `original_dst`, so the rules name the listener's port. Variants: *none*",
-        "(tcp_proxy only), *none + tls_inspector*, *RBAC* (Envoy's network RBAC filter after tls_inspector:",
+        "(tcp_proxy only), *none + tls_inspector*, *no-op Wasm filter* (bench/noop-filter: a proxy-wasm",
+        "filter whose every callback continues, configured like egress-guard: what any Wasm filter costs),",
+        "*RBAC* (Envoy's network RBAC filter after tls_inspector:",
         "one policy per rule, `requested_server_name` exact or suffix and `destination_port`, the same",
         "allowlist), *egress-guard + tls_inspector* (decides at connection open on the inspector's SNI),",
         "*egress-guard alone* (parses the ClientHello itself). Ratios are taken within each round, then",
@@ -260,18 +262,21 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
         to_tlsi = per_round(name, "none_tlsi") if "tlsi" in name else []
         rbac = f"rbac_tlsi/{n}" if n else None
         to_rbac = per_round(name, rbac) if rbac and name != rbac and rbac in names else []
+        noop = {"eg_tlsi": "noop_tlsi", "eg_own": "noop"}.get(name.partition("/")[0])
+        to_noop = per_round(name, noop) if noop in names else []
         cpu = med([r["envoy_cpu_us_per_op"] for r in rs])
         rows.append([
             label(name), f"{med([r['rate'] for r in rs]):,.0f}", f"{med([r['p50_us'] for r in rs]):,.0f}",
             f"{med([r['p99_us'] for r in rs]):,.0f}", f"{cpu:.1f}", f"{100 * med([r['envoy_util'] for r in rs]):.0f}%",
-            rng(to_none), rng(to_tlsi), rng(to_rbac), rng(per_round(name, "none", "envoy_cpu_us_per_op")),
+            rng(to_none), rng(to_tlsi), rng(to_noop), rng(to_rbac), rng(per_round(name, "none", "envoy_cpu_us_per_op")),
             str(sum(r["errors"] for r in rs)),
         ])
-        summary["tcp"][name] = {"to_none": to_none, "to_rbac": to_rbac, "to_tlsi": to_tlsi, "rules": n,
+        summary["tcp"][name] = {"to_none": to_none, "to_rbac": to_rbac, "to_tlsi": to_tlsi, "to_noop": to_noop, "rules": n,
                                 "cpu_to_none": per_round(name, "none", "envoy_cpu_us_per_op")}
     out += ["### New TCP connections", "",
             table(["variant", "conn/s", "p50 µs", "p99 µs", "Envoy CPU/conn µs", "busy", "conn/s ÷ none",
-                   "conn/s ÷ none + tls_inspector", "conn/s ÷ RBAC (same rules)", "CPU/conn ÷ none",
+                   "conn/s ÷ none + tls_inspector", "conn/s ÷ no-op Wasm (same listener filters)",
+                   "conn/s ÷ RBAC (same rules)", "CPU/conn ÷ none",
                    "errors"], rows), ""]
 
     rows = []
@@ -280,16 +285,18 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
             continue
         rs = [by[(name, r)] for r in rounds if (name, r) in by]
         to_none = per_round(name, "http_none")
+        to_noop = per_round(name, "http_noop") if name.startswith("http_eg") and "http_noop" in names else []
         rows.append([label(name), f"{med([r['rate'] for r in rs]):,.0f}", f"{med([r['p50_us'] for r in rs]):,.0f}",
                      f"{med([r['p99_us'] for r in rs]):,.0f}", f"{med([r['envoy_cpu_us_per_op'] for r in rs]):.1f}",
-                     f"{100 * med([r['envoy_util'] for r in rs]):.0f}%", rng(to_none),
+                     f"{100 * med([r['envoy_util'] for r in rs]):.0f}%", rng(to_none), rng(to_noop),
                      str(sum(r["errors"] for r in rs))])
         summary["http"][name] = {"to_none": to_none}
     out += ["### HTTP requests (keep-alive)", "",
             "`GET` with an allowed `Host` over keep-alive connections, through the HTTP connection manager",
             "and the router to an upstream that answers `200`; egress-guard as the HTTP filter decides every",
             "request on its `:authority`.", "",
-            table(["variant", "req/s", "p50 µs", "p99 µs", "Envoy CPU/req µs", "busy", "÷ no filter", "errors"], rows),
+            table(["variant", "req/s", "p50 µs", "p99 µs", "Envoy CPU/req µs", "busy", "÷ no filter", "÷ no-op Wasm",
+                   "errors"], rows),
             ""]
 
     # Targets.
@@ -300,6 +307,12 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
             r = med(s["to_none"])
             targets.append([f"Envoy new-connection rate ≥ 0.97 × no filter ({label(variant)})",
                             f"{r:.3f} × ({min(s['to_none']):.2f}–{max(s['to_none']):.2f})", verdict(r >= RATE_TARGET)])
+    for variant in ("noop", "noop_tlsi"):
+        s = summary["tcp"].get(variant)
+        if s and s["to_none"]:
+            r = med(s["to_none"])
+            targets.append([f"(for comparison) {label(variant)}: rate ÷ no filter",
+                            f"{r:.3f} × ({min(s['to_none']):.2f}–{max(s['to_none']):.2f})", "—"])
     for n in sorted({v["rules"] for v in env["variants"] if v["rules"] and v["rules"] >= 1000}):
         s = summary["tcp"].get(f"eg_tlsi/{n}")
         if s and s["to_rbac"]:
@@ -358,7 +371,9 @@ def envoy_version(text: str) -> str:
 
 def label(name: str) -> str:
     base, _, n = name.partition("/")
-    text = {"none": "none", "none_tlsi": "none + tls_inspector", "rbac_tlsi": "RBAC + tls_inspector",
+    text = {"none": "none", "none_tlsi": "none + tls_inspector", "noop": "no-op Wasm filter",
+            "noop_tlsi": "no-op Wasm filter + tls_inspector", "http_noop": "HTTP, no-op Wasm filter",
+            "rbac_tlsi": "RBAC + tls_inspector",
             "eg_tlsi": "egress-guard + tls_inspector", "eg_own": "egress-guard alone",
             "http_none": "HTTP, no filter", "http_eg": "HTTP, egress-guard"}[base]
     return f"{text}, {int(n):,} rules" if n else text
