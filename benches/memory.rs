@@ -6,8 +6,9 @@
 //! compiling), and the number of allocations. Writes `bench/results/core-memory.json` (the
 //! generated policies are the ones `benches/decide.rs` times).
 //!
-//! These are native (64-bit) figures; in the Wasm VM pointers are 4 bytes, so the policy there
-//! is smaller. `make bench-envoy` reads the VM's own figures from Envoy's log.
+//! Natively these are 64-bit figures. `bench/wasm_memory.py` runs the same binary built for
+//! wasm32-wasip1 under Node (V8, as in Envoy) for the VM's 32-bit figures; `make bench-envoy`
+//! reads a real VM's linear memory from Envoy's log.
 // Benchmark code: a failure here should stop the run loudly.
 #![allow(
     clippy::unwrap_used,
@@ -138,13 +139,19 @@ fn main() {
         .unwrap();
         rows.push(row);
     }
+    let json = format!(
+        "{{\"seed\":{SEED},\"pointer_bytes\":{},\"sizes\":[{}]}}\n",
+        std::mem::size_of::<usize>(),
+        rows.join(",")
+    );
+    if cfg!(target_arch = "wasm32") {
+        // Under a WASI runner (bench/wasm_memory.py), with no directory to write to.
+        print!("RESULT {json}");
+        return;
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/results");
     std::fs::create_dir_all(&dir).unwrap();
     let out = dir.join("core-memory.json");
-    std::fs::write(
-        &out,
-        format!("{{\"seed\":{SEED},\"sizes\":[{}]}}\n", rows.join(",")),
-    )
-    .unwrap();
+    std::fs::write(&out, json).unwrap();
     println!("wrote {}", out.display());
 }
