@@ -503,14 +503,18 @@ LIMITS = """### What limits them
 METHOD = """## How to reproduce
 
 ```sh
-make bench         # cargo bench --bench decide / --bench memory, then bench/report.py
-make bench-envoy   # make build; bench/envoy_bench.py (Envoy + bench/loadgen), then bench/report.py
+make bench         # cargo bench --bench decide / --bench memory, bench/wasm_memory.py (Node), bench/report.py
+make bench-envoy   # make build; bench/envoy_bench.py (Envoy, bench/loadgen, bench/noop-filter), bench/report.py
 ```
+
+Each writes its JSON under `bench/results/` and regenerates this page from all of them, so the
+two can be rerun separately.
 
 `make bench-envoy` builds `bench/loadgen` (its own Cargo workspace: a Rust load generator, an echo
 upstream and an HTTP upstream, blocking sockets, one thread per connection in flight, every run
-bounded by its duration and 10 million operations), starts one Envoy holding every variant as its
-own listener, warms each up for 0.5 s, runs the rounds, then starts one Envoy per memory case.
+bounded by its duration and 10 million operations) and `bench/noop-filter` (its own workspace),
+starts one Envoy holding every variant as its own listener (each Wasm filter in its own VM),
+warms each up for 0.5 s, runs the rounds, then starts one Envoy per memory case.
 Every process it starts is stopped when it ends, including on Ctrl-C. Options:
 `bench/envoy_bench.py --help` (rounds, seconds, concurrency, rule counts). Raw results, one entry
 per run, are in `bench/results/envoy.json`."""
