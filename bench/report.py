@@ -413,6 +413,10 @@ def plot(summary: dict[str, Any]) -> bool:
             hi = [max(v[field]) - med(v[field]) if v[field] else 0 for _, v in pts]
             ax.errorbar(xs, [y if y is not None else float("nan") for y in ys], yerr=[lo, hi], fmt=style,
                         capsize=3, label=text)
+    for key, color in (("noop_tlsi", "tab:purple"), ("noop", "tab:brown")):
+        v = tcp.get(key)
+        if v and v["to_none"]:
+            axes[0].axhline(med(v["to_none"]), color=color, lw=1, ls="-.", label=f"{label(key)} (no rules)")
     axes[0].axhline(1.0, color="grey", lw=0.8)
     axes[0].axhline(RATE_TARGET, color="red", lw=0.8, ls=":", label="target 0.97")
     axes[0].set_title("new connections/s ÷ no filter (tcp_proxy only)")
@@ -424,6 +428,7 @@ def plot(summary: dict[str, Any]) -> bool:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     axes[1].set_yscale("log")
+    axes[1].yaxis.set_major_locator(matplotlib.ticker.FixedLocator([0.5, 0.75, 1, 1.5, 2, 3, 5, 8, 12, 20]))
     axes[1].yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda y, _: f"{y:g}×"))
     axes[1].yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     fig.suptitle("Envoy --concurrency 1: median over rounds, bars = min–max (noise)", fontsize=10)
