@@ -80,8 +80,13 @@ pub fn parse_cidr(text: &str) -> Result<IpNet, CidrError> {
     Ok(net)
 }
 
-/// Re-checks a network built in code (host bits, IPv4-mapped).
+/// Re-checks a network built in code (host bits, IPv4-mapped). Formats the network only for an
+/// error: a configuration is validated on every load, with thousands of CIDRs.
 pub(crate) fn check_cidr(net: IpNet) -> Result<(), CidrError> {
+    let mapped = matches!(net, IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() && v6.prefix_len() >= 96);
+    if net.trunc() == net && !mapped {
+        return Ok(());
+    }
     check_cidr_text(net, &net.to_string())
 }
 

@@ -6,6 +6,7 @@
 //! checked by [`Config::validate`] afterwards, with the path spelled out. Unknown keys are errors
 //! everywhere: a typo must not silently widen egress.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::RangeInclusive;
 
@@ -184,27 +185,46 @@ impl Rule {
     }
 
     /// The checks a rule built in code could fail (JSON input has passed them while parsing).
-    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+    /// `list[index]` is where the rule is, for error paths (formatted only on error).
+    fn validate(&self, list: &str, index: usize) -> Result<(), ConfigError> {
+        let at = || format!("{list}[{index}]");
         if !self.name.is_empty() {
             check_rule_name(&self.name)
-                .map_err(|m| ConfigError::invalid(format!("{at}.name"), m))?;
+                .map_err(|m| ConfigError::invalid(format!("{}.name", at()), m))?;
         }
         if self.is_empty() {
             return Err(ConfigError::new(
-                at,
+                at(),
                 ConfigErrorKind::EmptyRule,
                 "a rule needs at least one of hosts, cidrs, ports",
             ));
         }
         for (j, net) in self.cidrs.iter().enumerate() {
-            check_cidr(*net).map_err(|e| ConfigError::invalid(format!("{at}.cidrs[{j}]"), e))?;
+            check_cidr(*net)
+                .map_err(|e| ConfigError::invalid(format!("{}.cidrs[{j}]", at()), e))?;
         }
         for (j, range) in self.ports.iter().enumerate() {
             range
                 .check()
-                .map_err(|e| ConfigError::invalid(format!("{at}.ports[{j}]"), e))?;
+                .map_err(|e| ConfigError::invalid(format!("{}.ports[{j}]", at()), e))?;
         }
         Ok(())
+    }
+}
+
+/// Where a rule name was first used, for duplicate-name errors: `allow[3]`, `presets[1]`.
+#[derive(Clone, Copy)]
+enum Place {
+    Rule(&'static str, usize),
+    Preset(usize),
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Place::Rule(list, i) => write!(f, "{list}[{i}]"),
+            Place::Preset(i) => write!(f, "presets[{i}]"),
+        }
     }
 }
 
@@ -229,17 +249,23 @@ impl Config {
     /// in code may get wrong: rule names (syntax, uniqueness across allow, deny and preset rules),
     /// non-empty rules, CIDRs without host bits, port ranges, presets listed once, sniff ranges.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // Rule name -> where it was first used.
-        let mut names: FxHashMap<String, String> = FxHashMap::default();
+        // Rule name -> where it was first used. Nothing is formatted unless there is an error
+        // (but default names, which a parsed configuration no longer has).
+        let mut names: FxHashMap<Cow<'_, str>, Place> = FxHashMap::default();
+        names.reserve(self.allow.len() + self.deny.len());
         for (list, rules) in [("allow", &self.allow), ("deny", &self.deny)] {
             for (i, rule) in rules.iter().enumerate() {
-                let at = format!("{list}[{i}]");
-                rule.validate(&at)?;
-                let name = rule.name_or_default(list, i);
+                rule.validate(list, i)?;
+                let name = if rule.name.is_empty() {
+                    Cow::Owned(rule.name_or_default(list, i))
+                } else {
+                    Cow::Borrowed(rule.name.as_str())
+                };
                 if let Some(first) = names.get(&name) {
+                    let at = Place::Rule(list, i);
                     return Err(if rule.name.is_empty() {
                         ConfigError::duplicate(
-                            at,
+                            at.to_string(),
                             format!("the default name {name:?} is already used by {first}; name this rule"),
                         )
                     } else {
@@ -249,27 +275,27 @@ impl Config {
                         )
                     });
                 }
-                names.insert(name, at);
+                names.insert(name, Place::Rule(list, i));
             }
         }
         let mut presets: FxHashMap<Preset, usize> = FxHashMap::default();
         for (i, preset) in self.presets.iter().enumerate() {
-            let at = format!("presets[{i}]");
+            let at = Place::Preset(i);
             if let Some(first) = presets.insert(*preset, i) {
                 return Err(ConfigError::duplicate(
-                    at,
+                    at.to_string(),
                     format!("{:?} is already listed at presets[{first}]", preset.name()),
                 ));
             }
             for n in 0..preset.info().rules.len() {
                 let name = preset.rule_name(n);
-                if let Some(first) = names.get(&name) {
+                if let Some(first) = names.get(name.as_str()) {
                     return Err(ConfigError::duplicate(
-                        at,
+                        at.to_string(),
                         format!("the preset's rule name {name:?} is already used by {first}; rename that rule"),
                     ));
                 }
-                names.insert(name, at.clone());
+                names.insert(Cow::Owned(name), at);
             }
         }
         self.sniff.validate()

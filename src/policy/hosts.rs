@@ -18,6 +18,7 @@
 //!
 //! Every hit is a port index, which gives the lowest rule id whose ports contain the port.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -216,31 +217,35 @@ impl<'de> Deserialize<'de> for HostPattern {
 }
 
 /// Collects `(pattern, rule)` pairs; [`HostIndexBuilder::build`] turns them into a [`HostIndex`].
+///
+/// Keys borrow the patterns: the only copy of a pattern's text is the compiled index's (a VM's
+/// memory keeps the compile's peak).
 #[derive(Debug, Default)]
-pub(crate) struct HostIndexBuilder {
-    exact: FxHashMap<String, Vec<RuleId>>,
-    suffix: FxHashMap<String, Vec<RuleId>>,
+pub(crate) struct HostIndexBuilder<'p> {
+    exact: FxHashMap<Cow<'p, str>, Vec<RuleId>>,
+    suffix: FxHashMap<&'p str, Vec<RuleId>>,
     any: Vec<RuleId>,
-    globs: FxHashMap<String, Vec<RuleId>>,
+    globs: FxHashMap<&'p str, Vec<RuleId>>,
     /// Every rule with at least one pattern.
     rules: Vec<RuleId>,
 }
 
-impl HostIndexBuilder {
+impl<'p> HostIndexBuilder<'p> {
     /// Indexes `pattern` for `rule`.
-    pub(crate) fn add(&mut self, pattern: &HostPattern, rule: RuleId) {
+    pub(crate) fn add(&mut self, pattern: &'p HostPattern, rule: RuleId) {
         let text = pattern.as_str();
         match pattern.kind() {
-            PatternKind::Exact => self.exact.entry(text.to_string()).or_default().push(rule),
+            PatternKind::Exact => self
+                .exact
+                .entry(Cow::Borrowed(text))
+                .or_default()
+                .push(rule),
             PatternKind::Suffix => {
                 let suffix = text.strip_prefix("*.").unwrap_or(text);
-                self.suffix
-                    .entry(suffix.to_string())
-                    .or_default()
-                    .push(rule);
+                self.suffix.entry(suffix).or_default().push(rule);
             }
             PatternKind::Any => self.any.push(rule),
-            PatternKind::Glob => self.globs.entry(text.to_string()).or_default().push(rule),
+            PatternKind::Glob => self.globs.entry(text).or_default().push(rule),
         }
         if self.rules.last() != Some(&rule) {
             self.rules.push(rule);
@@ -256,12 +261,12 @@ impl HostIndexBuilder {
         let mut keyed: FxHashMap<String, Vec<GlobEntry>> = FxHashMap::default();
         let mut rest: Vec<GlobEntry> = Vec::new();
         // Sorted, so the order globs are tried in is deterministic.
-        let mut globs: Vec<(String, Vec<RuleId>)> = self.globs.into_iter().collect();
+        let mut globs: Vec<(&str, Vec<RuleId>)> = self.globs.into_iter().collect();
         globs.sort_unstable();
         for (pattern, ids) in globs {
-            for tokens in glob::parse(&pattern)? {
+            for tokens in glob::parse(pattern)? {
                 if let Some(name) = glob::literal(&tokens) {
-                    exact.entry(name).or_default().extend(&ids);
+                    exact.entry(Cow::Owned(name)).or_default().extend(&ids);
                     continue;
                 }
                 let entry = GlobEntry {
@@ -276,7 +281,7 @@ impl HostIndexBuilder {
         }
         let mut suffix: FxHashMap<Box<str>, SuffixNode> = FxHashMap::default();
         for (key, ids) in self.suffix {
-            suffix.entry(key.into_boxed_str()).or_default().wildcard = PortIndex::build(ids, ports);
+            suffix.entry(Box::from(key)).or_default().wildcard = PortIndex::build(ids, ports);
         }
         for (key, entries) in keyed {
             suffix.entry(key.into_boxed_str()).or_default().globs = entries.into_boxed_slice();
@@ -284,7 +289,12 @@ impl HostIndexBuilder {
         Ok(HostIndex {
             exact: exact
                 .into_iter()
-                .map(|(key, ids)| (key.into_boxed_str(), PortIndex::build(ids, ports)))
+                .map(|(key, ids)| {
+                    (
+                        key.into_owned().into_boxed_str(),
+                        PortIndex::build(ids, ports),
+                    )
+                })
                 .collect(),
             suffix,
             any: PortIndex::build(self.any, ports),
@@ -479,15 +489,19 @@ mod tests {
             vec![],
         ];
         let ports = |id: RuleId| table[id as usize].as_slice();
-        let mut b = HostIndexBuilder::default();
-        for (p, id) in [
+        let patterns: Vec<(HostPattern, RuleId)> = [
             ("github.com", 0),
             ("*.github.com", 1),
             ("api-*.example.com", 2),
             ("*", 4),
             ("*.com", 3),
-        ] {
-            b.add(&HostPattern::parse(p).unwrap(), id);
+        ]
+        .into_iter()
+        .map(|(p, id)| (HostPattern::parse(p).unwrap(), id))
+        .collect();
+        let mut b = HostIndexBuilder::default();
+        for (p, id) in &patterns {
+            b.add(p, *id);
         }
         let idx = b.build(ports).unwrap();
         assert_eq!(idx.lookup("github.com", 443), Some(0));

@@ -310,7 +310,14 @@ impl Policy {
     /// Validates and compiles a configuration.
     pub fn compile(config: &Config) -> Result<Policy, ConfigError> {
         config.validate()?;
-        let mut flat: Vec<FlatRule<'_>> = Vec::new();
+        Policy::compile_validated(config)
+    }
+
+    /// Compiles a configuration that [`Config::validate`] has accepted.
+    fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
+        let presets: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
+        let mut flat: Vec<FlatRule<'_>> =
+            Vec::with_capacity(config.deny.len() + config.allow.len() + presets);
         for (list, kind, rules) in [
             ("deny", RuleKind::Deny, &config.deny),
             ("allow", RuleKind::Allow, &config.allow),
@@ -400,7 +407,8 @@ impl Policy {
 
     /// Parses, validates and compiles a JSON configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
-        Policy::compile(&Config::from_json(bytes)?)
+        // Config::from_json has validated it.
+        Policy::compile_validated(&Config::from_json(bytes)?)
     }
 
     /// The mode.

@@ -195,7 +195,27 @@ struct Segment {
 /// id covering it; a lookup is one binary search, whatever the number of rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct PortIndex {
-    segments: Box<[Segment]>,
+    segments: Segments,
+}
+
+/// The segments, the common single one inline: a lookup that finds a name or a prefix then
+/// reads its ports from the same cache line instead of following one more pointer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Segments {
+    #[default]
+    None,
+    One(Segment),
+    Many(Box<[Segment]>),
+}
+
+impl From<Vec<Segment>> for Segments {
+    fn from(mut segments: Vec<Segment>) -> Segments {
+        match segments.len() {
+            0 => Segments::None,
+            1 => segments.pop().map_or(Segments::None, Segments::One),
+            _ => Segments::Many(segments.into_boxed_slice()),
+        }
+    }
 }
 
 impl PortIndex {
@@ -211,12 +231,12 @@ impl PortIndex {
         if let [id] = *ids.as_slice() {
             // The common case (one rule per name, per prefix): its own ranges.
             let ranges = ports(id);
-            let segments: Box<[Segment]> = if ranges.is_empty() {
-                Box::new([Segment {
+            let segments = if ranges.is_empty() {
+                Segments::One(Segment {
                     lo: 0,
                     hi: u16::MAX,
                     rule: id,
-                }])
+                })
             } else {
                 merge(ranges)
                     .into_iter()
@@ -225,7 +245,8 @@ impl PortIndex {
                         hi: r.hi,
                         rule: id,
                     })
-                    .collect()
+                    .collect::<Vec<_>>()
+                    .into()
             };
             return PortIndex { segments };
         }
@@ -271,15 +292,20 @@ impl PortIndex {
             }
         }
         PortIndex {
-            segments: segments.into_boxed_slice(),
+            segments: segments.into(),
         }
     }
 
     /// The lowest rule id whose ports contain `port`.
     #[inline]
     pub(crate) fn get(&self, port: u16) -> Option<RuleId> {
-        let at = self.segments.partition_point(|s| s.hi < port);
-        match self.segments.get(at) {
+        let segments = match &self.segments {
+            Segments::None => return None,
+            Segments::One(s) => return (s.lo <= port && port <= s.hi).then_some(s.rule),
+            Segments::Many(segments) => segments,
+        };
+        let at = segments.partition_point(|s| s.hi < port);
+        match segments.get(at) {
             Some(s) if s.lo <= port => Some(s.rule),
             _ => None,
         }
