@@ -12,7 +12,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak lint demo clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak bench bench-envoy bench-venv lint demo clean
 
 all: build
 
@@ -93,6 +93,26 @@ lint: targets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 --lib -- -D warnings
+
+## Benchmarks (docs/BENCHMARKS.md) --------------------------------------------------------------
+
+# matplotlib (the plot) and PyYAML (the runner reads the shipped Envoy configs), in the same venv.
+bench-venv: $(VENV)/.bench-installed
+$(VENV)/.bench-installed: bench/requirements.txt | venv
+	$(VPY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	touch $@
+
+# The core: decide and compile against rule count (criterion), compiled-policy memory; the report.
+bench: targets bench-venv
+	$(CARGO) bench --bench decide
+	$(CARGO) bench --bench memory
+	$(VPY) bench/wasm_memory.py
+	$(VPY) bench/report.py --criterion
+
+# A real Envoy: no filter, native RBAC and egress-guard side by side; HTTP; memory; the report.
+bench-envoy: bench-venv build
+	$(VPY) bench/envoy_bench.py --wasm $(WASM)
+	$(VPY) bench/report.py
 
 ## Demo --------------------------------------------------------------------------------------
 demo: venv build
