@@ -46,7 +46,7 @@ pub struct Config {
 
 /// What happens to a connection that no deny rule matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(remote = "Self", rename_all = "lowercase")]
 pub enum Mode {
     /// Only connections an allow rule matches pass (`"allowlist"`, the default).
     #[default]
@@ -77,7 +77,7 @@ impl fmt::Display for Mode {
 
 /// Which decisions produce a log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(remote = "Self", rename_all = "lowercase")]
 pub enum LogLevel {
     /// No decision is logged (`"none"`).
     None,
@@ -319,6 +319,35 @@ macro_rules! object_only {
 object_only!(Config, "a JSON object");
 object_only!(Rule, "a rule object");
 object_only!(SniffConfig, "a sniff object");
+
+/// serde's derived `Deserialize` for a unit-only enum reads a JSON string as the variant name,
+/// but anything else (`1`, `null`) fails in serde_json as a syntax error ("expected value"),
+/// though the JSON is well-formed. Each such enum derives with `remote = "Self"` and gets this
+/// impl, which asks for a string (so another type is an "invalid type" error, with the field
+/// path) and hands it to the derived code (which reports an unknown variant).
+macro_rules! string_only {
+    ($ty:ident, $expecting:literal) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$ty, D::Error> {
+                struct StringVisitor;
+                impl serde::de::Visitor<'_> for StringVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        $ty::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+                    }
+                }
+                deserializer.deserialize_str(StringVisitor)
+            }
+        }
+    };
+}
+pub(crate) use string_only;
+
+string_only!(Mode, "a mode string");
+string_only!(LogLevel, "a log level string");
 
 fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> {
     match u32::try_from(value) {
