@@ -15,6 +15,8 @@
 pub mod http;
 pub mod tls;
 
+#[cfg(test)]
+mod hostile_tests;
 // Native only (rustls); the file carries `#![cfg(not(target_arch = "wasm32"))]`.
 #[cfg(test)]
 mod real_tls_tests;
