@@ -469,7 +469,8 @@ impl ConfigError {
     }
 
     fn from_json(path: String, err: serde_json::Error) -> Self {
-        let mut message = err.to_string();
+        // serde's messages quote unknown keys and variants as written.
+        let mut message = one_line(&err.to_string());
         let kind = match err.classify() {
             serde_json::error::Category::Data => {
                 // The path says where; drop serde_json's " at line L column C".
@@ -499,10 +500,24 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(key);
+                out.push_str(&one_line(key));
             }
             // A key that failed to parse: the message carries line and column.
             Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// `text` with line breaks and other control characters escaped (`\n`, `\u{2028}`), so that an
+/// error quoting a key or value from the configuration stays one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
         }
     }
     out
