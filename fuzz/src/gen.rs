@@ -51,6 +51,12 @@ const CLASSES: &[&str] = &[
     "[_x-y]", "[a-a]", "[a-cx-z]", "[!-]",
 ];
 
+/// True with probability `num / den`; false once the input is used up (where
+/// `Unstructured::ratio` would say true, turning every rare choice on in short inputs).
+pub fn chance(u: &mut Unstructured<'_>, num: u8, den: u8) -> Result<bool> {
+    Ok(u.int_in_range(0..=den.saturating_sub(1))? >= den.saturating_sub(num))
+}
+
 /// A name over [`LABELS`], one to four labels.
 pub fn name(u: &mut Unstructured<'_>) -> Result<String> {
     let n = u.int_in_range(1..=4)?;
@@ -70,10 +76,10 @@ pub fn pattern(u: &mut Unstructured<'_>) -> Result<String> {
         5 => "*".to_string(),
         _ => glob(u, 2)?,
     };
-    if u.ratio(1, 8)? {
+    if chance(u, 1, 8)? {
         p = p.to_ascii_uppercase();
     }
-    if u.ratio(1, 8)? {
+    if chance(u, 1, 8)? {
         p.push('.');
     }
     Ok(p)
@@ -184,7 +190,7 @@ impl Gen<'_, '_> {
         if !self.faulty || self.faults.len() >= 2 {
             return Ok(false);
         }
-        self.u.ratio(1, 24)
+        chance(self.u, 1, 24)
     }
 
     fn record(&mut self, path: impl Into<String>, kind: ConfigErrorKind, what: impl Into<String>) {
@@ -203,7 +209,7 @@ impl Gen<'_, '_> {
         let mut expected = Config::default();
         let mut entries: Vec<(String, Json)> = Vec::new();
 
-        if self.u.ratio(2, 3)? {
+        if chance(self.u, 2, 3)? {
             let modes = [Mode::Allowlist, Mode::Audit, Mode::Passthrough];
             let mode = *self.u.choose(&modes)?;
             expected.mode = mode;
@@ -266,20 +272,23 @@ impl Gen<'_, '_> {
         }
         expected.presets = preset_list.clone();
 
-        // Rules: names used so far in validation order (allow, then deny).
-        let mut used: Vec<String> = Vec::new();
+        // Rules, deny first so that a short input still has some. Names are validated allow
+        // rules first, so a rule's name clashes with the rules before it in its own list only
+        // (explicit names are otherwise unique).
+        let counts = [
+            ("deny", self.u.int_in_range(0..=3)?),
+            ("allow", self.u.int_in_range(0..=6)?),
+        ];
+        let mut taken: Vec<String> = Vec::new();
         let mut lists: Vec<(String, Json)> = Vec::new();
-        for list in ["allow", "deny"] {
-            let count = if list == "allow" {
-                self.u.int_in_range(0..=6)?
-            } else {
-                self.u.int_in_range(0..=3)?
-            };
+        for (list, count) in counts {
+            let mut earlier: Vec<String> = Vec::new();
             let mut rules = Vec::new();
             let mut json = Vec::new();
             for i in 0..count {
-                let (value, rule) = self.rule(list, i, &used, &preset_list)?;
-                used.push(rule.name.clone());
+                let (value, rule) = self.rule(list, i, &earlier, &taken, &preset_list)?;
+                earlier.push(rule.name.clone());
+                taken.push(rule.name.clone());
                 rules.push(rule);
                 json.push(value);
             }
@@ -288,21 +297,21 @@ impl Gen<'_, '_> {
             } else {
                 expected.deny = rules;
             }
-            if count > 0 || self.u.ratio(1, 4)? {
+            if count > 0 || chance(self.u, 1, 4)? {
                 lists.push((list.to_string(), Json::Arr(json)));
             }
         }
         entries.extend(lists);
-        if !preset_json.is_empty() || self.u.ratio(1, 8)? {
+        if !preset_json.is_empty() || chance(self.u, 1, 8)? {
             entries.push(("presets".into(), Json::Arr(preset_json)));
         }
 
-        if self.u.ratio(1, 3)? {
+        if chance(self.u, 1, 3)? {
             let value = self.sniff(&mut expected.sniff)?;
             entries.push(("sniff".into(), value));
         }
 
-        if self.u.ratio(1, 2)? {
+        if chance(self.u, 1, 2)? {
             let levels = [LogLevel::None, LogLevel::Denied, LogLevel::All];
             expected.log = *self.u.choose(&levels)?;
             let value = if self.fault()? {
@@ -346,7 +355,8 @@ impl Gen<'_, '_> {
         &mut self,
         list: &str,
         i: usize,
-        used: &[String],
+        earlier: &[String],
+        taken: &[String],
         preset_list: &[Preset],
     ) -> Result<(Json, Rule)> {
         let at = format!("{list}[{i}]");
@@ -354,7 +364,7 @@ impl Gen<'_, '_> {
             name: format!("{list}-{i}"),
             ..Rule::default()
         };
-        if self.fault()? && self.u.ratio(1, 3)? {
+        if self.fault()? && chance(self.u, 1, 3)? {
             let bad = Json::Arr(vec![
                 Json::str("r"),
                 Json::Arr(vec![Json::str("a.example")]),
@@ -367,14 +377,14 @@ impl Gen<'_, '_> {
         // Name: default, unique, or a preset's rule name when that preset is not listed.
         if self.fault()? {
             let path = format!("{at}.name");
-            if !used.is_empty() && self.u.arbitrary()? {
-                let taken = self.u.choose(used)?.clone();
+            if !earlier.is_empty() && self.u.arbitrary()? {
+                let again = self.u.choose(earlier)?.clone();
                 self.record(
                     &path,
                     ConfigErrorKind::Duplicate,
-                    format!("name {taken} again"),
+                    format!("name {again} again"),
                 );
-                entries.push(("name".into(), Json::str(taken)));
+                entries.push(("name".into(), Json::str(again)));
             } else if !preset_list.is_empty() && self.u.arbitrary()? {
                 // Clashes with a listed preset's rule: reported at that preset.
                 let index = self.u.choose_index(preset_list.len())?;
@@ -400,13 +410,13 @@ impl Gen<'_, '_> {
                 self.invalid(path, &bad);
                 entries.push(("name".into(), bad));
             }
-        } else if self.u.ratio(1, 2)? {
+        } else if chance(self.u, 1, 2)? {
             let unlisted: Vec<Preset> = presets::all()
                 .iter()
                 .map(|p| p.preset)
-                .filter(|p| !preset_list.contains(p) && !used.contains(&p.rule_name(0)))
+                .filter(|p| !preset_list.contains(p) && !taken.contains(&p.rule_name(0)))
                 .collect();
-            rule.name = if !unlisted.is_empty() && self.u.ratio(1, 6)? {
+            rule.name = if !unlisted.is_empty() && chance(self.u, 1, 6)? {
                 self.u.choose(&unlisted)?.rule_name(0)
             } else {
                 self.next_name += 1;
@@ -555,7 +565,7 @@ impl Gen<'_, '_> {
 
     fn port_range(&mut self) -> Result<(Json, PortRange)> {
         let pick = |u: &mut Unstructured<'_>| -> Result<u16> {
-            if u.ratio(3, 4)? {
+            if chance(u, 3, 4)? {
                 Ok(*u.choose(PORTS)?)
             } else {
                 u.int_in_range(1..=65535)
@@ -574,7 +584,7 @@ impl Gen<'_, '_> {
     }
 
     fn sniff(&mut self, sniff: &mut SniffConfig) -> Result<Json> {
-        if self.fault()? && self.u.ratio(1, 4)? {
+        if self.fault()? && chance(self.u, 1, 4)? {
             let bad = Json::Arr(vec![Json::Int(1024)]);
             self.invalid("sniff", &bad);
             return Ok(bad);
