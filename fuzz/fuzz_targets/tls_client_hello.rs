@@ -1,6 +1,6 @@
 //! `parse_client_hello` on arbitrary bytes: no panic; agrees with `sniff`; a found SNI is a
-//! non-empty ASCII string; every prefix answers `NeedMore` or the final answer; bytes appended
-//! after a settled answer change nothing.
+//! non-empty ASCII string; for the parser and for `sniff` alike, every prefix answers `NeedMore`
+//! or the final answer (split invariance); bytes appended after a settled answer change nothing.
 #![no_main]
 
 use egress_guard::sniff::tls::{parse_client_hello, ClientHello};
@@ -15,8 +15,12 @@ fn need_more(outcome: &Outcome<ClientHello>) -> bool {
 fuzz_target!(|data: &[u8]| {
     let whole = prefixes::check(data, parse_client_hello, need_more);
 
-    // The same answer through sniff() without a cap.
-    let sniffed = sniff(data, usize::MAX);
+    // The same answer through sniff() without a cap, split anywhere.
+    let sniffed = prefixes::check(
+        data,
+        |b| sniff(b, usize::MAX),
+        |s| matches!(s, Sniffed::NeedMore),
+    );
     match &whole {
         Outcome::Found(hello) => {
             assert_eq!(
