@@ -47,7 +47,7 @@ pub struct Config {
 
 /// What happens to a connection that no deny rule matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(remote = "Self", rename_all = "lowercase")]
 pub enum Mode {
     /// Only connections an allow rule matches pass (`"allowlist"`, the default).
     #[default]
@@ -78,7 +78,7 @@ impl fmt::Display for Mode {
 
 /// Which decisions produce a log line.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(remote = "Self", rename_all = "lowercase")]
 pub enum LogLevel {
     /// No decision is logged (`"none"`).
     None,
@@ -346,6 +346,35 @@ object_only!(Config, "a JSON object");
 object_only!(Rule, "a rule object");
 object_only!(SniffConfig, "a sniff object");
 
+/// serde's derived `Deserialize` for a unit-only enum reads a JSON string as the variant name,
+/// but anything else (`1`, `null`) fails in serde_json as a syntax error ("expected value"),
+/// though the JSON is well-formed. Each such enum derives with `remote = "Self"` and gets this
+/// impl, which asks for a string (so another type is an "invalid type" error, with the field
+/// path) and hands it to the derived code (which reports an unknown variant).
+macro_rules! string_only {
+    ($ty:ident, $expecting:literal) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$ty, D::Error> {
+                struct StringVisitor;
+                impl serde::de::Visitor<'_> for StringVisitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$ty, E> {
+                        $ty::deserialize(serde::de::value::StrDeserializer::<E>::new(v))
+                    }
+                }
+                deserializer.deserialize_str(StringVisitor)
+            }
+        }
+    };
+}
+pub(crate) use string_only;
+
+string_only!(Mode, "a mode string");
+string_only!(LogLevel, "a log level string");
+
 fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> {
     match u32::try_from(value) {
         Ok(v) if range.contains(&v) => Ok(v),
@@ -466,7 +495,8 @@ impl ConfigError {
     }
 
     fn from_json(path: String, err: serde_json::Error) -> Self {
-        let mut message = err.to_string();
+        // serde's messages quote unknown keys and variants as written.
+        let mut message = one_line(&err.to_string());
         let kind = match err.classify() {
             serde_json::error::Category::Data => {
                 // The path says where; drop serde_json's " at line L column C".
@@ -496,10 +526,24 @@ fn render_path(path: &serde_path_to_error::Path) -> String {
                 if !out.is_empty() {
                     out.push('.');
                 }
-                out.push_str(key);
+                out.push_str(&one_line(key));
             }
             // A key that failed to parse: the message carries line and column.
             Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// `text` with line breaks and other control characters escaped (`\n`, `\u{2028}`), so that an
+/// error quoting a key or value from the configuration stays one line.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
         }
     }
     out

@@ -45,6 +45,9 @@ pub(crate) enum GlobError {
     EmptyAlternative,
     /// More than [`MAX_EXPANSIONS`] alternatives once `{...}` groups are multiplied out.
     TooManyAlternatives,
+    /// An alternative with an empty label (a literal `..`, or a literal `.` first or last),
+    /// which no well-formed name has: it could never match.
+    EmptyLabel,
 }
 
 impl fmt::Display for GlobError {
@@ -64,6 +67,9 @@ impl fmt::Display for GlobError {
             GlobError::TooManyAlternatives => write!(
                 f,
                 "more than {MAX_EXPANSIONS} alternatives once '{{...}}' groups are expanded"
+            ),
+            GlobError::EmptyLabel => f.write_str(
+                "an empty label (\"..\", or a \".\" at either end) that no host name has",
             ),
         }
     }
@@ -85,10 +91,21 @@ pub(crate) fn parse(glob: &str) -> Result<Vec<Vec<Token>>, GlobError> {
     };
     let (alts, end) = parser.sequence(0)?;
     match end {
+        End::Eof if alts.iter().any(|alt| has_empty_label(alt)) => Err(GlobError::EmptyLabel),
         End::Eof => Ok(alts),
         End::Comma => Err(GlobError::BadChar(',')),
         End::Close => Err(GlobError::UnopenedAlternates),
     }
+}
+
+/// Whether an alternative has a literal empty label: `.` first, `.` last, or `..`. Names are
+/// normalised without a trailing dot and never have an empty label, so such an alternative
+/// matches nothing (a deny rule that would silently never apply).
+fn has_empty_label(tokens: &[Token]) -> bool {
+    let dot = |t: Option<&Token>| t == Some(&Token::Literal(b'.'));
+    dot(tokens.first())
+        || dot(tokens.last())
+        || tokens.windows(2).any(|w| dot(w.first()) && dot(w.get(1)))
 }
 
 /// What stopped a sequence.
@@ -390,6 +407,12 @@ mod tests {
                 "{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}",
                 GlobError::TooManyAlternatives,
             ),
+            ("a..*", GlobError::EmptyLabel),
+            (".a*", GlobError::EmptyLabel),
+            ("*a.", GlobError::EmptyLabel),
+            ("{a.,b}.c", GlobError::EmptyLabel),
+            ("{.a,b}*", GlobError::EmptyLabel),
+            ("x{a,b.}", GlobError::EmptyLabel),
         ];
         for (glob, want) in cases {
             assert_eq!(parse(glob), Err(want), "{glob}");
@@ -400,6 +423,11 @@ mod tests {
                 .len(),
             256
         );
+        // Dots that only some names have are fine: a class, `?`, `*` and alternatives that
+        // meet a dot from the other side.
+        for glob in ["a[.]*", "a.?.b", "*.*", "{a.,b}c", "x{.a,b}", "a.{b,c}.d"] {
+            assert!(parse(glob).is_ok(), "{glob}");
+        }
     }
 
     #[test]

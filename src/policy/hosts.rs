@@ -147,6 +147,10 @@ impl HostPattern {
             if let Some(c) = name.chars().find(|&c| !is_name_byte(c as u8)) {
                 return Err(err(PatternErrorKind::BadChar(c)));
             }
+            // The one trailing dot allowed is already gone; classify_sni would drop another.
+            if name.ends_with('.') {
+                return Err(err(PatternErrorKind::BadName(MalformedName::BadLabel)));
+            }
             match classify_sni(name.as_bytes()) {
                 NameClass::Malformed(kind) => Err(err(PatternErrorKind::BadName(kind))),
                 NameClass::Name(_) | NameClass::IpLiteral(_) => Ok(()),
@@ -464,6 +468,42 @@ mod tests {
             (
                 "[z-a].com",
                 "\"[z-a].com\" is not a valid glob: invalid range; 'z' > 'a'",
+            ),
+            // Found by the config_structured fuzz target: one trailing dot is dropped, and the
+            // name check dropped a second, so these were accepted as patterns ending in a dot,
+            // which no (normalised) name equals: a deny rule that silently never matched.
+            (
+                "evil.example..",
+                "\"evil.example..\" is not a host name: a label is empty or longer than 63 bytes",
+            ),
+            (
+                "*.Evil.Example..",
+                "\"*.Evil.Example..\" is not a host name: a label is empty or longer than 63 bytes",
+            ),
+            (
+                "10.0.0.1..",
+                "\"10.0.0.1..\" is not a host name: a label is empty or longer than 63 bytes",
+            ),
+            // The same for globs: an alternative with an empty label matches no name.
+            (
+                "api-*.example..",
+                "\"api-*.example..\" is not a valid glob: an empty label (\"..\", or a \".\" at \
+                 either end) that no host name has",
+            ),
+            (
+                "a..*.example",
+                "\"a..*.example\" is not a valid glob: an empty label (\"..\", or a \".\" at \
+                 either end) that no host name has",
+            ),
+            (
+                ".api-*.example",
+                "\".api-*.example\" is not a valid glob: an empty label (\"..\", or a \".\" at \
+                 either end) that no host name has",
+            ),
+            (
+                "{a.,b}.example",
+                "\"{a.,b}.example\" is not a valid glob: an empty label (\"..\", or a \".\" at \
+                 either end) that no host name has",
             ),
         ];
         for (raw, want) in cases {

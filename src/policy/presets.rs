@@ -12,11 +12,12 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use super::config::string_only;
 use super::ports::PortRange;
 
 /// A built-in preset, as written in `presets`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(remote = "Self", rename_all = "kebab-case")]
 pub enum Preset {
     /// Debian apt mirrors (`deb.debian.org` and the security archive), HTTP and HTTPS.
     DebianApt,
@@ -39,6 +40,8 @@ pub enum Preset {
     /// Alpine Linux package mirrors (the CDN).
     Alpine,
 }
+
+string_only!(Preset, "a preset name string");
 
 /// One allow rule of a preset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

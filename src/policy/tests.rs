@@ -876,6 +876,91 @@ fn config_errors() {
     assert!(boxed.to_string().starts_with("allow[0].cidrs[0]: "));
 }
 
+/// Found by the `config_structured` fuzz target: `{"mode": 1}` was reported as
+/// `mode: expected value at line 1 column 10`, of kind `Syntax`, though the JSON is well-formed
+/// and the value is simply of the wrong type.
+#[test]
+fn enum_values_of_the_wrong_type() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"mode": 1}"#,
+            "mode: invalid type: integer `1`, expected a mode string",
+        ),
+        (
+            r#"{"mode": null}"#,
+            "mode: invalid type: null, expected a mode string",
+        ),
+        (
+            r#"{"mode": {"audit": null}}"#,
+            "mode: invalid type: map, expected a mode string",
+        ),
+        (
+            r#"{"log": true}"#,
+            "log: invalid type: boolean `true`, expected a log level string",
+        ),
+        (
+            r#"{"presets": ["pypi", ["npm"]]}"#,
+            "presets[1]: invalid type: sequence, expected a preset name string",
+        ),
+        (
+            r#"{"presets": [7]}"#,
+            "presets[0]: invalid type: integer `7`, expected a preset name string",
+        ),
+    ];
+    for (json, want) in cases {
+        let e = error(json);
+        assert_eq!(e.to_string(), *want, "{json}");
+        assert_eq!(e.kind, ConfigErrorKind::Invalid, "{json}");
+    }
+    // Strings still name the variants.
+    assert_eq!(
+        error(r#"{"log": "All"}"#).to_string(),
+        "log: unknown variant `All`, expected one of `none`, `denied`, `all`"
+    );
+    let config =
+        Config::from_json(br#"{"mode": "audit", "log": "all", "presets": ["crates-io"]}"#).unwrap();
+    assert_eq!(
+        (config.mode, config.log, config.presets.as_slice()),
+        (Mode::Audit, LogLevel::All, &[Preset::CratesIo][..])
+    );
+}
+
+/// Found by the `config` fuzz target: an unknown key or variant holding a line break (`"\n"` in
+/// JSON) made an error of several lines, though an error is one line (and goes into Envoy's log).
+#[test]
+fn errors_stay_on_one_line() {
+    let cases: &[(&str, &str)] = &[
+        (
+            r#"{"\nmode": "audit"}"#,
+            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`"#,
+        ),
+        (
+            r#"{"mode": "audit\r\n{\"decision\":\"allow\"}"}"#,
+            r#"mode: unknown variant `audit\r\n{"decision":"allow"}`, expected one of `allowlist`, `audit`, `passthrough`"#,
+        ),
+        (
+            r#"{"allow": [{"hosts\u2028": ["a.example"]}]}"#,
+            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`"#,
+        ),
+        (
+            r#"{"presets": ["pypi\u0000"]}"#,
+            r#"presets[0]: unknown variant `pypi\0`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`"#,
+        ),
+        (
+            r#"{"sniff": {"\tmax_bytes": 1024}}"#,
+            r#"sniff.\tmax_bytes: unknown field `\tmax_bytes`, expected one of `max_bytes`, `timeout_ms`, `hold_upstream`"#,
+        ),
+    ];
+    for (json, want) in cases {
+        let e = error(json);
+        assert_eq!(e.to_string(), *want, "{json}");
+        assert!(
+            !e.to_string().contains(['\n', '\r', '\u{2028}', '\0']),
+            "{json}"
+        );
+    }
+}
+
 #[test]
 fn configs_built_in_code_are_validated() {
     let rule = |ports: Vec<PortRange>, cidrs: Vec<ipnet::IpNet>| Rule {

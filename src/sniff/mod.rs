@@ -16,6 +16,8 @@ pub mod http;
 pub mod pipeline;
 pub mod tls;
 
+#[cfg(test)]
+mod hostile_tests;
 // Native only (rustls); the file carries `#![cfg(not(target_arch = "wasm32"))]`.
 #[cfg(test)]
 mod real_tls_tests;
