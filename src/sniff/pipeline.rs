@@ -136,13 +136,16 @@ impl Pipeline {
                 }
                 State::Head if rest.is_empty() => return Step::Forward,
                 State::Head => {
-                    return match parse_request_head(rest) {
+                    // Only the first max_head bytes count, so the answer does not depend on how
+                    // the bytes were split (as in sniff()).
+                    let window = rest.get(..self.max_head).unwrap_or(rest);
+                    return match parse_request_head(window) {
                         Outcome::Found(head) => {
                             self.offset = self.offset.saturating_add(head.head_len);
                             self.enter_body(&head);
                             Step::Head(head)
                         }
-                        Outcome::NeedMore if rest.len() >= self.max_head => Step::TooLarge,
+                        Outcome::NeedMore if window.len() >= self.max_head => Step::TooLarge,
                         Outcome::NeedMore => Step::Hold,
                         Outcome::Malformed(why) => Step::Malformed(why),
                         Outcome::NotThisProtocol => Step::Malformed(Malformed::HttpNotARequest),
@@ -442,6 +445,18 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn a_head_broken_past_the_cap_is_too_large_however_it_arrives() {
+        let mut stream = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nX: ".to_vec();
+        stream.extend(std::iter::repeat_n(b'x', CAP));
+        stream.extend_from_slice(b"\nbare LF past the cap\r\n\r\n");
+        assert_eq!(run(&stream, &[]), End::Refused(vec![], Step::TooLarge));
+        assert_eq!(
+            run(&stream, &[60, 4000]),
+            End::Refused(vec![], Step::TooLarge)
+        );
     }
 
     #[test]
