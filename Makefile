@@ -12,7 +12,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak bench bench-envoy bench-venv lint demo clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo clean
 
 all: build
 
@@ -93,6 +93,11 @@ lint: targets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 --lib -- -D warnings
+
+# Every cargo-fuzz target for FUZZ_SECONDS (default 60) each, from the named seeds in
+# fuzz/seeds; installs cargo-fuzz if missing; prints executions and coverage per target.
+fuzz: targets
+	scripts/fuzz.sh
 
 ## Benchmarks (docs/BENCHMARKS.md) --------------------------------------------------------------
 
