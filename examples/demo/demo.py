@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
-from egress import decision_log, set_module, set_policy, shipped  # noqa: E402
+from egress import decision_log, get, set_module, set_policy, shipped  # noqa: E402
 from harness import (Envoy, HttpServer, NetNS, TcpServer, TlsServer, envoy_version,  # noqa: E402
                      find_envoy, http_request, make_cert, tcp_exchange, tls_client)
 
@@ -83,9 +83,6 @@ def run(stack: ExitStack, work: Path, wasm: Path, policy: dict, policy_path: Pat
                                       envoy_cmd=envoy_cmd).start())
     ns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
     print(f"app namespace {ns.name}: outbound TCP → Envoy :{OUTBOUND_PORT} (uid {PROXY_UID} exempt)\n")
-
-    def get(host: str) -> bytes:
-        return f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
 
     cases = [
         ("TLS  github.com             → 127.0.0.10:443 ", "github",

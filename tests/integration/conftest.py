@@ -15,8 +15,7 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from egress import require_hold_upstream
-from harness import (REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, envoy_release, find_envoy,
-                     make_cert, supports)
+from harness import REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, find_envoy, make_cert
 
 S = TypeVar("S", bound=Server)
 

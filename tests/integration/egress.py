@@ -21,8 +21,8 @@ import yaml
 
 import pytest
 
-from harness import (REPO, Envoy, LISTENER_FILTERS, envoy_release, proxy_v1, supports,
-                     wait_until)
+from harness import (REPO, Cert, Envoy, LISTENER_FILTERS, NetNS, TlsServer, envoy_release, proxy_v1,
+                     supports, wait_until)
 
 ENVOY_DIR = REPO / "envoy"
 WASM_FILTERS = ("envoy.extensions.filters.network.wasm.v3.Wasm",
@@ -133,6 +133,16 @@ def http_sidecar(wasm: Path, policy: dict[str, Any] | str) -> dict[str, Any]:
 
 # A PostgreSQL SSLRequest: what a database client sends first (binary, neither TLS nor HTTP).
 PG_SSL_REQUEST = bytes.fromhex("0000000804d2162f")
+
+
+def tls_server(netns: NetNS | None, cert: Cert, host: str, port: int = 443) -> TlsServer:
+    """A TLS echo server with the tests' certificate (not started)."""
+    return TlsServer(host, port, netns, certfile=cert.certfile, keyfile=cert.keyfile)
+
+
+def get(host: str, path: str = "/") -> bytes:
+    """A one-shot HTTP/1.1 GET for ``host`` (``Connection: close``)."""
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
 
 
 class Via:

@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from egress import (ENVOY_DIR, PG_SSL_REQUEST, all_decisions, decision_log, policy_of, set_module,
-                    set_policy, shipped, sniffed, wasm_configs)
-from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, for_envoy,
-                     http_request, tcp_exchange, tls_client)
+from egress import (ENVOY_DIR, PG_SSL_REQUEST, all_decisions, decision_log, get, policy_of,
+                    set_module, set_policy, shipped, sniffed, tls_server, wasm_configs)
+from harness import (REPO, Envoy, HttpServer, NetNS, TcpServer, for_envoy, http_request,
+                     tcp_exchange, tls_client)
 
 PROXY_UID = 1337
 ADMIN_PORT = 15000
@@ -56,12 +56,6 @@ def mesh_sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Pat
     return start
 
 
-def tls(netns: NetNS, cert: Cert, host: str, port: int = 443) -> TlsServer:
-    return TlsServer(host, port, netns, certfile=cert.certfile, keyfile=cert.keyfile)
-
-
-def get(name: str) -> bytes:
-    return f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in ENVOY_DIR.glob("*.yaml")))
@@ -132,8 +126,8 @@ def test_osm_shape() -> None:
 def test_osm_shipped_policy_through_redirect(mesh_sidecar, serve, netns, cert) -> None:
     """OSM has no tls_inspector: egress-guard reads the SNI and the Host itself."""
     envoy = mesh_sidecar("osm-sidecar-outbound.yaml")
-    github = serve(tls(netns, cert, "127.0.0.10"))
-    elsewhere = serve(tls(netns, cert, "127.0.0.11"))
+    github = serve(tls_server(netns, cert, "127.0.0.10"))
+    elsewhere = serve(tls_server(netns, cert, "127.0.0.11"))
     debian = serve(HttpServer("127.0.0.12", 80, netns, label="deb"))
 
     assert tls_client("127.0.0.10", 443, "api.github.com", netns=netns).received == b"ping"
@@ -159,7 +153,7 @@ def test_osm_hold_upstream_opens_no_upstream_for_a_denial(mesh_sidecar, serve, n
     never reaches its destination, not even as a TCP connect."""
     envoy = mesh_sidecar("osm-sidecar-outbound.yaml", {**API_POLICY,
                                                        "sniff": {"hold_upstream": True}})
-    server = serve(tls(netns, cert, "127.0.0.13"))
+    server = serve(tls_server(netns, cert, "127.0.0.13"))
 
     denied = tls_client("127.0.0.13", 443, "evil.example.com", netns=netns)
     assert denied.received == b"", denied
@@ -211,9 +205,9 @@ def test_istio_443_is_handed_to_the_port_listener(mesh_sidecar, serve, netns, ce
     """Port 443: virtualOutbound hands the connection to 0.0.0.0_443 (use_original_dst), whose
     tls_inspector gives egress-guard the SNI; a ServiceEntry's own chain bypasses egress-guard."""
     envoy = mesh_sidecar("istio-sidecar-outbound.yaml", API_POLICY)
-    api = serve(tls(netns, cert, "127.0.0.30"))
-    evil = serve(tls(netns, cert, "127.0.0.31"))
-    partner = serve(tls(netns, cert, "127.0.0.32"))
+    api = serve(tls_server(netns, cert, "127.0.0.30"))
+    evil = serve(tls_server(netns, cert, "127.0.0.31"))
+    partner = serve(tls_server(netns, cert, "127.0.0.32"))
 
     assert tls_client("127.0.0.30", 443, "api.example.com", netns=netns).received == b"ping"
     denied = tls_client("127.0.0.31", 443, "evil.example.com", netns=netns)
@@ -233,7 +227,7 @@ def test_istio_other_ports_are_decided_on_the_catch_all(mesh_sidecar, serve, net
     """No per-port listener for 8443 or 5432: the catch-all chain, without tls_inspector, where
     egress-guard parses the ClientHello itself."""
     envoy = mesh_sidecar("istio-sidecar-outbound.yaml", API_POLICY)
-    api = serve(tls(netns, cert, "127.0.0.33", 8443))
+    api = serve(tls_server(netns, cert, "127.0.0.33", 8443))
     db = serve(TcpServer("127.0.0.21", 5432, netns=netns))
     metadata = serve(TcpServer("127.0.0.22", 8080, netns=netns))
 
@@ -316,8 +310,8 @@ def gateway(netns: NetNS, netns_hosts: Callable[..., Path], start_envoy: Callabl
 def test_gateway_forwards_an_allowed_name_and_stops_a_denied_one_before_dns(
         gateway, serve, netns, cert) -> None:
     envoy = gateway()
-    github = serve(tls(netns, cert, GATEWAY_HOSTS["api.github.com"]))
-    evil = serve(tls(netns, cert, GATEWAY_HOSTS["evil.example.com"]))
+    github = serve(tls_server(netns, cert, GATEWAY_HOSTS["api.github.com"]))
+    evil = serve(tls_server(netns, cert, GATEWAY_HOSTS["evil.example.com"]))
 
     denied = tls_client("127.0.0.1", 443, "evil.example.com", netns=netns)
     assert denied.received == b"" and not denied.handshake_ok, denied

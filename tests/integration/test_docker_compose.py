@@ -22,6 +22,7 @@ import yaml
 
 from conftest import unavailable
 from egress import all_decisions, decision_log, policy_of, set_module, sniffed, wasm_configs
+from egress import get as egress_get
 from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, http_request,
                      tls_client)
 
@@ -99,8 +100,7 @@ DEBIAN, GITHUB, PYPI, FILES, ELSEWHERE, METADATA = (
 
 
 def get(name: str) -> bytes:
-    return f"GET /debian/dists/bookworm/InRelease HTTP/1.1\r\nHost: {name}\r\n" \
-           f"Connection: close\r\n\r\n".encode()
+    return egress_get(name, "/debian/dists/bookworm/InRelease")
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any, Callable
 import pytest
 
 from egress import Via, decision_log, decisions, http_sidecar
+from egress import get as egress_get
 from harness import Envoy, HttpServer, connect, http_request
 
 DST = "127.0.0.2"
@@ -23,7 +24,7 @@ def guard(start_envoy: Callable[..., Envoy], wasm_path: Path) -> Callable[..., t
 
 
 def get(host: str) -> bytes:
-    return f"GET /pool/ HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    return egress_get(host, "/pool/")
 
 
 def test_allowed_request_reaches_its_original_destination(guard, serve) -> None:

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from conftest import unavailable
-from egress import ENVOY_DIR, all_decisions, decision_log, shipped, sniffed
-from harness import REPO, Cert, Envoy, HttpServer, NetNS, TlsServer, http_request, tls_client
+from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffed, tls_server)
+from harness import REPO, Envoy, HttpServer, NetNS, http_request, tls_client
 from istio import (SCHEMAS, apply_envoy_filter, apply_wasm_plugin, documents, filter_names, hcms,
                    load_schemas, schema_key, serve_extension_configs, strip_filters,
                    validate_spec)
@@ -237,12 +237,6 @@ def spliced_sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: 
     return start
 
 
-def tls(netns: NetNS, cert: Cert, host: str, port: int = 443) -> TlsServer:
-    return TlsServer(host, port, netns, certfile=cert.certfile, keyfile=cert.keyfile)
-
-
-def get(name: str) -> bytes:
-    return f"GET / HTTP/1.1\r\nHost: {name}\r\nConnection: close\r\n\r\n".encode()
 
 
 def test_spliced_sidecar_with_the_example_policy(spliced_sidecar, serve, netns, cert) -> None:
@@ -250,9 +244,9 @@ def test_spliced_sidecar_with_the_example_policy(spliced_sidecar, serve, netns, 
     0.0.0.0_443), other names are stopped there and on the catch-all (egress-guard's own
     ClientHello parse), plain HTTP is answered 403 by the WasmPlugin's filter."""
     envoy = spliced_sidecar("egress-guard-network.yaml", "egress-guard-http.yaml")
-    github = serve(tls(netns, cert, "127.0.0.50"))
-    evil = serve(tls(netns, cert, "127.0.0.51"))
-    other_port = serve(tls(netns, cert, "127.0.0.52", 8443))
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    evil = serve(tls_server(netns, cert, "127.0.0.51"))
+    other_port = serve(tls_server(netns, cert, "127.0.0.52", 8443))
     debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
 
     assert tls_client("127.0.0.50", 443, "api.github.com", netns=netns).received == b"ping"

@@ -30,7 +30,7 @@ from typing import Any, Callable
 import pytest
 
 from egress import Counters, Via, sidecar
-from harness import Envoy, proxy_v1, wait_until
+from harness import Envoy, proxy_v1
 from hello import Hello
 
 WEB, DB, META = "127.0.0.2", "127.0.0.3", "127.0.0.4"

@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import PG_SSL_REQUEST, decision_log, decisions, policy_of, set_module, set_policy, shipped, sniffed
-from harness import (Cert, Envoy, HttpServer, NetNS, TcpServer, TlsServer, http_request,
-                     tcp_exchange, tls_client)
+from egress import (PG_SSL_REQUEST, decision_log, decisions, policy_of, set_module, set_policy,
+                    shipped, sniffed, tls_server)
+from harness import Envoy, HttpServer, NetNS, TcpServer, http_request, tcp_exchange, tls_client
 
 PROXY_UID = 1337
 ADMIN_PORT = 15000     # as in envoy/sidecar-outbound.yaml
@@ -43,16 +43,13 @@ def sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path,
     return start
 
 
-def tls(netns: NetNS, cert: Cert, host: str, port: int = 443) -> TlsServer:
-    return TlsServer(host, port, netns, certfile=cert.certfile, keyfile=cert.keyfile)
-
 
 def test_shipped_policy_lets_github_out_and_stops_the_rest(sidecar, serve, netns, cert) -> None:
     """The shipped policy unchanged: GitHub on 443 passes, any other name is stopped."""
     envoy = sidecar()
     assert {r["name"] for r in policy_of(shipped("sidecar-outbound.yaml"))["allow"]} >= {"github"}
-    github = serve(tls(netns, cert, "127.0.0.10"))
-    elsewhere = serve(tls(netns, cert, "127.0.0.11"))
+    github = serve(tls_server(netns, cert, "127.0.0.10"))
+    elsewhere = serve(tls_server(netns, cert, "127.0.0.11"))
 
     ok = tls_client("127.0.0.10", 443, "api.github.com", netns=netns)
     assert ok.received == b"ping", ok
@@ -98,7 +95,7 @@ def test_http_tcp_and_cidr_through_redirect(sidecar, serve, netns) -> None:
 
 
 def test_ipv6_through_redirect(sidecar, serve, netns, cert) -> None:
-    server = serve(tls(netns, cert, "::1", 8443))
+    server = serve(tls_server(netns, cert, "::1", 8443))
     envoy = sidecar({"allow": [{"name": "api", "hosts": ["api.example.com"], "ports": [8443]}]},
                     ipv6=True)
 
