@@ -93,6 +93,8 @@ lint: targets
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --release --target wasm32-wasip1 --lib -- -D warnings
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
+	$(CARGO) clippy --manifest-path fuzz/Cargo.toml --bins --examples -- -D warnings
 
 # Every cargo-fuzz target for FUZZ_SECONDS (default 60) each, from the named seeds in
 # fuzz/seeds; installs cargo-fuzz if missing; prints executions and coverage per target.
@@ -125,4 +127,5 @@ demo: venv build
 
 clean:
 	$(CARGO) clean
+	$(CARGO) clean --manifest-path fuzz/Cargo.toml
 	rm -rf $(VENV) $(VENV_COMPAT)
