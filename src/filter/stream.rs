@@ -268,7 +268,12 @@ impl StreamContext for StreamFilter {
         }
 
         let max_bytes = usize::try_from(shared.policy.sniff().max_bytes).unwrap_or(usize::MAX);
-        let sniffed = sniff::sniff(&buffer, max_bytes);
+        let sniffed = if buffer.is_empty() && end_of_stream {
+            // The client closed without a byte: nothing was cut short, and there is no name.
+            Sniffed::Other
+        } else {
+            sniff::sniff(&buffer, max_bytes)
+        };
         if matches!(sniffed, Sniffed::NeedMore) && !end_of_stream {
             if after_timeout && !self.waiting.borrow().contains(self.context_id) {
                 // Allowed on IP and port at the timeout, and now the client has begun a

@@ -7,6 +7,8 @@ destination: it received no client byte (and, where the design promises it, no c
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,8 +16,8 @@ import pytest
 
 from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed, rule_matches,
                     sidecar, sniffed)
-from harness import (Cert, Envoy, HttpServer, TcpServer, TlsServer, http_request, tcp_exchange,
-                     tls_client)
+from harness import (Cert, Envoy, HttpServer, TcpServer, TlsServer, connect, http_request,
+                     tcp_exchange, tls_client)
 
 DST = "127.0.0.2"       # the stand-in "external" services
 OTHER = "127.0.0.3"
@@ -300,3 +302,26 @@ def test_filter_works_with_the_wasm_logger_off(start_envoy, wasm_path, tls_serve
     assert_denied(tls_client(sni="evil.example.com", **via.to(server.address)))
     assert all_decisions(envoy) == {("allow", "rule"): 1, ("deny", "no_match"): 1}
     assert decision_log(envoy, at_least=0, timeout=0.5) == []
+
+
+def test_client_closing_silently_after_a_timeout_allow_is_not_malformed(guard, serve) -> None:
+    """A silent client allowed on IP and port at the timeout, which then closes without a byte:
+    nothing was cut short, so nothing is counted as malformed (the close ends it quietly)."""
+    db = serve(TcpServer(OTHER, greeting=b"220 db ready\r\n"))
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"]},
+                        {"name": "db", "cidrs": [f"{OTHER}/32"], "ports": [db.port]}],
+              "sniff": {"timeout_ms": 300}}
+    envoy, via = guard(policy, tls_inspector=False)
+    to = via.to(db.address)
+    with connect(to["addr"], to["port"]) as sock:
+        sock.sendall(to["proxy_header"])
+        sock.settimeout(3)
+        assert sock.recv(100) == b"220 db ready\r\n"
+        envoy.wait_for_counter("wasmcustom.outcome=.=timeout;.;egress_guard_sniff_total", 1)
+        sock.shutdown(socket.SHUT_WR)
+        sock.recv(100)  # the proxy closes its side too
+    time.sleep(0.5)
+    assert all_decisions(envoy) == {("allow", "rule"): 1}
+    assert sniffed(envoy, "malformed") == 0
+    assert malformed(envoy, "truncated") == 0
+    assert db.received == [b""]
