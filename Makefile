@@ -110,9 +110,12 @@ $(VENV)/.bench-installed: bench/requirements.txt | venv
 	touch $@
 
 # The core: decide and compile against rule count (criterion), compiled-policy memory; the report.
+# Benches link the library unwinding, but cargo also builds the CLI for them with the release
+# profile; with its panic=abort both copies of the library land in one file (cargo #6313), so
+# the benches run with the release profile unwinding. (The module build keeps panic=abort.)
 bench: targets bench-venv
-	$(CARGO) bench --bench decide
-	$(CARGO) bench --bench memory
+	CARGO_PROFILE_RELEASE_PANIC=unwind $(CARGO) bench --bench decide
+	CARGO_PROFILE_RELEASE_PANIC=unwind $(CARGO) bench --bench memory
 	$(VPY) bench/wasm_memory.py
 	$(VPY) bench/report.py --criterion
 
