@@ -43,6 +43,26 @@ pub(crate) struct Observed<'a> {
     pub request: u32,
 }
 
+impl Observed<'static> {
+    /// A network-filter connection decided without a name: on IP and port, or on an anomaly.
+    pub(crate) fn nameless(
+        dst: SocketAddr,
+        proto: Proto,
+        anomaly: Option<Anomaly>,
+        request: u32,
+    ) -> Observed<'static> {
+        Observed {
+            dst,
+            name: None,
+            source: NameSource::None,
+            proto,
+            filter: FilterKind::Network,
+            anomaly,
+            request,
+        }
+    }
+}
+
 /// Input the filter could not take a name from, and must not let a host rule allow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Anomaly {

@@ -220,18 +220,7 @@ impl StreamContext for StreamFilter {
         }
         if shared.policy.decide_early(dst.ip(), dst.port()).is_some() {
             // The name cannot change this decision: take it now, without holding a byte.
-            let decision = judge(
-                &shared,
-                &Observed {
-                    dst,
-                    name: None,
-                    source: NameSource::None,
-                    proto: Proto::Other,
-                    filter: FilterKind::Network,
-                    anomaly: None,
-                    request: 1,
-                },
-            );
+            let decision = judge(&shared, &Observed::nameless(dst, Proto::Other, None, 1));
             return self.settle(decision.verdict);
         }
         let held = shared.policy.sniff().hold_upstream;
@@ -339,15 +328,12 @@ impl StreamContext for StreamFilter {
                     self.requests = self.requests.saturating_add(1);
                     let decision = judge(
                         &shared,
-                        &Observed {
+                        &Observed::nameless(
                             dst,
-                            name: None,
-                            source: NameSource::None,
-                            proto: Proto::Http,
-                            filter: FilterKind::Network,
-                            anomaly: Some(Anomaly::Malformed("held_after_refused_upgrade")),
-                            request: self.requests,
-                        },
+                            Proto::Http,
+                            Some(Anomaly::Malformed("held_after_refused_upgrade")),
+                            self.requests,
+                        ),
                     );
                     self.settle(decision.verdict);
                 }
@@ -459,18 +445,7 @@ pub(crate) fn on_timeout(shared: &Shared, conn: &Rc<RefCell<Conn>>) {
     // Bytes that started a ClientHello or request head and then stopped are not a silent client:
     // letting them through on IP and port would let a name be sent after the timeout.
     let anomaly = (buffered > 0).then_some(Anomaly::Malformed("incomplete_at_timeout"));
-    let decision = judge(
-        shared,
-        &Observed {
-            dst,
-            name: None,
-            source: NameSource::None,
-            proto: Proto::Other,
-            filter: FilterKind::Network,
-            anomaly,
-            request: 1,
-        },
-    );
+    let decision = judge(shared, &Observed::nameless(dst, Proto::Other, anomaly, 1));
     if decision.verdict == Verdict::Deny {
         conn.borrow_mut().phase = Phase::Denied;
         close();

@@ -10,8 +10,9 @@ agrees.
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -28,6 +29,16 @@ def guard(start_envoy: Callable[..., Envoy], wasm_path: Path) -> Callable[..., t
         envoy = start_envoy(sidecar(wasm_path, policy, tls_inspector=False))
         return envoy, Via(envoy)
     return start
+
+
+@contextmanager
+def through(via: Via, server: Server, first: bytes) -> Iterator[socket.socket]:
+    """A connection to ``server`` through Envoy, its PROXY header and ``first`` already sent."""
+    target = via.to(server.address)
+    with connect(target["addr"], target["port"]) as sock:
+        sock.sendall(target["proxy_header"] + first)
+        sock.settimeout(3)
+        yield sock
 
 
 def get(host: str, path: str = "/") -> bytes:
@@ -56,9 +67,7 @@ def read_responses(sock: socket.socket, count: int, timeout: float = 3.0) -> tup
 def test_keep_alive_requests_are_each_checked(guard, serve) -> None:
     server = serve(HttpServer(DST, label="web"))
     envoy, via = guard()
-    target = via.to(server.address)
-    with connect(target["addr"], target["port"]) as sock:
-        sock.sendall(target["proxy_header"] + get("ok.example.com", "/1"))
+    with through(via, server, get("ok.example.com", "/1")) as sock:
         first, _ = read_responses(sock, 1)
         sock.sendall(get("also-ok.example.com", "/2"))
         second, _ = read_responses(sock, 1)
@@ -79,9 +88,7 @@ def test_keep_alive_requests_are_each_checked(guard, serve) -> None:
 def test_pipelined_requests_are_checked_before_any_is_forwarded(guard, serve) -> None:
     server = serve(HttpServer(DST))
     envoy, via = guard()
-    target = via.to(server.address)
-    with connect(target["addr"], target["port"]) as sock:
-        sock.sendall(target["proxy_header"] + get("ok.example.com") + get("evil.example.com"))
+    with through(via, server, get("ok.example.com") + get("evil.example.com")) as sock:
         responses, closed = read_responses(sock, 2)
     assert responses == [] and closed
     assert all(data == b"" for data in server.received), server.received
@@ -91,10 +98,9 @@ def test_pipelined_requests_are_checked_before_any_is_forwarded(guard, serve) ->
 def test_allowed_pipelined_requests_all_pass(guard, serve) -> None:
     server = serve(HttpServer(DST))
     envoy, via = guard()
-    target = via.to(server.address)
-    with connect(target["addr"], target["port"]) as sock:
-        sock.sendall(target["proxy_header"] + get("ok.example.com", "/a")
-                     + get("also-ok.example.com", "/b") + get("ok.example.com", "/c"))
+    pipelined = get("ok.example.com", "/a") + get("also-ok.example.com", "/b") + get(
+        "ok.example.com", "/c")
+    with through(via, server, pipelined) as sock:
         responses, _ = read_responses(sock, 3)
     assert len(responses) == 3 and all(r.startswith(b"200") for r in responses), responses
     assert server.requests == ["GET /a HTTP/1.1", "GET /b HTTP/1.1", "GET /c HTTP/1.1"]
@@ -107,9 +113,7 @@ def test_a_request_shaped_body_is_body(guard, serve) -> None:
     smuggled = get("evil.example.com")
     post = (f"POST /upload HTTP/1.1\r\nHost: ok.example.com\r\nContent-Length: {len(smuggled)}"
             "\r\n\r\n").encode() + smuggled
-    target = via.to(server.address)
-    with connect(target["addr"], target["port"]) as sock:
-        sock.sendall(target["proxy_header"] + post + get("ok.example.com", "/next"))
+    with through(via, server, post + get("ok.example.com", "/next")) as sock:
         responses, _ = read_responses(sock, 2)
     assert len(responses) == 2, responses
     assert server.requests == ["POST /upload HTTP/1.1", "GET /next HTTP/1.1"]
@@ -141,10 +145,7 @@ UPGRADE = b"GET /ws HTTP/1.1\r\nHost: ok.example.com\r\nUpgrade: websocket\r\nCo
 def test_accepted_upgrade_becomes_a_tunnel(guard, serve) -> None:
     server = serve(UpgradeServer(DST, b"101 Switching Protocols"))
     envoy, via = guard()
-    target = via.to(server.address)
-    with connect(target["addr"], target["port"]) as sock:
-        sock.sendall(target["proxy_header"] + UPGRADE)
-        sock.settimeout(3)
+    with through(via, server, UPGRADE) as sock:
         answer = sock.recv(65536)
         frame = b"\x81\x85not-http"
         sock.sendall(frame)
@@ -159,10 +160,7 @@ def test_accepted_upgrade_becomes_a_tunnel(guard, serve) -> None:
 def test_refused_upgrade_keeps_checking(guard, serve) -> None:
     server = serve(UpgradeServer(DST, b"200 OK"))
     envoy, via = guard()
-    target = via.to(server.address)
-    with connect(target["addr"], target["port"]) as sock:
-        sock.sendall(target["proxy_header"] + UPGRADE)
-        sock.settimeout(3)
+    with through(via, server, UPGRADE) as sock:
         answer = sock.recv(65536)
         sock.sendall(get("evil.example.com"))
         sock.settimeout(3)
