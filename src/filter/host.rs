@@ -1,16 +1,47 @@
-//! The one hostcall the SDK cannot make soundly: `proxy_get_log_level`.
+//! The hostcalls the SDK cannot make safely.
 //!
-//! Envoy answers with its `wasm` logger's spdlog level unclamped, which is 6 when that logger is
-//! off (`--log-level off`, `/logging?wasm=off`). The SDK reads the answer into its `LogLevel`
-//! enum, whose values are 0–5, so 6 there is undefined behaviour. Here it is a plain `u32`.
+//! `proxy_get_log_level`: Envoy answers with its `wasm` logger's spdlog level unclamped, which
+//! is 6 when that logger is off (`--log-level off`, `/logging?wasm=off`). The SDK reads the
+//! answer into its `LogLevel` enum, whose values are 0–5, so 6 there is undefined behaviour.
+//! Here it is a plain `u32`.
+//!
+//! `proxy_set_buffer_bytes`: the SDK's `set_buffer` panics (killing the VM) on any status but
+//! `Ok`, and a connection's data buffer can be gone when the filter asks. Here the status is
+//! returned.
 #![allow(unsafe_code)]
 
-use proxy_wasm::types::LogLevel;
+use proxy_wasm::types::{BufferType, LogLevel};
 
-#[allow(clashing_extern_declarations)] // The SDK declares the same import with an enum pointer.
+#[allow(clashing_extern_declarations)] // The SDK declares the same imports with enum types.
 #[link(wasm_import_module = "env")]
 extern "C" {
     fn proxy_get_log_level(return_level: *mut u32) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
+    ) -> u32;
+}
+
+/// Replaces `size` bytes at `start` of a buffer with `value` (Envoy: at `start` 0 it drains
+/// `size` bytes and prepends `value`). `Err(status)` if the host refuses.
+pub(crate) fn set_buffer(
+    buffer_type: BufferType,
+    start: usize,
+    size: usize,
+    value: &[u8],
+) -> Result<(), u32> {
+    // SAFETY: the host reads `value.len()` bytes from `value`, valid for the call.
+    let status = unsafe {
+        proxy_set_buffer_bytes(buffer_type as u32, start, size, value.as_ptr(), value.len())
+    };
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 /// Envoy's level for wasm logs; `Critical` when it is off (the SDK's logger then drops all).

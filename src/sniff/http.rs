@@ -177,7 +177,7 @@ enum Detect {
 }
 
 /// tchar (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
+pub(super) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
@@ -265,7 +265,7 @@ fn next_line(buf: &[u8], start: usize) -> Result<Option<(&[u8], usize)>, Malform
 }
 
 /// Optional whitespace (SP, HTAB) trimmed from both ends.
-fn trim_ows(bytes: &[u8]) -> &[u8] {
+pub(super) fn trim_ows(bytes: &[u8]) -> &[u8] {
     let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
     let start = bytes.iter().take_while(|b| is_ows(b)).count();
     let bytes = bytes.get(start..).unwrap_or_default();
@@ -404,10 +404,10 @@ struct Fields<'a> {
 
 /// The Transfer-Encoding codings seen so far, across all Transfer-Encoding lines.
 #[derive(Default)]
-struct TransferCodings {
-    count: usize,
-    chunked: usize,
-    last_is_chunked: bool,
+pub(super) struct TransferCodings {
+    pub(super) count: usize,
+    pub(super) chunked: usize,
+    pub(super) last_is_chunked: bool,
 }
 
 fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Malformed> {
@@ -501,7 +501,7 @@ fn field_line<'a>(line: &'a [u8], version: u8, fields: &mut Fields<'a>) -> Resul
 }
 
 /// A Content-Length value: a decimal number, or a list of equal ones (RFC 9112 §6.3).
-fn content_length(value: &[u8]) -> Result<u64, Malformed> {
+pub(super) fn content_length(value: &[u8]) -> Result<u64, Malformed> {
     let bad = Malformed::HttpContentLength;
     let mut result: Option<u64> = None;
     for part in value.split(|&b| b == b',') {
@@ -525,7 +525,10 @@ fn content_length(value: &[u8]) -> Result<u64, Malformed> {
 }
 
 /// Adds one Transfer-Encoding value's codings (a list, empty elements ignored).
-fn transfer_codings(value: &[u8], codings: &mut TransferCodings) -> Result<(), Malformed> {
+pub(super) fn transfer_codings(
+    value: &[u8],
+    codings: &mut TransferCodings,
+) -> Result<(), Malformed> {
     let bad = Malformed::HttpTransferEncoding;
     for element in value.split(|&b| b == b',') {
         let element = trim_ows(element);

@@ -12,8 +12,10 @@
 //! [`Outcome::NeedMore`] or the answer for the whole input, so bytes split at any point give the
 //! same result.
 
+pub mod chunked;
 pub mod http;
 pub mod pipeline;
+pub mod response;
 pub mod tls;
 
 #[cfg(test)]
