@@ -1,79 +1,70 @@
-//! `sniff::pipeline` on arbitrary bytes after a first request head: no panic, no endless loop,
-//! and the same heads (or the same refusal) whether the bytes arrive whole, byte by byte, or cut
-//! where the first input byte says — the filter's buffer holds or lets go exactly as here.
+//! `sniff::pipeline` — the real tracker of a plaintext HTTP/1 connection, client and server
+//! side — on arbitrary bytes after a first request head, through `pipeline::play`, which plays
+//! the network filter. Checks: no panic, no endless loop; what reaches the server is always a
+//! prefix of what the client sent (nothing reordered, nothing invented); and the outcome is the
+//! same whether each step of a schedule arrives whole or byte by byte.
+//!
+//! Input: `[seed, split_hi, split_lo, bytes...]`: `bytes` splits at `split` into the client's
+//! stream (a first request head, then anything) and the server's; `seed` picks the chunk sizes
+//! with which the two sides alternate.
 #![no_main]
 
-use egress_guard::sniff::http::parse_request_head;
-use egress_guard::sniff::pipeline::{Pipeline, Step};
+use egress_guard::sniff::http::{parse_request_head, RequestHead};
+use egress_guard::sniff::pipeline::{play, Wire};
 use egress_guard::sniff::Outcome;
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so the byte-by-byte delivery stays cheap and the cap is reached.
 const MAX_HEAD: usize = 512;
 
-#[derive(Debug, PartialEq)]
-enum End {
-    Hosts(Vec<Option<String>>),
-    Refused(Vec<Option<String>>, Step),
-}
-
-fn run(stream: &[u8], first_len: usize, cuts: &[usize], first: &Pipeline) -> End {
-    let mut pipeline = first.clone();
-    let mut hosts = Vec::new();
-    let mut buffer = Vec::new();
-    let mut start = 0;
-    let ends = cuts
-        .iter()
-        .copied()
-        .filter(|&c| c > first_len && c < stream.len())
-        .chain([stream.len()]);
-    for end in ends {
-        if end <= start {
-            continue;
-        }
-        buffer.extend_from_slice(&stream[start..end]);
-        start = end;
-        let mut steps = 0;
-        loop {
-            steps += 1;
-            assert!(steps <= buffer.len() + 2, "scan does not advance");
-            match pipeline.scan(&buffer) {
-                Step::Forward => {
-                    buffer.clear();
-                    pipeline.flushed();
-                    break;
-                }
-                Step::Hold => break,
-                Step::Head(head) => hosts.push(head.host),
-                refused => return End::Refused(hosts, refused),
-            }
-        }
-    }
-    End::Hosts(hosts)
+fn allow(head: &RequestHead) -> bool {
+    !head
+        .host
+        .as_deref()
+        .is_some_and(|h| h.to_ascii_lowercase().starts_with("evil"))
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&seed, stream)) = data.split_first() else {
+    let [seed, hi, lo, bytes @ ..] = data else {
         return;
     };
-    let Outcome::Found(head) = parse_request_head(stream) else {
+    let split = (usize::from(*hi) << 8 | usize::from(*lo)).min(bytes.len());
+    let (client, server) = bytes.split_at(split);
+    let Outcome::Found(head) = parse_request_head(client) else {
         return;
     };
-    let first = Pipeline::after(&head, MAX_HEAD);
-    let whole = run(stream, head.head_len, &[], &first);
-    let step = usize::from(seed % 31) + 1;
-    let cuts: Vec<usize> = (head.head_len..stream.len()).step_by(step).collect();
-    assert_eq!(
-        run(stream, head.head_len, &cuts, &first),
-        whole,
-        "cut every {step}"
+    // The schedule: the first head whole (sniffing holds it), then the two sides alternate in
+    // chunks of `c` client and `s` server bytes.
+    let (c, s) = (usize::from(seed % 13) + 1, usize::from(seed / 13 % 17) + 1);
+    let mut wire = vec![Wire::Client(&client[..head.head_len])];
+    let (mut rest_c, mut rest_s) = (&client[head.head_len..], server);
+    while !rest_c.is_empty() || !rest_s.is_empty() {
+        let (a, b) = rest_c.split_at(c.min(rest_c.len()));
+        if !a.is_empty() {
+            wire.push(Wire::Client(a));
+        }
+        rest_c = b;
+        let (a, b) = rest_s.split_at(s.min(rest_s.len()));
+        if !a.is_empty() {
+            wire.push(Wire::Server(a));
+        }
+        rest_s = b;
+    }
+    let played = play(&wire, MAX_HEAD, allow);
+    assert!(
+        client.starts_with(&played.forwarded),
+        "forwarded bytes are not the client's, in order"
     );
-    if stream.len() <= 4096 {
-        let every: Vec<usize> = (0..stream.len()).collect();
-        assert_eq!(
-            run(stream, head.head_len, &every, &first),
-            whole,
-            "byte by byte"
-        );
+    if bytes.len() <= 2048 {
+        let bytewise: Vec<Wire<'_>> = wire
+            .iter()
+            .enumerate()
+            .flat_map(|(at, step)| match *step {
+                Wire::Client(b) if at == 0 => vec![Wire::Client(b)],
+                Wire::Client(b) => b.chunks(1).map(Wire::Client).collect(),
+                Wire::Server(b) => b.chunks(1).map(Wire::Server).collect::<Vec<_>>(),
+            })
+            .collect();
+        assert_eq!(play(&bytewise, MAX_HEAD, allow), played, "byte by byte");
     }
 });
