@@ -3,6 +3,7 @@
 This module holds no tests. It provides:
 
 * finding and running Envoy (:func:`find_envoy`, :class:`Envoy`) and small bootstrap builders;
+* files handed to an Envoy that runs as another uid (:func:`share`);
 * network namespaces with sidecar-style iptables interception (:class:`NetNS`, ``redirect.sh``);
 * sockets created inside a namespace without a subprocess (:func:`in_netns`, :func:`make_socket`);
 * threaded recording servers (:class:`TcpServer`, :class:`TlsServer`, :class:`HttpServer`);
@@ -24,6 +25,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
@@ -38,6 +40,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 REDIRECT_SCRIPT = HERE / "redirect.sh"
+# The uid the namespace tests and the demo run Envoy as (Istio's istio-proxy uid); redirect.sh
+# exempts its connections.
+PROXY_UID = 1337
 
 T = TypeVar("T")
 
@@ -134,6 +139,80 @@ def _direct_envoy_command(cmd: list[str]) -> list[str]:
     )
     binary = out.stdout.strip()
     return [binary] if out.returncode == 0 and os.access(binary, os.X_OK) else cmd
+
+
+# --------------------------------------------------------------------------------------------
+# Files an Envoy running as another uid must read
+# --------------------------------------------------------------------------------------------
+#
+# Envoy in a namespace runs as uid 1337 (setpriv). It cannot open anything inside a clone only
+# its owner can enter (``mktemp -d`` gives 0700, so does /root), such as the module under
+# target/. So the fixtures and the demo hand it what it reads -- module, configs, certificates
+# -- in a temporary directory anyone may traverse (0755, files 0644) that they remove at the
+# end; :class:`Envoy` refuses to start as another uid on a file that uid could not open, rather
+# than let Envoy fail on ``Invalid path``. The binary itself may stay in the clone's .venv:
+# setpriv keeps root's capabilities until its execve (PR_SET_KEEPCAPS), so the kernel finds the
+# binary as root would; Envoy then runs with none.
+
+
+def reachable_by(path: Path | str, uid: int, gid: int | None = None) -> bool:
+    """Whether ``uid`` (primary group ``gid``, default ``uid``, no other groups: how
+    :class:`Envoy` runs it) may read ``path``, by the mode bits: search permission on every
+    directory on the way to it (as written and with symlinks resolved), read permission on the
+    file. ACLs and security modules are not consulted.
+    """
+    gid = uid if gid is None else gid
+
+    def allows(st: os.stat_result, bits: int) -> bool:
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+        return (st.st_mode >> shift) & bits == bits
+
+    written = Path(os.path.abspath(path))
+    try:
+        resolved = written.resolve(strict=True)
+        directories = {*written.parents, *resolved.parents}
+        return (all(allows(d.stat(), 0o1) for d in directories)
+                and allows(resolved.stat(), 0o4))
+    except OSError:
+        return False
+
+
+def share(path: Path | str, directory: Path | str) -> Path:
+    """``path`` handed to any uid: a file of the same name in ``directory`` (made if missing,
+    mode 0755), mode 0644. Returns the new path.
+
+    A hard link when the file's own mode already grants that and ``directory`` is on the same
+    file system, a copy otherwise. Whoever made ``directory`` removes it when done.
+    """
+    src = Path(path).resolve(strict=True)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    dst = directory / src.name
+    mode = 0o644
+    dst.unlink(missing_ok=True)
+    if stat.S_IMODE(src.stat().st_mode) & mode == mode:
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:
+            pass  # another file system: copy
+    shutil.copyfile(src, dst)
+    dst.chmod(mode)
+    return dst
+
+
+def _data_files(node: Any) -> Iterator[str]:
+    """Every local file an Envoy config reads through a DataSource (``{filename: ...}``: Wasm
+    modules, certificates, keys)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("filename"), str):
+            yield node["filename"]
+        for value in node.values():
+            yield from _data_files(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _data_files(value)
 
 
 def envoy_version(cmd: list[str] | None = None) -> str:
@@ -414,9 +493,23 @@ class Envoy:
         if self.uid is not None:  # Envoy must read its config and write logs as that uid.
             for path in (self.workdir, self.config_path):
                 os.chown(path, self.uid, self.uid)
+            self._check_reachable(config)
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _check_reachable(self, config: dict[str, Any]) -> None:
+        """Refuse to start as ``uid`` on a config, or a file the config reads (module,
+        certificates), that ``uid`` could not open: Envoy would fail later and less clearly
+        (``Invalid path: ...egress_guard.wasm``)."""
+        assert self.uid is not None
+        files = [self.config_path, *(Path(f) for f in _data_files(config))]
+        blocked = [str(f) for f in files if not reachable_by(f, self.uid)]
+        if blocked:
+            raise HarnessError(
+                f"uid {self.uid} cannot open {', '.join(blocked)} (a directory on the way is "
+                "closed to it?): hand Envoy copies in a directory anyone may traverse "
+                "(harness.share; the wasm_path fixture does)")
 
     def start(self, timeout: float = 20.0) -> Envoy:
         """Start Envoy and wait until admin ``/ready`` answers ``LIVE``; return self.
