@@ -4,7 +4,8 @@ This module holds no tests. It provides:
 
 * finding and running Envoy (:func:`find_envoy`, :class:`Envoy`) and small bootstrap builders;
 * files handed to an Envoy that runs as another uid (:func:`share`);
-* network namespaces with sidecar-style iptables interception (:class:`NetNS`, ``redirect.sh``);
+* network namespaces with sidecar-style iptables interception (:class:`NetNS`, ``redirect.sh``),
+  and veth links between namespaces (:meth:`NetNS.link`);
 * sockets created inside a namespace without a subprocess (:func:`in_netns`, :func:`make_socket`);
 * threaded recording servers (:class:`TcpServer`, :class:`TlsServer`, :class:`HttpServer`);
 * clients (:func:`tcp_exchange`, :func:`tls_client`, :func:`http_request`) and PROXY v1 headers.
@@ -290,7 +291,8 @@ def _setns(fd: int) -> None:
 class NetNS:
     """A network namespace ``eg-<random>`` with ``lo`` up; deleted on exit/close.
 
-    Use as a context manager. Only loopback addresses of the namespace are used.
+    Use as a context manager. Only addresses inside namespaces the tests make are used: the
+    namespace's loopback, and addresses on veth links between two such namespaces.
     """
 
     _available: tuple[bool, str] | None = None
@@ -370,6 +372,20 @@ class NetNS:
         ports = ",".join(str(p) for p in exclude_ports)
         out = self.run("sh", str(REDIRECT_SCRIPT), str(to_port), str(exempt_uid), ports)
         return out.stdout + out.stderr
+
+    def link(self, peer: NetNS, mine: Sequence[str], theirs: Sequence[str]) -> None:
+        """Join this namespace and ``peer`` by a veth pair, ``eg0`` here and ``eg1`` there, up,
+        with addresses ``mine`` here and ``theirs`` there (with a prefix length, e.g.
+        ``198.18.0.1/24``; IPv6 ones skip duplicate address detection). ``peer`` is then
+        another host on a network: nothing it serves is local to this namespace. The pair goes
+        away with either namespace."""
+        self.run("ip", "link", "add", "eg0", "type", "veth", "peer", "name", "eg1",
+                 "netns", peer.name)
+        for ns, dev, addresses in ((self, "eg0", mine), (peer, "eg1", theirs)):
+            for address in addresses:
+                v6 = ipaddress.ip_interface(address).version == 6
+                ns.run("ip", "addr", "add", address, "dev", dev, *(["nodad"] if v6 else []))
+            ns.run("ip", "link", "set", dev, "up")
 
 
 @contextmanager
