@@ -88,8 +88,11 @@ def run(stack: ExitStack, work: Path, wasm: Path, policy: dict, policy_path: Pat
     config = set_policy(set_module(shipped("sidecar-outbound.yaml"), module), policy)
     envoy = stack.enter_context(Envoy(config, work / "envoy", netns=ns, uid=PROXY_UID,
                                       envoy_cmd=envoy_cmd).start())
-    ns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
-    print(f"app namespace {ns.name}: outbound TCP → Envoy :{OUTBOUND_PORT} (uid {PROXY_UID} exempt)\n")
+    # The stand-ins live on the namespace's loopback, which redirect.sh leaves alone unless told.
+    ns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                        intercept_loopback=True)
+    print(f"app namespace {ns.name}: outbound TCP → Envoy :{OUTBOUND_PORT} (uid {PROXY_UID} exempt;"
+          f" loopback intercepted: the stand-ins listen there)\n")
 
     cases = [
         ("TLS  github.com             → 127.0.0.10:443 ", "github",

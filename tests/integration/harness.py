@@ -366,11 +366,20 @@ class NetNS:
         """Run ``ip6tables ARGS`` inside the namespace; return its stdout."""
         return self.run("ip6tables", *args).stdout
 
-    def install_redirect(self, to_port: int, exempt_uid: int = 1337,
-                         exclude_ports: Sequence[int] = ()) -> str:
-        """Install sidecar-style nat OUTPUT interception via ``redirect.sh``; return its output."""
+    def install_redirect(self, to_port: int, exempt_uid: int = PROXY_UID,
+                         exclude_ports: Sequence[int] = (), *,
+                         intercept_loopback: bool = False) -> str:
+        """Install sidecar-style nat OUTPUT interception via ``redirect.sh``; return its output.
+
+        ``exclude_ports``: ports of the proxy's own address (127.0.0.1, ::1) left alone.
+        ``intercept_loopback``: intercept connections that stay in the namespace too (loopback,
+        the namespace's own addresses), which redirect.sh leaves alone by default as Istio does;
+        tests whose stand-in servers listen on 127.0.0.x or ::1 need it.
+        """
         ports = ",".join(str(p) for p in exclude_ports)
-        out = self.run("sh", str(REDIRECT_SCRIPT), str(to_port), str(exempt_uid), ports)
+        options = ["--intercept-loopback"] if intercept_loopback else []
+        out = self.run("sh", str(REDIRECT_SCRIPT), *options, str(to_port), str(exempt_uid),
+                       ports)
         return out.stdout + out.stderr
 
     def link(self, peer: NetNS, mine: Sequence[str], theirs: Sequence[str]) -> None:

@@ -138,7 +138,7 @@ def readme_rules() -> list[str]:
 def test_readme_shows_the_rules_init_installs(demo: Envoy, netns: NetNS) -> None:
     """`init` prints the chain (iptables -t nat -S EGRESS_GUARD_OUTPUT); so does this run."""
     shown = readme_rules()
-    assert len(shown) == 4, shown
+    assert len(shown) == 5, shown
     assert netns.iptables("-t", "nat", "-S", "EGRESS_GUARD_OUTPUT").splitlines() == shown
 
 
