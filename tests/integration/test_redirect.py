@@ -80,6 +80,7 @@ def rules(netns: NetNS) -> dict[str, tuple[list[str], int]]:
 
 
 def expected(own: str, ports: list[int], intercept_loopback: bool) -> list[str]:
+    """The chain's listing for one family, ``own`` being the proxy's loopback address."""
     return [f"-N {CHAIN}",
             f"-A {CHAIN} -m owner --uid-owner {PROXY_UID} -j RETURN",
             *(f"-A {CHAIN} -d {own} -p tcp -m tcp --dport {p} -j RETURN" for p in ports),
@@ -89,6 +90,7 @@ def expected(own: str, ports: list[int], intercept_loopback: bool) -> list[str]:
 
 def expected_rules(ports: list[int], intercept_loopback: bool = False,
                    ) -> dict[str, tuple[list[str], int]]:
+    """What :func:`rules` returns after one (or any number of) runs with these arguments."""
     return {"iptables": (expected("127.0.0.1/32", ports, intercept_loopback), 1),
             "ip6tables": (expected("::1/128", ports, intercept_loopback), 1)}
 
@@ -206,6 +208,7 @@ def test_running_twice_leaves_one_set_of_rules(netns: NetNS, remote: NetNS, side
                                   ["15001", "1337", "15000,admin"], ["1", "2", "3", "4"]],
                          ids=["none", "unknown-option", "uid-name", "port-name", "too-many"])
 def test_bad_arguments_change_nothing(netns: NetNS, args: list[str]) -> None:
+    """Missing, unknown or malformed arguments: exit 2 with a message, no chain in either table."""
     run = redirect(netns, *args)
     assert run.returncode == 2 and "redirect.sh" in run.stderr, run
     assert CHAIN not in netns.iptables("-t", "nat", "-S")
