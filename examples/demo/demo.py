@@ -8,6 +8,10 @@ namespace: GitHub and PyPI over TLS, a Debian mirror over HTTP, a database over 
 cloud-metadata endpoint. The app sends allowed and denied traffic; the demo prints each outcome,
 egress-guard's decision log lines and its counters, then stops everything it started.
 
+Envoy, as uid 1337, may not be able to enter the clone this runs from (``mktemp -d`` and /root
+are open to their owner only), so it gets everything it reads -- the module, its config, the
+certificates -- in a temporary directory anyone may traverse, removed at the end.
+
 Run it with `make demo` (needs root for the namespace and iptables).
 """
 
@@ -27,11 +31,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from egress import decision_log, get, set_module, set_policy, shipped  # noqa: E402
-from harness import (Envoy, HttpServer, NetNS, TcpServer, TlsServer, envoy_version,  # noqa: E402
-                     find_envoy, http_request, make_cert, tcp_exchange, tls_client)
+from harness import (PROXY_UID, Envoy, HttpServer, NetNS, TcpServer, TlsServer,  # noqa: E402
+                     envoy_version, find_envoy, http_request, make_cert, share, tcp_exchange,
+                     tls_client)
 
 POLICY = REPO / "examples" / "demo" / "policy.json"
-PROXY_UID, ADMIN_PORT, OUTBOUND_PORT = 1337, 15000, 15001
+ADMIN_PORT, OUTBOUND_PORT = 15000, 15001
 
 
 def main() -> int:
@@ -60,6 +65,8 @@ def main() -> int:
 
 def run(stack: ExitStack, work: Path, wasm: Path, policy: dict, policy_path: Path) -> int:
     envoy_cmd = find_envoy()
+    # What Envoy reads goes into `work` (0755, in /tmp): uid 1337 may not enter the clone.
+    module = share(wasm, work / "module")
     version = re.search(r"/(\d+\.\d+\.\d+)/", envoy_version(envoy_cmd))
     print(f"egress-guard demo — Envoy {version.group(1) if version else '?'}, policy "
           f"{policy_path.relative_to(REPO) if policy_path.is_relative_to(REPO) else policy_path}"
@@ -78,11 +85,14 @@ def run(stack: ExitStack, work: Path, wasm: Path, policy: dict, policy_path: Pat
     for server in servers.values():
         stack.enter_context(server)
 
-    config = set_policy(set_module(shipped("sidecar-outbound.yaml"), wasm), policy)
+    config = set_policy(set_module(shipped("sidecar-outbound.yaml"), module), policy)
     envoy = stack.enter_context(Envoy(config, work / "envoy", netns=ns, uid=PROXY_UID,
                                       envoy_cmd=envoy_cmd).start())
-    ns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
-    print(f"app namespace {ns.name}: outbound TCP → Envoy :{OUTBOUND_PORT} (uid {PROXY_UID} exempt)\n")
+    # The stand-ins live on the namespace's loopback, which redirect.sh leaves alone unless told.
+    ns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                        intercept_loopback=True)
+    print(f"app namespace {ns.name}: outbound TCP → Envoy :{OUTBOUND_PORT} (uid {PROXY_UID} exempt;"
+          f" loopback intercepted: the stand-ins listen there)\n")
 
     cases = [
         ("TLS  github.com             → 127.0.0.10:443 ", "github",

@@ -1,6 +1,11 @@
 """Fixtures for the integration tests: Envoy, temp dirs, certificates, namespaces, the .wasm.
 
 Missing prerequisites skip a test with a reason; with ``CI=true`` they fail it instead.
+
+Envoy in a namespace runs as uid 1337, which may not enter the clone (a ``mktemp -d`` or /root
+clone is open to its owner only): every file it reads is handed over under the session
+directory in /tmp instead -- the module (``wasm_path``), certificates, configs and logs
+(``cert``, ``tmp``).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any, NoReturn, TypeVar
 import pytest
 
 from egress import require_hold_upstream
-from harness import REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, find_envoy, make_cert
+from harness import (REPO, Cert, Envoy, EnvoyNotFound, NetNS, Server, find_envoy, make_cert,
+                     share)
 
 S = TypeVar("S", bound=Server)
 
@@ -85,13 +91,15 @@ def netns() -> Iterator[NetNS]:
 
 
 @pytest.fixture(scope="session")
-def wasm_path() -> Path:
-    """The egress-guard module: ``$EGRESS_GUARD_WASM`` or the release build in target/."""
+def wasm_path(session_tmp: Path) -> Path:
+    """The egress-guard module (``$EGRESS_GUARD_WASM`` or the release build in target/), handed
+    over as ``session_tmp/module/egress_guard.wasm`` (mode 0644 in a 0755 directory): an Envoy
+    running as uid 1337 loads it even when the clone is closed to that uid."""
     path = Path(os.environ.get("EGRESS_GUARD_WASM")
                 or REPO / "target/wasm32-wasip1/release/egress_guard.wasm")
     if not path.is_file():
         unavailable(f"{path} not found: run `make build` or set EGRESS_GUARD_WASM")
-    return path
+    return share(path, session_tmp / "module")
 
 
 @pytest.fixture

@@ -3,7 +3,9 @@
 This module holds no tests. It provides:
 
 * finding and running Envoy (:func:`find_envoy`, :class:`Envoy`) and small bootstrap builders;
-* network namespaces with sidecar-style iptables interception (:class:`NetNS`, ``redirect.sh``);
+* files handed to an Envoy that runs as another uid (:func:`share`);
+* network namespaces with sidecar-style iptables interception (:class:`NetNS`, ``redirect.sh``),
+  and veth links between namespaces (:meth:`NetNS.link`);
 * sockets created inside a namespace without a subprocess (:func:`in_netns`, :func:`make_socket`);
 * threaded recording servers (:class:`TcpServer`, :class:`TlsServer`, :class:`HttpServer`);
 * clients (:func:`tcp_exchange`, :func:`tls_client`, :func:`http_request`) and PROXY v1 headers.
@@ -24,6 +26,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import threading
 import time
@@ -38,6 +41,9 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 REDIRECT_SCRIPT = HERE / "redirect.sh"
+# The uid the namespace tests and the demo run Envoy as (Istio's istio-proxy uid); redirect.sh
+# exempts its connections.
+PROXY_UID = 1337
 
 T = TypeVar("T")
 
@@ -136,6 +142,80 @@ def _direct_envoy_command(cmd: list[str]) -> list[str]:
     return [binary] if out.returncode == 0 and os.access(binary, os.X_OK) else cmd
 
 
+# --------------------------------------------------------------------------------------------
+# Files an Envoy running as another uid must read
+# --------------------------------------------------------------------------------------------
+#
+# Envoy in a namespace runs as uid 1337 (setpriv). It cannot open anything inside a clone only
+# its owner can enter (``mktemp -d`` gives 0700, so does /root), such as the module under
+# target/. So the fixtures and the demo hand it what it reads -- module, configs, certificates
+# -- in a temporary directory anyone may traverse (0755, files 0644) that they remove at the
+# end; :class:`Envoy` refuses to start as another uid on a file that uid could not open, rather
+# than let Envoy fail on ``Invalid path``. The binary itself may stay in the clone's .venv:
+# setpriv keeps root's capabilities until its execve (PR_SET_KEEPCAPS), so the kernel finds the
+# binary as root would; Envoy then runs with none.
+
+
+def reachable_by(path: Path | str, uid: int, gid: int | None = None) -> bool:
+    """Whether ``uid`` (primary group ``gid``, default ``uid``, no other groups: how
+    :class:`Envoy` runs it) may read ``path``, by the mode bits: search permission on every
+    directory on the way to it (as written and with symlinks resolved), read permission on the
+    file. ACLs and security modules are not consulted.
+    """
+    gid = uid if gid is None else gid
+
+    def allows(st: os.stat_result, bits: int) -> bool:
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid == gid else 0
+        return (st.st_mode >> shift) & bits == bits
+
+    written = Path(os.path.abspath(path))
+    try:
+        resolved = written.resolve(strict=True)
+        directories = {*written.parents, *resolved.parents}
+        return (all(allows(d.stat(), 0o1) for d in directories)
+                and allows(resolved.stat(), 0o4))
+    except OSError:
+        return False
+
+
+def share(path: Path | str, directory: Path | str) -> Path:
+    """``path`` handed to any uid: a file of the same name in ``directory`` (made if missing,
+    mode 0755), mode 0644. Returns the new path.
+
+    A hard link when the file's own mode already grants that and ``directory`` is on the same
+    file system, a copy otherwise. Whoever made ``directory`` removes it when done.
+    """
+    src = Path(path).resolve(strict=True)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)
+    dst = directory / src.name
+    mode = 0o644
+    dst.unlink(missing_ok=True)
+    if stat.S_IMODE(src.stat().st_mode) & mode == mode:
+        try:
+            os.link(src, dst)
+            return dst
+        except OSError:
+            pass  # another file system: copy
+    shutil.copyfile(src, dst)
+    dst.chmod(mode)
+    return dst
+
+
+def _data_files(node: Any) -> Iterator[str]:
+    """Every local file an Envoy config reads through a DataSource (``{filename: ...}``: Wasm
+    modules, certificates, keys)."""
+    if isinstance(node, dict):
+        if isinstance(node.get("filename"), str):
+            yield node["filename"]
+        for value in node.values():
+            yield from _data_files(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _data_files(value)
+
+
 def envoy_version(cmd: list[str] | None = None) -> str:
     """Envoy's ``--version`` line, e.g. ``... version: 9e55.../1.40.0/Clean/RELEASE/BoringSSL``."""
     out = subprocess.run(
@@ -211,7 +291,8 @@ def _setns(fd: int) -> None:
 class NetNS:
     """A network namespace ``eg-<random>`` with ``lo`` up; deleted on exit/close.
 
-    Use as a context manager. Only loopback addresses of the namespace are used.
+    Use as a context manager. Only addresses inside namespaces the tests make are used: the
+    namespace's loopback, and addresses on veth links between two such namespaces.
     """
 
     _available: tuple[bool, str] | None = None
@@ -285,12 +366,35 @@ class NetNS:
         """Run ``ip6tables ARGS`` inside the namespace; return its stdout."""
         return self.run("ip6tables", *args).stdout
 
-    def install_redirect(self, to_port: int, exempt_uid: int = 1337,
-                         exclude_ports: Sequence[int] = ()) -> str:
-        """Install sidecar-style nat OUTPUT interception via ``redirect.sh``; return its output."""
+    def install_redirect(self, to_port: int, exempt_uid: int = PROXY_UID,
+                         exclude_ports: Sequence[int] = (), *,
+                         intercept_loopback: bool = False) -> str:
+        """Install sidecar-style nat OUTPUT interception via ``redirect.sh``; return its output.
+
+        ``exclude_ports``: ports of the proxy's own address (127.0.0.1, ::1) left alone.
+        ``intercept_loopback``: intercept connections that stay in the namespace too (loopback,
+        the namespace's own addresses), which redirect.sh leaves alone by default as Istio does;
+        tests whose stand-in servers listen on 127.0.0.x or ::1 need it.
+        """
         ports = ",".join(str(p) for p in exclude_ports)
-        out = self.run("sh", str(REDIRECT_SCRIPT), str(to_port), str(exempt_uid), ports)
+        options = ["--intercept-loopback"] if intercept_loopback else []
+        out = self.run("sh", str(REDIRECT_SCRIPT), *options, str(to_port), str(exempt_uid),
+                       ports)
         return out.stdout + out.stderr
+
+    def link(self, peer: NetNS, mine: Sequence[str], theirs: Sequence[str]) -> None:
+        """Join this namespace and ``peer`` by a veth pair, ``eg0`` here and ``eg1`` there, up,
+        with addresses ``mine`` here and ``theirs`` there (with a prefix length, e.g.
+        ``198.18.0.1/24``; IPv6 ones skip duplicate address detection). ``peer`` is then
+        another host on a network: nothing it serves is local to this namespace. The pair goes
+        away with either namespace."""
+        self.run("ip", "link", "add", "eg0", "type", "veth", "peer", "name", "eg1",
+                 "netns", peer.name)
+        for ns, dev, addresses in ((self, "eg0", mine), (peer, "eg1", theirs)):
+            for address in addresses:
+                v6 = ipaddress.ip_interface(address).version == 6
+                ns.run("ip", "addr", "add", address, "dev", dev, *(["nodad"] if v6 else []))
+            ns.run("ip", "link", "set", dev, "up")
 
 
 @contextmanager
@@ -414,9 +518,23 @@ class Envoy:
         if self.uid is not None:  # Envoy must read its config and write logs as that uid.
             for path in (self.workdir, self.config_path):
                 os.chown(path, self.uid, self.uid)
+            self._check_reachable(config)
         with open(self.out_path, "wb") as out:
             self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def _check_reachable(self, config: dict[str, Any]) -> None:
+        """Refuse to start as ``uid`` on a config, or a file the config reads (module,
+        certificates), that ``uid`` could not open: Envoy would fail later and less clearly
+        (``Invalid path: ...egress_guard.wasm``)."""
+        assert self.uid is not None
+        files = [self.config_path, *(Path(f) for f in _data_files(config))]
+        blocked = [str(f) for f in files if not reachable_by(f, self.uid)]
+        if blocked:
+            raise HarnessError(
+                f"uid {self.uid} cannot open {', '.join(blocked)} (a directory on the way is "
+                "closed to it?): hand Envoy copies in a directory anyone may traverse "
+                "(harness.share; the wasm_path fixture does)")
 
     def start(self, timeout: float = 20.0) -> Envoy:
         """Start Envoy and wait until admin ``/ready`` answers ``LIVE``; return self.

@@ -51,7 +51,8 @@ def mesh_sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Pat
         if policy is not None:
             set_policy(cfg, policy)
         envoy = start_envoy(cfg, netns=netns, uid=PROXY_UID)
-        netns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
+        netns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                               intercept_loopback=True)  # the stand-ins are on 127.0.0.x
         return envoy
     return start
 

@@ -4,8 +4,10 @@ the demo's traffic in a real Envoy.
 There is no Docker engine here, so the containers are not started. What the demo runs is run
 instead: the compose file's envoy.yaml (module path aside) in a network namespace made by the
 test, Envoy as uid 1337, and the same redirect.sh with the same arguments as the `init` service.
-The "internet" is stand-in servers on 127.0.0.x; the README's decision log lines are checked
-against what this run logs.
+The "internet" is a second namespace joined to it by a veth pair, with stand-in servers on
+198.18.0.x and the metadata address: other hosts, as the real ones are for the containers. The
+README's interception rules and decision log lines are checked against what this run installs
+and logs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,7 +99,7 @@ def test_demo_envoy_config_validates(envoy_cmd, wasm_path: Path, tmp: Path) -> N
 # --------------------------------------------------------------------------------------------
 
 DEBIAN, GITHUB, PYPI, FILES, ELSEWHERE, METADATA = (
-    "127.0.0.60", "127.0.0.61", "127.0.0.62", "127.0.0.63", "127.0.0.64", "169.254.169.254")
+    "198.18.0.60", "198.18.0.61", "198.18.0.62", "198.18.0.63", "198.18.0.64", "169.254.169.254")
 
 
 def get(name: str) -> bytes:
@@ -104,15 +107,39 @@ def get(name: str) -> bytes:
 
 
 @pytest.fixture
-def demo(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path) -> Envoy:
-    """The demo's Envoy in ``netns`` as uid 1337, intercepted as `init` sets it up."""
-    # The metadata address, local to the namespace so a connection to it is attempted at all.
-    netns.run("ip", "addr", "add", f"{METADATA}/32", "dev", "lo")
+def internet(netns: NetNS) -> Iterator[NetNS]:
+    """The hosts the demo reaches: a namespace linked to ``netns`` (198.18.0.1 there, 198.18.0.2
+    here) that also holds the stand-ins' addresses and the metadata address."""
+    with NetNS() as other:
+        netns.link(other, ["198.18.0.1/24"], ["198.18.0.2/24", *(
+            f"{a}/32" for a in (DEBIAN, GITHUB, PYPI, FILES, ELSEWHERE, METADATA))])
+        netns.run("ip", "route", "add", f"{METADATA}/32", "dev", "eg0")
+        yield other
+
+
+@pytest.fixture
+def demo(netns: NetNS, internet: NetNS, start_envoy: Callable[..., Envoy],
+         wasm_path: Path) -> Envoy:
+    """The demo's Envoy in ``netns`` as uid 1337, intercepted as `init` sets it up: redirect.sh
+    with exactly its arguments."""
     envoy = start_envoy(set_module(demo_envoy(), wasm_path), netns=netns, uid=PROXY_UID)
     port, uid, excluded = redirect_args()
     netns.install_redirect(int(port), exempt_uid=int(uid),
                            exclude_ports=[int(p) for p in excluded.split(",")])
     return envoy
+
+
+def readme_rules() -> list[str]:
+    """The interception rules the README shows `init` printing."""
+    return [line.split("| ", 1)[1] for line in (DEMO / "README.md").read_text().splitlines()
+            if line.startswith("init-1  | -")]
+
+
+def test_readme_shows_the_rules_init_installs(demo: Envoy, netns: NetNS) -> None:
+    """`init` prints the chain (iptables -t nat -S EGRESS_GUARD_OUTPUT); so does this run."""
+    shown = readme_rules()
+    assert len(shown) == 5, shown
+    assert netns.iptables("-t", "nat", "-S", "EGRESS_GUARD_OUTPUT").splitlines() == shown
 
 
 def normalised(entry: dict[str, Any]) -> dict[str, Any]:
@@ -149,14 +176,15 @@ def client(netns: NetNS, *argv: str) -> str:
 
 
 def test_demo_policy_passes_the_seed_cases_and_stops_the_rest(demo: Envoy, serve, netns,
-                                                              cert: Cert, tmp: Path) -> None:
+                                                              internet: NetNS, cert: Cert,
+                                                              tmp: Path) -> None:
     envoy = demo
-    tls = lambda host: serve(TlsServer(host, 443, netns, certfile=cert.certfile,  # noqa: E731
-                                       keyfile=cert.keyfile))
-    debian = serve(HttpServer(DEBIAN, 80, netns, label="deb"))
+    tls = lambda host: serve(TlsServer(host, 443, internet,  # noqa: E731
+                                       certfile=cert.certfile, keyfile=cert.keyfile))
+    debian = serve(HttpServer(DEBIAN, 80, internet, label="deb"))
     github, pypi, files, elsewhere = tls(GITHUB), tls(PYPI), tls(FILES), tls(ELSEWHERE)
-    elsewhere_http = serve(HttpServer(ELSEWHERE, 80, netns, label="example"))
-    metadata = serve(TcpServer(METADATA, 80, netns=netns))
+    elsewhere_http = serve(HttpServer(ELSEWHERE, 80, internet, label="example"))
+    metadata = serve(TcpServer(METADATA, 80, netns=internet))
 
     # apt-get update, git clone, pip download: allowed
     apt = http_request(DEBIAN, 80, get("deb.debian.org"), netns=netns)

@@ -232,7 +232,8 @@ def spliced_sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: 
             hcm["route_config"]["virtual_hosts"].insert(0, copy.deepcopy(MESH_VHOST))
         serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds")
         envoy = start_envoy(bootstrap, netns=netns, uid=PROXY_UID)
-        netns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
+        netns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                               intercept_loopback=True)  # the stand-ins are on 127.0.0.x
         return envoy
     return start
 

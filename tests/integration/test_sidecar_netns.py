@@ -38,7 +38,8 @@ def sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path,
                 lst["additional_addresses"] = [{"address": {"socket_address": {
                     "address": "::", "port_value": port}}}]
         envoy = start_envoy(cfg, netns=netns, uid=PROXY_UID)
-        netns.install_redirect(port, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
+        netns.install_redirect(port, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                               intercept_loopback=True)  # the stand-ins are on 127.0.0.x, ::1
         return envoy
     return start
 
