@@ -1,9 +1,9 @@
 """What Istio does with the manifests in examples/istio/, done here so a real Envoy can run it.
 
 * :func:`validate_spec` checks a manifest's ``spec`` against the Istio CRD's JSON Schema
-  (data/istio-crd-schemas.json: the ``spec`` schemas of Istio's WasmPlugin, EnvoyFilter,
-  ServiceEntry and Sidecar CRDs; ``$ISTIO_CRD_SCHEMAS`` points elsewhere), strictly: an unknown
-  field is an error, as with ``kubectl apply --validate=strict``. The CRDs' CEL rules
+  (the files in data/: the ``spec`` schemas of Istio's WasmPlugin, EnvoyFilter, ServiceEntry
+  and Sidecar CRDs, and of TrafficExtension, copies of the project's shared ones), strictly: an
+  unknown field is an error, as with ``kubectl apply --validate=strict``. The CRDs' CEL rules
   (``x-kubernetes-validations``) are not evaluated.
 * :func:`apply_envoy_filter` applies an EnvoyFilter's listener, network-filter, HTTP-filter and
   virtual-host patches to a bootstrap's static listeners with istiod's matching rules (a port
@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-SCHEMAS = Path(os.environ.get("ISTIO_CRD_SCHEMAS")
-               or Path(__file__).resolve().parent / "data" / "istio-crd-schemas.json")
+SCHEMA_DIR = Path(__file__).resolve().parent / "data"
+# The vendored CRD schemas, each a copy of the file of the same name in the shared data
+# directory beside the checkout (test_istio_manifests.py checks they have not drifted).
+SCHEMA_FILES = ("istio-crd-schemas.json", "istio-trafficextension-schema.json")
 HCM = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
 HTTP_WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
@@ -74,8 +75,14 @@ def _closed(schema: Any) -> Any:
 
 
 def load_schemas() -> dict[str, Any]:
-    """The CRD schemas, closed (see :func:`_closed`)."""
-    return {k: _closed(v) for k, v in json.loads(SCHEMAS.read_text()).items()}
+    """The CRD schemas of every file in :data:`SCHEMA_FILES`, closed (see :func:`_closed`)."""
+    schemas: dict[str, Any] = {}
+    for name in SCHEMA_FILES:
+        for key, schema in json.loads((SCHEMA_DIR / name).read_text()).items():
+            if key in schemas:
+                raise ValueError(f"{key} is in two schema files")
+            schemas[key] = _closed(schema)
+    return schemas
 
 
 def validate_spec(doc: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
