@@ -18,12 +18,15 @@
   ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
   test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
   reads its resource from a file (Envoy's file-based ECDS) instead of ADS.
+  :func:`pull_failed_substitute` is what istio-agent sends instead when the pull fails, and
+  :func:`write_extension_configs` replaces the files, as an ECDS update.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,6 +41,8 @@ HCM = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
 HTTP_WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 HTTP_RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+NETWORK_WASM = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+NETWORK_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 VIRTUAL_LISTENERS = ("virtualOutbound", "virtualInbound")
 
@@ -340,7 +345,8 @@ def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every network and HTTP filter configured by ``config_discovery``."""
     for lst in listeners(bootstrap):
         for fc in chains(lst):
             for f in fc.get("filters", []):
@@ -352,13 +358,40 @@ def _discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield h
 
 
-def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[dict[str, Any]],
-                            wasm: Path, directory: Path) -> dict[str, Any]:
-    """Make the bootstrap runnable: every ``config_discovery`` reads its resource from a file in
-    ``directory``, with the module's OCI reference replaced by ``wasm``. Raises if a filter
-    refers to a resource no patch provides (Istio would send none and the listener would never
-    warm)."""
-    by_name = {}
+PULL_FAILED_STAT_PREFIX = {False: "wasm-default-deny", True: "wasm-default-allow"}
+
+
+def pull_failed_substitute(extension: dict[str, Any]) -> dict[str, Any]:
+    """The extension config istio-agent sends Envoy in place of a Wasm filter whose module it
+    could not fetch (Istio >= 1.25, pkg/wasm/convert.go: ``createNetworkDefaultFilter`` and
+    ``createHTTPDefaultFilter``): an RBAC filter of the same name and kind. Fail-closed (any
+    ``failure_policy`` but ``FAIL_OPEN``) gets an empty rule set, which denies everything, and
+    the stat prefix ``wasm-default-deny``; ``FAIL_OPEN`` gets no rules (allows everything) and
+    ``wasm-default-allow``."""
+    typed = extension["typed_config"]
+    config = typed["config"]
+    policy = config.get("failure_policy", "UNSPECIFIED")
+    # Istio reads the deprecated `fail_open` bool only when failure_policy is unset.
+    fail_open = policy == "FAIL_OPEN" if policy != "UNSPECIFIED" else bool(config.get("fail_open"))
+    prefix = PULL_FAILED_STAT_PREFIX[fail_open]
+    if typed["@type"] == NETWORK_WASM:
+        rbac = {"@type": NETWORK_RBAC, "stat_prefix": prefix}
+    elif typed["@type"] == HTTP_WASM:
+        rbac = {"@type": HTTP_RBAC, "rules_stat_prefix": prefix}
+    else:
+        raise PatchError(f"{extension['name']}: not a Wasm filter: {typed['@type']}")
+    if not fail_open:
+        rbac["rules"] = {}  # present and empty: action ALLOW with no policy matches nothing
+    return {"name": extension["name"], "typed_config": rbac}
+
+
+def agent_forwards(extension_configs: list[dict[str, Any]], wasm: Path, *,
+                   pull_fails: bool = False) -> dict[str, dict[str, Any]]:
+    """What istio-agent hands Envoy for each EXTENSION_CONFIG, by name: the filter with its
+    module's OCI reference replaced by the local file ``wasm`` (what it does after pulling the
+    image), or, with ``pull_fails``, its substitute for a module it could not fetch
+    (:func:`pull_failed_substitute`)."""
+    forwarded = {}
     for ext in copy.deepcopy(extension_configs):
         vm = ext["typed_config"]["config"]["vm_config"]
         remote = vm["code"].pop("remote", None)
@@ -366,20 +399,47 @@ def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[d
             if not remote["http_uri"]["uri"].startswith("oci://"):
                 raise PatchError(f"{ext['name']}: module is not an OCI image: {remote}")
             vm["code"]["local"] = {"filename": str(wasm)}
-        by_name[ext["name"]] = ext
+            if pull_fails:
+                ext = pull_failed_substitute(ext)
+        forwarded[ext["name"]] = ext
+    return forwarded
+
+
+def _ecds_path(directory: Path, name: str) -> Path:
+    return directory / f"ecds-{name}.yaml"
+
+
+def write_extension_configs(directory: Path, forwarded: dict[str, dict[str, Any]]) -> None:
+    """Write (or replace) each resource's file-based ECDS response. A replacement is a
+    temporary file renamed over the watched path, as Envoy needs to see an update."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
-    for flt in _discovered_filters(bootstrap):
+    for name, ext in forwarded.items():
+        path = _ecds_path(directory, name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump({"resources": [{"@type": TYPED_EXTENSION_CONFIG, **ext}]},
+                                      sort_keys=False))
+        tmp.chmod(0o644)
+        os.rename(tmp, path)
+
+
+def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[dict[str, Any]],
+                            wasm: Path, directory: Path, *,
+                            pull_fails: bool = False) -> dict[str, Any]:
+    """Make the bootstrap runnable: every ``config_discovery`` reads its resource from a file in
+    ``directory`` holding what istio-agent would forward (:func:`agent_forwards`; its
+    ``pull_fails`` too). Raises if a filter refers to a resource no patch provides (Istio would
+    send none and the listener would never warm). :func:`write_extension_configs` updates the
+    files later."""
+    forwarded = agent_forwards(extension_configs, wasm, pull_fails=pull_fails)
+    write_extension_configs(directory, forwarded)
+    for flt in discovered_filters(bootstrap):
         name = flt["name"]
-        if name not in by_name:
+        if name not in forwarded:
             raise PatchError(f"filter {name!r} refers to an extension config nobody provides")
-        path = directory / f"ecds-{name}.yaml"
-        path.write_text(yaml.safe_dump({"resources": [
-            {"@type": TYPED_EXTENSION_CONFIG, **by_name[name]}]}, sort_keys=False))
-        path.chmod(0o644)
         source = flt["config_discovery"]["config_source"]
         source.pop("ads", None)
-        source["path_config_source"] = {"path": str(path)}
+        source["path_config_source"] = {"path": str(_ecds_path(directory, name))}
     # File-based xDS needs a node identity (a sidecar's, as Istio's bootstrap sets it).
     bootstrap.setdefault("node", {"id": "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
                                   "cluster": "app.default"})

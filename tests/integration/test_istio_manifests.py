@@ -3,7 +3,8 @@ inside the patches spliced into an Istio-shaped sidecar and run by a real Envoy 
 
 The Istio-shaped sidecar is envoy/istio-sidecar-outbound.yaml with egress-guard taken out (what
 istiod generates); istio.py applies the EnvoyFilters and the WasmPlugin to it with istiod's
-matching rules and serves the extension configs from files in place of istio-agent and ADS.
+matching rules and serves the extension configs from files in place of istio-agent and ADS --
+including what istio-agent sends when it cannot pull the module (the last section).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,10 +21,13 @@ import yaml
 
 from conftest import unavailable
 from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffed, tls_server)
-from harness import REPO, Envoy, HttpServer, NetNS, http_request, tls_client
-from istio import (SCHEMA_DIR, SCHEMA_FILES, apply_envoy_filter, apply_wasm_plugin, documents,
-                   filter_names, hcms, load_schemas, schema_key, serve_extension_configs,
-                   strip_filters, validate_spec)
+from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, http_request,
+                     tls_client)
+from istio import (HTTP_RBAC, HTTP_WASM, NETWORK_RBAC, NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES,
+                   agent_forwards, apply_envoy_filter, apply_wasm_plugin, discovered_filters,
+                   documents, filter_names, hcms, load_schemas, pull_failed_substitute,
+                   schema_key, serve_extension_configs, strip_filters, validate_spec,
+                   write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
 MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))
@@ -236,17 +241,26 @@ MESH_VHOST = {  # a mesh service's virtual host, as istiod adds one per HTTP ser
 @pytest.fixture
 def spliced_sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path,
                     tmp: Path) -> Callable[..., Envoy]:
-    """Start the spliced sidecar in ``netns`` as uid 1337 with the REDIRECT rules."""
-    def start(*manifests: str) -> Envoy:
+    """Start the spliced sidecar in ``netns`` as uid 1337 with the REDIRECT rules.
+
+    ``pull_fails=True`` serves istio-agent's stand-in for a module it could not pull instead of
+    the module; ``edit(bootstrap, extensions)`` changes the spliced config first. The ECDS files
+    are in ``tmp / "ecds"`` (see :func:`ecds_update`).
+    """
+    def start(*manifests: str, pull_fails: bool = False,
+              edit: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
+              ) -> Envoy:
         bootstrap, extensions, _ = splice(*manifests)
+        if edit is not None:
+            edit(bootstrap, extensions)
         for _, _, hcm in hcms(bootstrap):
             hcm["route_config"]["virtual_hosts"].insert(0, copy.deepcopy(MESH_VHOST))
-        serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds")
+        serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds",
+                                pull_fails=pull_fails)
         envoy = start_envoy(bootstrap, netns=netns, uid=PROXY_UID)
         netns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT])
         return envoy
     return start
-
 
 
 
@@ -300,3 +314,227 @@ def test_spliced_passthrough_only_http_leaves_mesh_services_alone(spliced_sideca
     assert all_decisions(envoy) == {("allow", "rule"): 1, ("deny", "no_match"): 1}
     assert envoy.counter("extension_config_discovery.http_filter.egress-guard-http"
                          ".update_success") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# A module istio-agent cannot pull
+# --------------------------------------------------------------------------------------------
+#
+# istio-agent pulls the module of every ECDS Wasm filter before Envoy sees it. When the pull
+# fails it sends, under the same name, an RBAC filter of the same kind instead: deny-all unless
+# the filter is FAIL_OPEN (Istio >= 1.25; istio.pull_failed_substitute). Envoy takes it only if
+# the filter's `config_discovery.type_urls` list the RBAC type -- the manifests' own lists are
+# the ones under test here.
+
+NETWORK_ECDS = "extension_config_discovery.network_filter.egress-guard."
+HTTP_ECDS = {"egress-guard-http.yaml": "extension_config_discovery.http_filter."
+                                       "istio-system.egress-guard-http.",
+             "egress-guard-http-passthrough-only.yaml": "extension_config_discovery.http_filter."
+                                                        "egress-guard-http."}
+NETWORK_DENIED = "wasm-default-deny.rbac.denied"
+HTTP_DENIED = "http.outbound_0.0.0.0_80.rbac.wasm-default-deny.denied"
+# Addresses in the example policy's `in-cluster` CIDRs: allowed on any port, so a connection
+# to one on a port no service uses (the catch-all chain) passes egress-guard.
+IN_CLUSTER, IN_CLUSTER_DB = "10.96.0.10", "10.96.0.11"
+
+
+def test_the_discovered_filters_accept_istio_agents_stand_in() -> None:
+    """Each filter the manifests configure by ECDS takes the Wasm type and the RBAC type of its
+    kind: the lists istiod gives the filters it makes for WasmPlugins."""
+    expected = {"NETWORK_FILTER": [NETWORK_WASM, NETWORK_RBAC],
+                "HTTP_FILTER": [HTTP_WASM, HTTP_RBAC]}
+    found = []
+    for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
+        for cp in manifest(name)["spec"]["configPatches"]:
+            value = cp["patch"].get("value") or {}
+            if "config_discovery" in value:
+                found.append((cp["applyTo"], value["config_discovery"]["type_urls"]))
+    assert [apply_to for apply_to, _ in found] == ["NETWORK_FILTER", "NETWORK_FILTER",
+                                                   "HTTP_FILTER"]
+    assert all(urls == expected[apply_to] for apply_to, urls in found), found
+    bootstrap, _, _ = splice("egress-guard-http.yaml")
+    assert {tuple(h["config_discovery"]["type_urls"]) for _, _, hcm in hcms(bootstrap)
+            for h in hcm["http_filters"] if "config_discovery" in h} == {(HTTP_WASM, HTTP_RBAC)}
+
+
+def test_istio_agents_stand_in_for_a_module_it_cannot_pull() -> None:
+    """The port of istio-agent's substitute (pkg/wasm/convert.go), per kind and failure policy:
+    an RBAC filter with the Wasm filter's name; an empty rule set (deny-all) unless FAIL_OPEN."""
+    (network,) = splice("egress-guard-network.yaml")[1]
+    (http,) = splice("egress-guard-http-passthrough-only.yaml")[1]
+    assert pull_failed_substitute(network) == {"name": "egress-guard", "typed_config": {
+        "@type": NETWORK_RBAC, "stat_prefix": "wasm-default-deny", "rules": {}}}
+    assert pull_failed_substitute(http) == {"name": "egress-guard-http", "typed_config": {
+        "@type": HTTP_RBAC, "rules_stat_prefix": "wasm-default-deny", "rules": {}}}
+    for policy in ("FAIL_OPEN", "FAIL_CLOSED", "FAIL_RELOAD"):
+        ext = copy.deepcopy(network)
+        ext["typed_config"]["config"]["failure_policy"] = policy
+        rbac = pull_failed_substitute(ext)["typed_config"]
+        assert ("rules" in rbac) == (policy != "FAIL_OPEN"), (policy, rbac)
+    # The deprecated bool counts only when failure_policy is unset.
+    ext = copy.deepcopy(network)
+    del ext["typed_config"]["config"]["failure_policy"]
+    ext["typed_config"]["config"]["fail_open"] = True
+    assert pull_failed_substitute(ext)["typed_config"]["stat_prefix"] == "wasm-default-allow"
+
+
+def add_addresses(netns: NetNS, *ips: str) -> None:
+    for ip in ips:
+        netns.run("ip", "addr", "add", f"{ip}/32", "dev", "lo")
+
+
+def ecds_update(envoy: Envoy, tmp: Path, wasm: Path, manifests: tuple[str, ...], *,
+                pull_fails: bool) -> None:
+    """istio-agent forwards a new ECDS response for every resource of ``manifests`` (the module,
+    or its stand-in); return once Envoy has taken or refused each."""
+    forwarded = agent_forwards(splice(*manifests)[1], wasm, pull_fails=pull_fails)
+    prefixes = [NETWORK_ECDS] + [HTTP_ECDS[m] for m in manifests if m in HTTP_ECDS]
+    assert len(prefixes) == len(forwarded), forwarded
+    attempts = {p: envoy.counter(p + "update_attempt") for p in prefixes}
+    write_extension_configs(tmp / "ecds", forwarded)
+    for prefix, before in attempts.items():
+        envoy.wait_for_counter(prefix + "update_attempt", before + 1)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+class Traffic:
+    """Three connections the example policy allows, one per place egress-guard sits: TLS to
+    api.github.com on 443 (PassthroughFilterChain, tls_inspector), TLS to an in-cluster address
+    on 8443 (virtualOutbound's catch-all) and HTTP to deb.debian.org (the HTTP filter)."""
+
+    def __init__(self, netns: NetNS, cert: Cert, serve: Callable[[Any], Any]) -> None:
+        add_addresses(netns, IN_CLUSTER, IN_CLUSTER_DB)
+        self.netns = netns
+        self.github = serve(tls_server(netns, cert, "127.0.0.50"))
+        self.cluster = serve(tls_server(netns, cert, IN_CLUSTER, 8443))
+        self.debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+
+    def run(self) -> tuple[bytes, bytes, int | None]:
+        """(bytes echoed on 443, bytes echoed on 8443, HTTP status)."""
+        github = tls_client("127.0.0.50", 443, "api.github.com", netns=self.netns)
+        cluster = tls_client(IN_CLUSTER, 8443, "db.cluster.local", netns=self.netns)
+        http = http_request("127.0.0.53", 80, get("deb.debian.org"), netns=self.netns)
+        return github.received, cluster.received, http.status
+
+
+PASSED = (b"ping", b"ping", 200)
+
+
+@pytest.mark.parametrize("http", ["egress-guard-http.yaml",
+                                  "egress-guard-http-passthrough-only.yaml"],
+                         ids=["wasmplugin", "passthrough_only"])
+def test_a_failed_first_pull_denies_all_egress_guard_would_check(http, spliced_sidecar, serve,
+                                                                 netns, cert) -> None:
+    """A sidecar whose first pull of the module fails: istio-agent's deny-all stands in for
+    egress-guard, Envoy takes it, and what the policy would allow is refused -- the
+    destinations receive nothing."""
+    envoy = spliced_sidecar("egress-guard-network.yaml", http, pull_fails=True)
+    traffic = Traffic(netns, cert, serve)
+    db = serve(TcpServer(IN_CLUSTER_DB, 5432, netns, greeting=b"220 db\r\n"))
+
+    for prefix in (NETWORK_ECDS, HTTP_ECDS[http]):
+        assert (envoy.counter(prefix + "update_success"),
+                envoy.counter(prefix + "update_rejected")) == (1, 0), prefix
+    github, cluster, status = traffic.run()
+    assert (github, cluster, status) == (b"", b"", 403)
+    denied = http_request("127.0.0.53", 80, get("deb.debian.org"), netns=netns)
+    assert denied.status == 403 and denied.body == b"RBAC: access denied", denied
+    # The RBAC filter decides at the client's first byte: a server that speaks first still
+    # greets the client, but nothing the client sends reaches it.
+    with connect(IN_CLUSTER_DB, 5432, netns, timeout=5) as sock:
+        assert sock.recv(100) == b"220 db\r\n"
+        sock.sendall(b"SELECT 1;\n")
+        assert _read_until_closed(sock) == b""
+
+    assert traffic.github.handshakes == traffic.cluster.handshakes == 0
+    assert all(data == b"" for s in (traffic.github, traffic.cluster, db) for data in s.received)
+    assert traffic.debian.requests == []
+    assert envoy.counter(NETWORK_DENIED) == 3 and envoy.counter(HTTP_DENIED) == 2
+    assert all_decisions(envoy) == {}   # egress-guard never ran
+
+
+
+def test_a_failed_update_pull_replaces_the_running_module_with_deny_all(spliced_sidecar, serve,
+                                                                       netns, cert, tmp,
+                                                                       wasm_path) -> None:
+    """An update whose pull fails (a new image reference, the registry down) is no different to
+    istio-agent: the deny-all replaces the egress-guard already running. The next good pull
+    puts egress-guard back (Envoy takes Wasm after RBAC: both types are listed)."""
+    manifests = ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml")
+    envoy = spliced_sidecar(*manifests)
+    traffic = Traffic(netns, cert, serve)
+    assert traffic.run() == PASSED
+
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=True)
+    assert traffic.run() == (b"", b"", 403)
+    assert envoy.counter(NETWORK_DENIED) == 2 and envoy.counter(HTTP_DENIED) == 1
+
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=False)
+    assert traffic.run() == PASSED
+    for prefix in (NETWORK_ECDS, HTTP_ECDS[manifests[1]]):
+        assert (envoy.counter(prefix + "update_success"),
+                envoy.counter(prefix + "update_rejected")) == (3, 0), prefix
+    # Decided by the restored egress-guard: a new VM, whose counters start again.
+    assert all_decisions(envoy) == {("allow", "rule"): 3}
+
+
+def wasm_type_only(bootstrap: dict[str, Any], _extensions: list[dict[str, Any]]) -> None:
+    """The manifests as they were: `type_urls` without the RBAC type."""
+    for f in discovered_filters(bootstrap):
+        urls = f["config_discovery"]["type_urls"]
+        urls[:] = [u for u in urls if u not in (NETWORK_RBAC, HTTP_RBAC)]
+        assert urls in ([NETWORK_WASM], [HTTP_WASM]), urls
+
+
+def test_without_the_rbac_type_envoy_refuses_the_stand_in(spliced_sidecar, serve, netns, cert,
+                                                          tmp, wasm_path) -> None:
+    """Why the manifests list the RBAC type. Without it Envoy refuses istio-agent's stand-in:
+    a first pull that fails leaves the filters with no configuration (connections are closed,
+    HTTP answered 500, the RBAC counters never move), and an update that fails is refused while
+    the module already running goes on deciding."""
+    manifests = ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml")
+    envoy = spliced_sidecar(*manifests, pull_fails=True, edit=wasm_type_only)
+    traffic = Traffic(netns, cert, serve)
+    prefixes = (NETWORK_ECDS, HTTP_ECDS[manifests[1]])
+    assert [envoy.counter(p + "update_rejected") for p in prefixes] == [1, 1]
+    assert traffic.run() == (b"", b"", 500)
+    assert envoy.counter("listener.0.0.0.0_443.network_extension_config_missing") == 1
+    assert envoy.counter("listener.0.0.0.0_15001.network_extension_config_missing") == 1
+    assert envoy.counter(NETWORK_DENIED) == envoy.counter(HTTP_DENIED) == 0
+
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=False)
+    assert traffic.run() == PASSED
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=True)
+    assert [envoy.counter(p + "update_rejected") for p in prefixes] == [2, 2]
+    assert traffic.run() == PASSED
+    assert all_decisions(envoy) == {("allow", "rule"): 6}
+
+
+def test_fail_open_lets_egress_out_unchecked_when_the_pull_fails(spliced_sidecar, serve, netns,
+                                                                 cert) -> None:
+    """The other side of the trade: the same manifests with FAIL_OPEN get istio-agent's
+    allow-all, and a destination the policy denies is reached."""
+    def fail_open(_bootstrap: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
+        for ext in extensions:
+            ext["typed_config"]["config"]["failure_policy"] = "FAIL_OPEN"
+
+    envoy = spliced_sidecar("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml",
+                            pull_fails=True, edit=fail_open)
+    evil = serve(tls_server(netns, cert, "127.0.0.51"))
+    web = serve(HttpServer("127.0.0.53", 80, netns, label="web"))
+    assert tls_client("127.0.0.51", 443, "evil.example.com", netns=netns).received == b"ping"
+    ok = http_request("127.0.0.53", 80, get("evil.example.com"), netns=netns)
+    assert ok.status == 200 and web.hosts == ["evil.example.com"], ok
+    assert evil.snis == ["evil.example.com"]
+    # An RBAC filter without rules allows without counting anything.
+    assert envoy.counter(NETWORK_ECDS + "update_success") == 1
+    assert all_decisions(envoy) == {}
