@@ -13,7 +13,8 @@
 * :func:`apply_wasm_plugin` does what istiod does for an HTTP WasmPlugin with ``mode: CLIENT``:
   an ECDS resource ``<namespace>.<name>`` holding the Wasm HTTP filter (pluginConfig as a JSON
   string), referenced by a filter inserted before the router in every outbound HTTP connection
-  manager.
+  manager -- if the plugin selects the sidecar (:func:`wasm_plugin_selects`, which also tells
+  whether it would select a gateway).
 * :func:`serve_extension_configs` stands in for istio-agent and the ADS stream: the module's
   ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
   test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
@@ -28,6 +29,7 @@ import copy
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -306,16 +308,73 @@ def apply_envoy_filter(bootstrap: dict[str, Any], envoy_filter: dict[str, Any]
 
 FAIL_STRATEGY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN",
                  "FAIL_RELOAD": "FAIL_RELOAD"}
+ROOT_NAMESPACE = "istio-system"
+GATEWAY_API_NAME = "gateway.networking.k8s.io/gateway-name"
 
 
-def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any]
+@dataclass(frozen=True)
+class Proxy:
+    """A pod's Envoy as istiod matches policies to it: a sidecar or a gateway, with its pod's
+    namespace and labels."""
+
+    kind: str
+    namespace: str
+    labels: dict[str, str]
+
+
+# Pods as Istio's templates label them (manifests/charts/istio-control/istio-discovery/files:
+# injection-template.yaml for sidecars, gateway-injection-template.yaml and kube-gateway.yaml for
+# gateways; manifests/charts/gateway for the Helm-installed ingress gateway). Only the sidecar
+# injector adds `security.istio.io/tlsMode`.
+SIDECAR = Proxy("sidecar", "default", {
+    "app": "reviews", "security.istio.io/tlsMode": "istio",
+    "service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "latest"})
+INGRESS_GATEWAY = Proxy("gateway", "istio-ingress", {
+    "app": "istio-ingressgateway", "istio": "ingressgateway", "sidecar.istio.io/inject": "true",
+    "app.kubernetes.io/name": "istio-ingressgateway",
+    "service.istio.io/canonical-name": "istio-ingressgateway",
+    "service.istio.io/canonical-revision": "latest"})
+GATEWAY_API_GATEWAY = Proxy("gateway", "default", {
+    "sidecar.istio.io/inject": "false", "service.istio.io/canonical-name": "web-istio",
+    "service.istio.io/canonical-revision": "latest", GATEWAY_API_NAME: "web",
+    "gateway.networking.k8s.io/gateway-class-name": "istio",
+    "gateway.istio.io/managed": "istio.io-gateway-controller"})
+
+
+def wasm_plugin_selects(plugin: dict[str, Any], proxy: Proxy) -> bool:
+    """Whether istiod puts the plugin's filter on ``proxy``'s client-side HTTP listeners: a
+    sidecar's outbound ones, or a gateway's. A port of pilot/pkg/model (Istio 1.20 to 1.30):
+    ``WasmPluginsByListenerInfo`` looks in the proxy's namespace and the root namespace;
+    ``WorkloadPolicyMatcher.ShouldAttachPolicy`` matches ``selector`` labels (Gateway API
+    gateways too, with ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY at its default); and
+    ``matchTrafficSelectors`` matches ``match[].mode`` against the listener's mode, which
+    ``workloadModeForListenerClass`` makes CLIENT for a gateway as for sidecar outbound."""
+    spec, namespace = plugin["spec"], plugin["metadata"]["namespace"]
+    if spec.get("targetRef") or spec.get("targetRefs"):
+        raise PatchError("targetRefs are not emulated")
+    if namespace not in (proxy.namespace, ROOT_NAMESPACE):
+        return False
+    wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+    if any(proxy.labels.get(k) != v for k, v in wanted.items()):
+        return False
+    modes = [m.get("mode", "UNDEFINED") for m in spec.get("match") or []]
+    return not modes or any(m in ("UNDEFINED", "CLIENT_AND_SERVER", "CLIENT") for m in modes)
+
+
+def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any], proxy: Proxy = SIDECAR
                       ) -> tuple[list[dict[str, Any]], list[str]]:
-    """What istiod generates for an HTTP WasmPlugin matching CLIENT (outbound) traffic."""
+    """What istiod generates for an HTTP WasmPlugin matching CLIENT (outbound) traffic, on the
+    sidecar ``proxy`` whose outbound listeners ``bootstrap`` holds: nothing if the plugin does
+    not select it."""
     spec, meta = plugin["spec"], plugin["metadata"]
     if spec.get("type", "HTTP") != "HTTP":
         raise PatchError("only HTTP WasmPlugins are emulated")
     if [m.get("mode") for m in spec.get("match", [{"mode": "CLIENT"}])] != ["CLIENT"]:
         raise PatchError("only `match: [{mode: CLIENT}]` is emulated")
+    if proxy.kind != "sidecar":
+        raise PatchError("the bootstrap holds a sidecar's listeners")
+    if not wasm_plugin_selects(plugin, proxy):
+        return [], []
     resource = f"{meta['namespace']}.{meta['name']}"
     plugin_config: dict[str, Any] = {
         "name": resource,

@@ -23,10 +23,11 @@ from conftest import unavailable
 from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffed, tls_server)
 from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, http_request,
                      tls_client)
-from istio import (HTTP_RBAC, HTTP_WASM, NETWORK_RBAC, NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES,
-                   agent_forwards, apply_envoy_filter, apply_wasm_plugin, discovered_filters,
-                   documents, filter_names, hcms, load_schemas, pull_failed_substitute,
-                   schema_key, serve_extension_configs, strip_filters, validate_spec,
+from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, NETWORK_RBAC,
+                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, agent_forwards,
+                   apply_envoy_filter, apply_wasm_plugin, discovered_filters, documents,
+                   filter_names, hcms, load_schemas, pull_failed_substitute, schema_key,
+                   serve_extension_configs, strip_filters, validate_spec, wasm_plugin_selects,
                    write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
@@ -135,6 +136,27 @@ def test_mesh_config_turns_on_the_stat_tags_the_envoy_configs_use() -> None:
     istio_tags = [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]
     for config in ENVOY_DIR.glob("*.yaml"):
         assert shipped(config.name)["stats_config"]["stats_tags"] == istio_tags, config.name
+
+
+@pytest.mark.parametrize("proxy, selected", [
+    (SIDECAR, True), (INGRESS_GATEWAY, False), (GATEWAY_API_GATEWAY, False),
+], ids=["sidecar", "ingress_gateway", "gateway_api_gateway"])
+def test_the_wasm_plugin_is_for_sidecars_not_gateways(proxy, selected) -> None:
+    """Istio gives a gateway's listeners the CLIENT mode, so `mode: CLIENT` alone would put the
+    egress filter on every ingress gateway; the selector keeps it to injected sidecars."""
+    plugin = manifest("egress-guard-http.yaml")
+    assert wasm_plugin_selects(plugin, proxy) is selected
+    without_selector = copy.deepcopy(plugin)
+    del without_selector["spec"]["selector"]
+    assert wasm_plugin_selects(without_selector, proxy), "the check must be able to fail"
+
+
+def test_the_envoy_filters_are_for_sidecars_not_gateways() -> None:
+    """EnvoyFilters patch gateways in context GATEWAY (or ANY); ours patch SIDECAR_OUTBOUND."""
+    for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
+        contexts = {cp["match"]["context"] for cp in manifest(name)["spec"]["configPatches"]
+                    if cp["applyTo"] != "EXTENSION_CONFIG"}
+        assert contexts == {"SIDECAR_OUTBOUND"}, (name, contexts)
 
 
 def _policies() -> dict[str, Any]:
