@@ -159,6 +159,66 @@ def test_the_envoy_filters_are_for_sidecars_not_gateways() -> None:
         assert contexts == {"SIDECAR_OUTBOUND"}, (name, contexts)
 
 
+# The first Istio release whose WasmPlugin CRD has each field (Istio's
+# manifests/charts/base/.../crd-all.gen.yaml at each release tag), and the releases from which
+# istio-agent pulls the module of an ECDS Wasm filter (pkg/wasm/convert.go: HTTP filters since
+# before WasmPlugin existed, network filters since 1.20).
+WASM_PLUGIN_FIELD_SINCE = {
+    "url": (1, 12), "sha256": (1, 12), "imagePullPolicy": (1, 12), "imagePullSecret": (1, 12),
+    "verificationKey": (1, 12), "pluginConfig": (1, 12), "pluginName": (1, 12),
+    "phase": (1, 12), "priority": (1, 12), "selector": (1, 12), "vmConfig": (1, 14),
+    "match": (1, 16), "failStrategy": (1, 19), "type": (1, 20), "targetRef": (1, 20),
+    "targetRefs": (1, 22),
+}
+FAIL_RELOAD_SINCE = (1, 27)
+ECDS_WASM_PULL_SINCE = {HTTP_WASM: (1, 12), NETWORK_WASM: (1, 20)}
+
+
+def required_istio(doc: dict[str, Any]) -> tuple[int, int]:
+    """The oldest Istio release that has everything the manifest uses."""
+    spec = doc["spec"]
+    if doc["kind"] == "WasmPlugin":
+        need = max(WASM_PLUGIN_FIELD_SINCE[field] for field in spec)
+        return max(need, FAIL_RELOAD_SINCE) if spec.get("failStrategy") == "FAIL_RELOAD" else need
+    assert doc["kind"] == "EnvoyFilter", doc["kind"]
+    return max(ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
+               for cp in spec["configPatches"] if cp["applyTo"] == "EXTENSION_CONFIG")
+
+
+def stated_istio(text: str) -> tuple[int, int]:
+    """The `Istio >= X.Y` in a manifest's opening comment."""
+    header = text[:text.index("\napiVersion:")]
+    (found,) = set(re.findall(r"Istio >= (\d+)\.(\d+)", header.replace("\n# ", " ")))
+    return int(found[0]), int(found[1])
+
+
+def docs_istio_floors() -> dict[str, tuple[int, int]]:
+    """The "Istio versions" table of docs/istio.md: file -> release."""
+    text = (REPO / "docs" / "istio.md").read_text()
+    section = text[text.index("## Istio versions"):]
+    section = section[:section.index("\n## ")]
+    return {name: (int(major), int(minor)) for name, major, minor in
+            re.findall(r"^\| `([\w.-]+\.yaml)` \| (\d+)\.(\d+) \|", section, re.M)}
+
+
+@pytest.mark.parametrize("path", [p for p in MANIFESTS if p.name != "mesh-config.yaml"],
+                         ids=lambda p: p.name)
+def test_the_stated_istio_release_has_what_the_manifest_uses(path: Path) -> None:
+    stated = stated_istio(path.read_text())
+    (doc,) = documents(path)
+    assert stated >= required_istio(doc), (path.name, stated, required_istio(doc))
+    assert docs_istio_floors()[path.name] == stated, path.name
+
+
+def test_the_istio_release_check_can_fail() -> None:
+    plugin = manifest("egress-guard-http.yaml")
+    assert required_istio(plugin) == (1, 20)  # `type`
+    plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    assert required_istio(plugin) == (1, 27)
+    assert stated_istio("# a filter (Istio >= 1.12).\n#\napiVersion: v1\n") == (1, 12)
+    assert required_istio(manifest("egress-guard-network.yaml")) == (1, 20)
+
+
 def _policies() -> dict[str, Any]:
     found = {}
     for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
