@@ -31,8 +31,9 @@ from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, N
                    write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
-MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))
-# Kinds without a CRD schema in the schema file, checked by their own tests below.
+MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
+# Install-time mesh settings: an IstioOperator for istioctl, values for the istiod Helm chart.
+MESH_CONFIG_DIR = ISTIO_DIR / "mesh-config"
 OPERATOR = "install.istio.io/v1alpha1/IstioOperator"
 TAGS = ["decision", "reason", "outcome", "kind", "rule"]
 PROXY_UID, ADMIN_PORT, OUTBOUND_PORT = 1337, 15000, 15001
@@ -81,17 +82,19 @@ def test_the_vendored_schemas_are_all_in_use() -> None:
 
 
 def test_there_are_manifests() -> None:
+    """Cluster resources in examples/istio/, install-time settings in mesh-config/ (an
+    IstioOperator is no cluster resource since Istio 1.24 removed the in-cluster operator)."""
     kinds = sorted(schema_key(d) for p in MANIFESTS for d in documents(p))
-    assert kinds == ["extensions.istio.io/v1alpha1/WasmPlugin", OPERATOR,
+    assert kinds == ["extensions.istio.io/v1alpha1/WasmPlugin",
                      "networking.istio.io/v1alpha3/EnvoyFilter",
                      "networking.istio.io/v1alpha3/EnvoyFilter"], kinds
+    assert sorted(p.name for p in MESH_CONFIG_DIR.iterdir()) == ["helm-values.yaml",
+                                                                 "istio-operator.yaml"]
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_manifest_matches_the_istio_crd_schema(path: Path, schemas) -> None:
     for doc in documents(path):
-        if schema_key(doc) == OPERATOR:
-            continue
         assert validate_spec(doc, schemas) == [], path.name
 
 
@@ -126,16 +129,102 @@ def test_istio_resources_in_the_docs_match_the_schemas(schemas) -> None:
     assert sorted(set(checked)) == ["ServiceEntry", "Sidecar"], checked
 
 
+# The IstioOperator `spec` fields istioctl reads since Istio 1.24 (operator/pkg/apis/types.go).
+ISTIO_OPERATOR_SPEC = {"profile", "installPackagePath", "hub", "tag", "namespace", "revision",
+                       "compatibilityVersion", "meshConfig", "components", "values",
+                       "unvalidatedValues"}
+# The part of MeshConfig (istio.mesh.v1alpha1: outbound_traffic_policy, default_config, and in
+# ProxyConfig extra_stat_tags) the settings use, closed like the CRD schemas.
+MESH_CONFIG_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    "outboundTrafficPolicy": {"type": "object", "additionalProperties": False, "properties": {
+        "mode": {"enum": ["REGISTRY_ONLY", "ALLOW_ANY"]}}},
+    "defaultConfig": {"type": "object", "additionalProperties": False, "properties": {
+        "extraStatTags": {"type": "array", "items": {"type": "string"}}}},
+}}
+
+
+def mesh_config_forms() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the IstioOperator, the Helm values) of examples/istio/mesh-config/."""
+    (operator,) = documents(MESH_CONFIG_DIR / "istio-operator.yaml")
+    return operator, yaml.safe_load((MESH_CONFIG_DIR / "helm-values.yaml").read_text())
+
+
+def mesh_config_errors(operator: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """What istioctl (1.24+) or the istiod chart would not take, and any difference between
+    the two forms."""
+    import jsonschema
+
+    errors = []
+    if schema_key(operator) != OPERATOR:
+        errors.append(f"not an IstioOperator: {schema_key(operator)}")
+    errors += [f"IstioOperator spec.{k}: not an IstioOperator field"
+               for k in sorted(set(operator.get("spec") or {}) - ISTIO_OPERATOR_SPEC)]
+    errors += [f"Helm values {k}: only meshConfig belongs here" for k in sorted(set(values) -
+                                                                                {"meshConfig"})]
+    validator = jsonschema.Draft7Validator(MESH_CONFIG_SCHEMA)
+    for where, mesh in (("IstioOperator spec.meshConfig", (operator.get("spec") or {}).get(
+            "meshConfig")), ("Helm values meshConfig", values.get("meshConfig"))):
+        errors += [f"{where}.{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                   for e in validator.iter_errors(mesh)]
+    if (operator.get("spec") or {}).get("meshConfig") != values.get("meshConfig"):
+        errors.append("the IstioOperator and the Helm values set different meshConfig")
+    return errors
+
+
+def test_mesh_config_is_in_forms_istioctl_and_helm_take(schemas) -> None:
+    assert mesh_config_errors(*mesh_config_forms()) == []
+
+
+@pytest.mark.parametrize("mutate, error", [
+    (lambda op, v: op["spec"].__setitem__("meshconfig", {}), "spec.meshconfig"),
+    (lambda op, v: v["meshConfig"]["outboundTrafficPolicy"].__setitem__("mode", "ALLOW_ALL"),
+     "Helm values meshConfig.outboundTrafficPolicy.mode"),
+    (lambda op, v: v.__setitem__("spec", {"meshConfig": {}}), "Helm values spec"),
+    (lambda op, v: op["spec"]["meshConfig"]["defaultConfig"].__setitem__("extraStatTag", []),
+     "extraStatTag"),
+], ids=["operator_unknown_field", "bad_mode", "operator_pasted_into_values", "misspelt_tags"])
+def test_mesh_config_check_catches_mistakes(schemas, mutate, error) -> None:
+    operator, values = mesh_config_forms()
+    mutate(operator, values)
+    errors = mesh_config_errors(operator, values)
+    assert errors and error in "\n".join(errors), errors
+
+
 def test_mesh_config_turns_on_the_stat_tags_the_envoy_configs_use() -> None:
-    (doc,) = documents(ISTIO_DIR / "mesh-config.yaml")
-    assert schema_key(doc) == OPERATOR
-    mesh = doc["spec"]["meshConfig"]
+    operator, values = mesh_config_forms()
+    mesh = operator["spec"]["meshConfig"]
+    assert mesh == values["meshConfig"]
     assert mesh["outboundTrafficPolicy"] == {"mode": "ALLOW_ANY"}
     assert mesh["defaultConfig"]["extraStatTags"] == TAGS
     # Istio turns each extra tag into exactly the stats_tags our Envoy configs carry.
     istio_tags = [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]
     for config in ENVOY_DIR.glob("*.yaml"):
         assert shipped(config.name)["stats_config"]["stats_tags"] == istio_tags, config.name
+
+
+def test_mesh_config_is_installed_with_istioctl_or_helm_never_kubectl() -> None:
+    """Every command that names a mesh-config file, in the docs and the files' own comments,
+    is `istioctl install` (the IstioOperator) or `helm upgrade|install` (the values)."""
+    texts = {"docs/istio.md": (REPO / "docs" / "istio.md").read_text()}
+    texts.update({p.name: p.read_text() for p in MESH_CONFIG_DIR.iterdir()})
+    commands = []
+    for where, text in texts.items():
+        text = re.sub(r"\\\n#?\s*", " ", text)   # join continued lines
+        for line in text.splitlines():
+            line = line.lstrip("# ").strip()
+            if "mesh-config/" in line and re.match(r"(kubectl|istioctl|helm)\b", line):
+                commands.append((where, line))
+    tools = {}
+    for where, line in commands:
+        target = "istio-operator.yaml" if "istio-operator.yaml" in line else "helm-values.yaml"
+        tool = " ".join(line.split()[:2])
+        assert (target, tool) in {("istio-operator.yaml", "istioctl install"),
+                                  ("helm-values.yaml", "helm upgrade"),
+                                  ("helm-values.yaml", "helm install")}, (where, line)
+        tools.setdefault(where, set()).add(tool)
+    assert tools["docs/istio.md"] >= {"istioctl install", "helm upgrade"}, commands
+    assert tools["istio-operator.yaml"] == {"istioctl install"}, commands
+    assert tools["helm-values.yaml"] == {"helm upgrade"}, commands
 
 
 @pytest.mark.parametrize("proxy, selected", [
@@ -201,8 +290,7 @@ def docs_istio_floors() -> dict[str, tuple[int, int]]:
             re.findall(r"^\| `([\w.-]+\.yaml)` \| (\d+)\.(\d+) \|", section, re.M)}
 
 
-@pytest.mark.parametrize("path", [p for p in MANIFESTS if p.name != "mesh-config.yaml"],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_the_stated_istio_release_has_what_the_manifest_uses(path: Path) -> None:
     stated = stated_istio(path.read_text())
     (doc,) = documents(path)
