@@ -117,6 +117,22 @@ def test_envoy_filter_schema_check_catches_a_misspelt_match(schemas) -> None:
     assert any("filterchain" in e for e in validate_spec(doc, schemas))
 
 
+def test_the_traffic_extension_schema_checks_the_http_plugin_in_its_shape(schemas) -> None:
+    """The vendored TrafficExtension schema (Istio 1.30's successor to WasmPlugin, with the Wasm
+    fields under `wasm`) is used: the HTTP WasmPlugin in that shape is valid; with a Lua filter
+    beside the Wasm one (`wasm` and `lua` are one-of) it is not."""
+    plugin = manifest("egress-guard-http.yaml")
+    wasm_fields = {"url", "sha256", "imagePullPolicy", "imagePullSecret", "pluginConfig",
+                   "pluginName", "failStrategy", "type", "verificationKey", "vmConfig"}
+    spec = {k: v for k, v in plugin["spec"].items() if k not in wasm_fields}
+    spec["wasm"] = {k: v for k, v in plugin["spec"].items() if k in wasm_fields}
+    extension = {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "TrafficExtension",
+                 "metadata": plugin["metadata"], "spec": spec}
+    assert validate_spec(extension, schemas) == []
+    extension["spec"]["lua"] = {"inlineCode": "function envoy_on_request(handle) end"}
+    assert validate_spec(extension, schemas) != []
+
+
 def test_istio_resources_in_the_docs_match_the_schemas(schemas) -> None:
     """The ServiceEntry and Sidecar examples in docs/*.md are valid resources too."""
     checked = []
