@@ -1,9 +1,9 @@
 """What Istio does with the manifests in examples/istio/, done here so a real Envoy can run it.
 
 * :func:`validate_spec` checks a manifest's ``spec`` against the Istio CRD's JSON Schema
-  (data/istio-crd-schemas.json: the ``spec`` schemas of Istio's WasmPlugin, EnvoyFilter,
-  ServiceEntry and Sidecar CRDs; ``$ISTIO_CRD_SCHEMAS`` points elsewhere), strictly: an unknown
-  field is an error, as with ``kubectl apply --validate=strict``. The CRDs' CEL rules
+  (the files in data/: the ``spec`` schemas of Istio's WasmPlugin, EnvoyFilter, ServiceEntry
+  and Sidecar CRDs, and of TrafficExtension, copies of the project's shared ones), strictly: an
+  unknown field is an error, as with ``kubectl apply --validate=strict``. The CRDs' CEL rules
   (``x-kubernetes-validations``) are not evaluated.
 * :func:`apply_envoy_filter` applies an EnvoyFilter's listener, network-filter, HTTP-filter and
   virtual-host patches to a bootstrap's static listeners with istiod's matching rules (a port
@@ -13,11 +13,14 @@
 * :func:`apply_wasm_plugin` does what istiod does for an HTTP WasmPlugin with ``mode: CLIENT``:
   an ECDS resource ``<namespace>.<name>`` holding the Wasm HTTP filter (pluginConfig as a JSON
   string), referenced by a filter inserted before the router in every outbound HTTP connection
-  manager.
+  manager -- if the plugin selects the sidecar (:func:`wasm_plugin_selects`, which also tells
+  whether it would select a gateway).
 * :func:`serve_extension_configs` stands in for istio-agent and the ADS stream: the module's
   ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
   test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
   reads its resource from a file (Envoy's file-based ECDS) instead of ADS.
+  :func:`pull_failed_substitute` is what istio-agent sends instead when the pull fails, and
+  :func:`write_extension_configs` replaces the files, as an ECDS update.
 """
 
 from __future__ import annotations
@@ -26,17 +29,22 @@ import copy
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-SCHEMAS = Path(os.environ.get("ISTIO_CRD_SCHEMAS")
-               or Path(__file__).resolve().parent / "data" / "istio-crd-schemas.json")
+SCHEMA_DIR = Path(__file__).resolve().parent / "data"
+# The vendored CRD schemas, each a copy of the file of the same name in the shared data
+# directory beside the checkout (test_istio_manifests.py checks they have not drifted).
+SCHEMA_FILES = ("istio-crd-schemas.json", "istio-trafficextension-schema.json")
 HCM = "envoy.filters.network.http_connection_manager"
 ROUTER = "envoy.filters.http.router"
 HTTP_WASM = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
 HTTP_RBAC = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+NETWORK_WASM = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
+NETWORK_RBAC = "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC"
 TYPED_EXTENSION_CONFIG = "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig"
 VIRTUAL_LISTENERS = ("virtualOutbound", "virtualInbound")
 
@@ -74,8 +82,14 @@ def _closed(schema: Any) -> Any:
 
 
 def load_schemas() -> dict[str, Any]:
-    """The CRD schemas, closed (see :func:`_closed`)."""
-    return {k: _closed(v) for k, v in json.loads(SCHEMAS.read_text()).items()}
+    """The CRD schemas of every file in :data:`SCHEMA_FILES`, closed (see :func:`_closed`)."""
+    schemas: dict[str, Any] = {}
+    for name in SCHEMA_FILES:
+        for key, schema in json.loads((SCHEMA_DIR / name).read_text()).items():
+            if key in schemas:
+                raise ValueError(f"{key} is in two schema files")
+            schemas[key] = _closed(schema)
+    return schemas
 
 
 def validate_spec(doc: dict[str, Any], schemas: dict[str, Any]) -> list[str]:
@@ -294,16 +308,73 @@ def apply_envoy_filter(bootstrap: dict[str, Any], envoy_filter: dict[str, Any]
 
 FAIL_STRATEGY = {"FAIL_CLOSE": "FAIL_CLOSED", "FAIL_OPEN": "FAIL_OPEN",
                  "FAIL_RELOAD": "FAIL_RELOAD"}
+ROOT_NAMESPACE = "istio-system"
+GATEWAY_API_NAME = "gateway.networking.k8s.io/gateway-name"
 
 
-def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any]
+@dataclass(frozen=True)
+class Proxy:
+    """A pod's Envoy as istiod matches policies to it: a sidecar or a gateway, with its pod's
+    namespace and labels."""
+
+    kind: str
+    namespace: str
+    labels: dict[str, str]
+
+
+# Pods as Istio's templates label them (manifests/charts/istio-control/istio-discovery/files:
+# injection-template.yaml for sidecars, gateway-injection-template.yaml and kube-gateway.yaml for
+# gateways; manifests/charts/gateway for the Helm-installed ingress gateway). Only the sidecar
+# injector adds `security.istio.io/tlsMode`.
+SIDECAR = Proxy("sidecar", "default", {
+    "app": "reviews", "security.istio.io/tlsMode": "istio",
+    "service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "latest"})
+INGRESS_GATEWAY = Proxy("gateway", "istio-ingress", {
+    "app": "istio-ingressgateway", "istio": "ingressgateway", "sidecar.istio.io/inject": "true",
+    "app.kubernetes.io/name": "istio-ingressgateway",
+    "service.istio.io/canonical-name": "istio-ingressgateway",
+    "service.istio.io/canonical-revision": "latest"})
+GATEWAY_API_GATEWAY = Proxy("gateway", "default", {
+    "sidecar.istio.io/inject": "false", "service.istio.io/canonical-name": "web-istio",
+    "service.istio.io/canonical-revision": "latest", GATEWAY_API_NAME: "web",
+    "gateway.networking.k8s.io/gateway-class-name": "istio",
+    "gateway.istio.io/managed": "istio.io-gateway-controller"})
+
+
+def wasm_plugin_selects(plugin: dict[str, Any], proxy: Proxy) -> bool:
+    """Whether istiod puts the plugin's filter on ``proxy``'s client-side HTTP listeners: a
+    sidecar's outbound ones, or a gateway's. A port of pilot/pkg/model (Istio 1.20 to 1.30):
+    ``WasmPluginsByListenerInfo`` looks in the proxy's namespace and the root namespace;
+    ``WorkloadPolicyMatcher.ShouldAttachPolicy`` matches ``selector`` labels (Gateway API
+    gateways too, with ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY at its default); and
+    ``matchTrafficSelectors`` matches ``match[].mode`` against the listener's mode, which
+    ``workloadModeForListenerClass`` makes CLIENT for a gateway as for sidecar outbound."""
+    spec, namespace = plugin["spec"], plugin["metadata"]["namespace"]
+    if spec.get("targetRef") or spec.get("targetRefs"):
+        raise PatchError("targetRefs are not emulated")
+    if namespace not in (proxy.namespace, ROOT_NAMESPACE):
+        return False
+    wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+    if any(proxy.labels.get(k) != v for k, v in wanted.items()):
+        return False
+    modes = [m.get("mode", "UNDEFINED") for m in spec.get("match") or []]
+    return not modes or any(m in ("UNDEFINED", "CLIENT_AND_SERVER", "CLIENT") for m in modes)
+
+
+def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any], proxy: Proxy = SIDECAR
                       ) -> tuple[list[dict[str, Any]], list[str]]:
-    """What istiod generates for an HTTP WasmPlugin matching CLIENT (outbound) traffic."""
+    """What istiod generates for an HTTP WasmPlugin matching CLIENT (outbound) traffic, on the
+    sidecar ``proxy`` whose outbound listeners ``bootstrap`` holds: nothing if the plugin does
+    not select it."""
     spec, meta = plugin["spec"], plugin["metadata"]
     if spec.get("type", "HTTP") != "HTTP":
         raise PatchError("only HTTP WasmPlugins are emulated")
     if [m.get("mode") for m in spec.get("match", [{"mode": "CLIENT"}])] != ["CLIENT"]:
         raise PatchError("only `match: [{mode: CLIENT}]` is emulated")
+    if proxy.kind != "sidecar":
+        raise PatchError("the bootstrap holds a sidecar's listeners")
+    if not wasm_plugin_selects(plugin, proxy):
+        return [], []
     resource = f"{meta['namespace']}.{meta['name']}"
     plugin_config: dict[str, Any] = {
         "name": resource,
@@ -333,7 +404,8 @@ def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any]
 # --------------------------------------------------------------------------------------------
 
 
-def _discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
+def discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every network and HTTP filter configured by ``config_discovery``."""
     for lst in listeners(bootstrap):
         for fc in chains(lst):
             for f in fc.get("filters", []):
@@ -345,13 +417,40 @@ def _discovered_filters(bootstrap: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield h
 
 
-def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[dict[str, Any]],
-                            wasm: Path, directory: Path) -> dict[str, Any]:
-    """Make the bootstrap runnable: every ``config_discovery`` reads its resource from a file in
-    ``directory``, with the module's OCI reference replaced by ``wasm``. Raises if a filter
-    refers to a resource no patch provides (Istio would send none and the listener would never
-    warm)."""
-    by_name = {}
+PULL_FAILED_STAT_PREFIX = {False: "wasm-default-deny", True: "wasm-default-allow"}
+
+
+def pull_failed_substitute(extension: dict[str, Any]) -> dict[str, Any]:
+    """The extension config istio-agent sends Envoy in place of a Wasm filter whose module it
+    could not fetch (Istio >= 1.25, pkg/wasm/convert.go: ``createNetworkDefaultFilter`` and
+    ``createHTTPDefaultFilter``): an RBAC filter of the same name and kind. Fail-closed (any
+    ``failure_policy`` but ``FAIL_OPEN``) gets an empty rule set, which denies everything, and
+    the stat prefix ``wasm-default-deny``; ``FAIL_OPEN`` gets no rules (allows everything) and
+    ``wasm-default-allow``."""
+    typed = extension["typed_config"]
+    config = typed["config"]
+    policy = config.get("failure_policy", "UNSPECIFIED")
+    # Istio reads the deprecated `fail_open` bool only when failure_policy is unset.
+    fail_open = policy == "FAIL_OPEN" if policy != "UNSPECIFIED" else bool(config.get("fail_open"))
+    prefix = PULL_FAILED_STAT_PREFIX[fail_open]
+    if typed["@type"] == NETWORK_WASM:
+        rbac = {"@type": NETWORK_RBAC, "stat_prefix": prefix}
+    elif typed["@type"] == HTTP_WASM:
+        rbac = {"@type": HTTP_RBAC, "rules_stat_prefix": prefix}
+    else:
+        raise PatchError(f"{extension['name']}: not a Wasm filter: {typed['@type']}")
+    if not fail_open:
+        rbac["rules"] = {}  # present and empty: action ALLOW with no policy matches nothing
+    return {"name": extension["name"], "typed_config": rbac}
+
+
+def agent_forwards(extension_configs: list[dict[str, Any]], wasm: Path, *,
+                   pull_fails: bool = False) -> dict[str, dict[str, Any]]:
+    """What istio-agent hands Envoy for each EXTENSION_CONFIG, by name: the filter with its
+    module's OCI reference replaced by the local file ``wasm`` (what it does after pulling the
+    image), or, with ``pull_fails``, its substitute for a module it could not fetch
+    (:func:`pull_failed_substitute`)."""
+    forwarded = {}
     for ext in copy.deepcopy(extension_configs):
         vm = ext["typed_config"]["config"]["vm_config"]
         remote = vm["code"].pop("remote", None)
@@ -359,20 +458,47 @@ def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[d
             if not remote["http_uri"]["uri"].startswith("oci://"):
                 raise PatchError(f"{ext['name']}: module is not an OCI image: {remote}")
             vm["code"]["local"] = {"filename": str(wasm)}
-        by_name[ext["name"]] = ext
+            if pull_fails:
+                ext = pull_failed_substitute(ext)
+        forwarded[ext["name"]] = ext
+    return forwarded
+
+
+def _ecds_path(directory: Path, name: str) -> Path:
+    return directory / f"ecds-{name}.yaml"
+
+
+def write_extension_configs(directory: Path, forwarded: dict[str, dict[str, Any]]) -> None:
+    """Write (or replace) each resource's file-based ECDS response. A replacement is a
+    temporary file renamed over the watched path, as Envoy needs to see an update."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)
-    for flt in _discovered_filters(bootstrap):
+    for name, ext in forwarded.items():
+        path = _ecds_path(directory, name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump({"resources": [{"@type": TYPED_EXTENSION_CONFIG, **ext}]},
+                                      sort_keys=False))
+        tmp.chmod(0o644)
+        os.rename(tmp, path)
+
+
+def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[dict[str, Any]],
+                            wasm: Path, directory: Path, *,
+                            pull_fails: bool = False) -> dict[str, Any]:
+    """Make the bootstrap runnable: every ``config_discovery`` reads its resource from a file in
+    ``directory`` holding what istio-agent would forward (:func:`agent_forwards`; its
+    ``pull_fails`` too). Raises if a filter refers to a resource no patch provides (Istio would
+    send none and the listener would never warm). :func:`write_extension_configs` updates the
+    files later."""
+    forwarded = agent_forwards(extension_configs, wasm, pull_fails=pull_fails)
+    write_extension_configs(directory, forwarded)
+    for flt in discovered_filters(bootstrap):
         name = flt["name"]
-        if name not in by_name:
+        if name not in forwarded:
             raise PatchError(f"filter {name!r} refers to an extension config nobody provides")
-        path = directory / f"ecds-{name}.yaml"
-        path.write_text(yaml.safe_dump({"resources": [
-            {"@type": TYPED_EXTENSION_CONFIG, **by_name[name]}]}, sort_keys=False))
-        path.chmod(0o644)
         source = flt["config_discovery"]["config_source"]
         source.pop("ads", None)
-        source["path_config_source"] = {"path": str(path)}
+        source["path_config_source"] = {"path": str(_ecds_path(directory, name))}
     # File-based xDS needs a node identity (a sidecar's, as Istio's bootstrap sets it).
     bootstrap.setdefault("node", {"id": "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
                                   "cluster": "app.default"})

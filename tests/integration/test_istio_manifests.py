@@ -3,7 +3,8 @@ inside the patches spliced into an Istio-shaped sidecar and run by a real Envoy 
 
 The Istio-shaped sidecar is envoy/istio-sidecar-outbound.yaml with egress-guard taken out (what
 istiod generates); istio.py applies the EnvoyFilters and the WasmPlugin to it with istiod's
-matching rules and serves the extension configs from files in place of istio-agent and ADS.
+matching rules and serves the extension configs from files in place of istio-agent and ADS --
+including what istio-agent sends when it cannot pull the module (the last section).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,14 +21,19 @@ import yaml
 
 from conftest import unavailable
 from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffed, tls_server)
-from harness import REPO, Envoy, HttpServer, NetNS, http_request, tls_client
-from istio import (SCHEMAS, apply_envoy_filter, apply_wasm_plugin, documents, filter_names, hcms,
-                   load_schemas, schema_key, serve_extension_configs, strip_filters,
-                   validate_spec)
+from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, http_request,
+                     tls_client)
+from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, NETWORK_RBAC,
+                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, agent_forwards,
+                   apply_envoy_filter, apply_wasm_plugin, discovered_filters, documents,
+                   filter_names, hcms, load_schemas, pull_failed_substitute, schema_key,
+                   serve_extension_configs, strip_filters, validate_spec, wasm_plugin_selects,
+                   write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
-MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))
-# Kinds without a CRD schema in the schema file, checked by their own tests below.
+MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
+# Install-time mesh settings: an IstioOperator for istioctl, values for the istiod Helm chart.
+MESH_CONFIG_DIR = ISTIO_DIR / "mesh-config"
 OPERATOR = "install.istio.io/v1alpha1/IstioOperator"
 TAGS = ["decision", "reason", "outcome", "kind", "rule"]
 PROXY_UID, ADMIN_PORT, OUTBOUND_PORT = 1337, 15000, 15001
@@ -44,8 +51,6 @@ def schemas() -> dict[str, Any]:
     except ImportError:
         unavailable("python `jsonschema` not installed (pip install -r "
                     "tests/integration/requirements.txt)")
-    if not SCHEMAS.is_file():
-        unavailable(f"Istio CRD schemas not found at {SCHEMAS} (set ISTIO_CRD_SCHEMAS)")
     return load_schemas()
 
 
@@ -54,27 +59,42 @@ def schemas() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
-SHARED_SCHEMAS = Path("/work/shared/data/istio-crd-schemas.json")
+# The project's shared data sits beside the checkout (CI: a fresh clone with a copy of shared/
+# next to it). Without it the vendored copies are used alone.
+SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-@pytest.mark.skipif(not SHARED_SCHEMAS.is_file(), reason=f"no {SHARED_SCHEMAS} on this machine")
-def test_vendored_schemas_are_the_shared_ones() -> None:
-    """tests/integration/data/istio-crd-schemas.json is a copy; it must not drift."""
-    assert json.loads(SCHEMAS.read_text()) == json.loads(SHARED_SCHEMAS.read_text())
+@pytest.mark.parametrize("name", SCHEMA_FILES)
+def test_vendored_schemas_are_the_shared_ones(name: str) -> None:
+    """tests/integration/data/<name> is a copy of the shared file; it must not drift."""
+    shared = SHARED_DATA / name
+    if not shared.is_file():
+        unavailable(f"no shared copy of {name} at {shared} (the repository's parent has no "
+                    "shared/data): only the vendored one is used")
+    assert json.loads((SCHEMA_DIR / name).read_text()) == json.loads(shared.read_text())
+
+
+def test_the_vendored_schemas_are_all_in_use() -> None:
+    """Every schema file in data/ is loaded, and each kind comes from one file only."""
+    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(SCHEMA_FILES)
+    kinds = {key.rsplit("/", 1)[1] for key in load_schemas()}
+    assert kinds == {"WasmPlugin", "EnvoyFilter", "ServiceEntry", "Sidecar", "TrafficExtension"}
 
 
 def test_there_are_manifests() -> None:
+    """Cluster resources in examples/istio/, install-time settings in mesh-config/ (an
+    IstioOperator is no cluster resource since Istio 1.24 removed the in-cluster operator)."""
     kinds = sorted(schema_key(d) for p in MANIFESTS for d in documents(p))
-    assert kinds == ["extensions.istio.io/v1alpha1/WasmPlugin", OPERATOR,
+    assert kinds == ["extensions.istio.io/v1alpha1/WasmPlugin",
                      "networking.istio.io/v1alpha3/EnvoyFilter",
                      "networking.istio.io/v1alpha3/EnvoyFilter"], kinds
+    assert sorted(p.name for p in MESH_CONFIG_DIR.iterdir()) == ["helm-values.yaml",
+                                                                 "istio-operator.yaml"]
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_manifest_matches_the_istio_crd_schema(path: Path, schemas) -> None:
     for doc in documents(path):
-        if schema_key(doc) == OPERATOR:
-            continue
         assert validate_spec(doc, schemas) == [], path.name
 
 
@@ -97,6 +117,22 @@ def test_envoy_filter_schema_check_catches_a_misspelt_match(schemas) -> None:
     assert any("filterchain" in e for e in validate_spec(doc, schemas))
 
 
+def test_the_traffic_extension_schema_checks_the_http_plugin_in_its_shape(schemas) -> None:
+    """The vendored TrafficExtension schema (Istio 1.30's successor to WasmPlugin, with the Wasm
+    fields under `wasm`) is used: the HTTP WasmPlugin in that shape is valid; with a Lua filter
+    beside the Wasm one (`wasm` and `lua` are one-of) it is not."""
+    plugin = manifest("egress-guard-http.yaml")
+    wasm_fields = {"url", "sha256", "imagePullPolicy", "imagePullSecret", "pluginConfig",
+                   "pluginName", "failStrategy", "type", "verificationKey", "vmConfig"}
+    spec = {k: v for k, v in plugin["spec"].items() if k not in wasm_fields}
+    spec["wasm"] = {k: v for k, v in plugin["spec"].items() if k in wasm_fields}
+    extension = {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "TrafficExtension",
+                 "metadata": plugin["metadata"], "spec": spec}
+    assert validate_spec(extension, schemas) == []
+    extension["spec"]["lua"] = {"inlineCode": "function envoy_on_request(handle) end"}
+    assert validate_spec(extension, schemas) != []
+
+
 def test_istio_resources_in_the_docs_match_the_schemas(schemas) -> None:
     """The ServiceEntry and Sidecar examples in docs/*.md are valid resources too."""
     checked = []
@@ -109,16 +145,182 @@ def test_istio_resources_in_the_docs_match_the_schemas(schemas) -> None:
     assert sorted(set(checked)) == ["ServiceEntry", "Sidecar"], checked
 
 
+# The IstioOperator `spec` fields istioctl reads since Istio 1.24 (operator/pkg/apis/types.go).
+ISTIO_OPERATOR_SPEC = {"profile", "installPackagePath", "hub", "tag", "namespace", "revision",
+                       "compatibilityVersion", "meshConfig", "components", "values",
+                       "unvalidatedValues"}
+# The part of MeshConfig (istio.mesh.v1alpha1: outbound_traffic_policy, default_config, and in
+# ProxyConfig extra_stat_tags) the settings use, closed like the CRD schemas.
+MESH_CONFIG_SCHEMA = {"type": "object", "additionalProperties": False, "properties": {
+    "outboundTrafficPolicy": {"type": "object", "additionalProperties": False, "properties": {
+        "mode": {"enum": ["REGISTRY_ONLY", "ALLOW_ANY"]}}},
+    "defaultConfig": {"type": "object", "additionalProperties": False, "properties": {
+        "extraStatTags": {"type": "array", "items": {"type": "string"}}}},
+}}
+
+
+def mesh_config_forms() -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the IstioOperator, the Helm values) of examples/istio/mesh-config/."""
+    (operator,) = documents(MESH_CONFIG_DIR / "istio-operator.yaml")
+    return operator, yaml.safe_load((MESH_CONFIG_DIR / "helm-values.yaml").read_text())
+
+
+def mesh_config_errors(operator: dict[str, Any], values: dict[str, Any]) -> list[str]:
+    """What istioctl (1.24+) or the istiod chart would not take, and any difference between
+    the two forms."""
+    import jsonschema
+
+    errors = []
+    if schema_key(operator) != OPERATOR:
+        errors.append(f"not an IstioOperator: {schema_key(operator)}")
+    errors += [f"IstioOperator spec.{k}: not an IstioOperator field"
+               for k in sorted(set(operator.get("spec") or {}) - ISTIO_OPERATOR_SPEC)]
+    errors += [f"Helm values {k}: only meshConfig belongs here" for k in sorted(set(values) -
+                                                                                {"meshConfig"})]
+    validator = jsonschema.Draft7Validator(MESH_CONFIG_SCHEMA)
+    for where, mesh in (("IstioOperator spec.meshConfig", (operator.get("spec") or {}).get(
+            "meshConfig")), ("Helm values meshConfig", values.get("meshConfig"))):
+        errors += [f"{where}.{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                   for e in validator.iter_errors(mesh)]
+    if (operator.get("spec") or {}).get("meshConfig") != values.get("meshConfig"):
+        errors.append("the IstioOperator and the Helm values set different meshConfig")
+    return errors
+
+
+def test_mesh_config_is_in_forms_istioctl_and_helm_take(schemas) -> None:
+    assert mesh_config_errors(*mesh_config_forms()) == []
+
+
+@pytest.mark.parametrize("mutate, error", [
+    (lambda op, v: op["spec"].__setitem__("meshconfig", {}), "spec.meshconfig"),
+    (lambda op, v: v["meshConfig"]["outboundTrafficPolicy"].__setitem__("mode", "ALLOW_ALL"),
+     "Helm values meshConfig.outboundTrafficPolicy.mode"),
+    (lambda op, v: v.__setitem__("spec", {"meshConfig": {}}), "Helm values spec"),
+    (lambda op, v: op["spec"]["meshConfig"]["defaultConfig"].__setitem__("extraStatTag", []),
+     "extraStatTag"),
+], ids=["operator_unknown_field", "bad_mode", "operator_pasted_into_values", "misspelt_tags"])
+def test_mesh_config_check_catches_mistakes(schemas, mutate, error) -> None:
+    operator, values = mesh_config_forms()
+    mutate(operator, values)
+    errors = mesh_config_errors(operator, values)
+    assert errors and error in "\n".join(errors), errors
+
+
 def test_mesh_config_turns_on_the_stat_tags_the_envoy_configs_use() -> None:
-    (doc,) = documents(ISTIO_DIR / "mesh-config.yaml")
-    assert schema_key(doc) == OPERATOR
-    mesh = doc["spec"]["meshConfig"]
+    operator, values = mesh_config_forms()
+    mesh = operator["spec"]["meshConfig"]
+    assert mesh == values["meshConfig"]
     assert mesh["outboundTrafficPolicy"] == {"mode": "ALLOW_ANY"}
     assert mesh["defaultConfig"]["extraStatTags"] == TAGS
     # Istio turns each extra tag into exactly the stats_tags our Envoy configs carry.
     istio_tags = [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]
     for config in ENVOY_DIR.glob("*.yaml"):
         assert shipped(config.name)["stats_config"]["stats_tags"] == istio_tags, config.name
+
+
+def test_mesh_config_is_installed_with_istioctl_or_helm_never_kubectl() -> None:
+    """Every command that names a mesh-config file, in the docs and the files' own comments,
+    is `istioctl install` (the IstioOperator) or `helm upgrade|install` (the values)."""
+    texts = {"docs/istio.md": (REPO / "docs" / "istio.md").read_text()}
+    texts.update({p.name: p.read_text() for p in MESH_CONFIG_DIR.iterdir()})
+    commands = []
+    for where, text in texts.items():
+        text = re.sub(r"\\\n#?\s*", " ", text)   # join continued lines
+        for line in text.splitlines():
+            line = line.lstrip("# ").strip()
+            if "mesh-config/" in line and re.match(r"(kubectl|istioctl|helm)\b", line):
+                commands.append((where, line))
+    tools = {}
+    for where, line in commands:
+        target = "istio-operator.yaml" if "istio-operator.yaml" in line else "helm-values.yaml"
+        tool = " ".join(line.split()[:2])
+        assert (target, tool) in {("istio-operator.yaml", "istioctl install"),
+                                  ("helm-values.yaml", "helm upgrade"),
+                                  ("helm-values.yaml", "helm install")}, (where, line)
+        tools.setdefault(where, set()).add(tool)
+    assert tools["docs/istio.md"] >= {"istioctl install", "helm upgrade"}, commands
+    assert tools["istio-operator.yaml"] == {"istioctl install"}, commands
+    assert tools["helm-values.yaml"] == {"helm upgrade"}, commands
+
+
+@pytest.mark.parametrize("proxy, selected", [
+    (SIDECAR, True), (INGRESS_GATEWAY, False), (GATEWAY_API_GATEWAY, False),
+], ids=["sidecar", "ingress_gateway", "gateway_api_gateway"])
+def test_the_wasm_plugin_is_for_sidecars_not_gateways(proxy, selected) -> None:
+    """Istio gives a gateway's listeners the CLIENT mode, so `mode: CLIENT` alone would put the
+    egress filter on every ingress gateway; the selector keeps it to injected sidecars."""
+    plugin = manifest("egress-guard-http.yaml")
+    assert wasm_plugin_selects(plugin, proxy) is selected
+    without_selector = copy.deepcopy(plugin)
+    del without_selector["spec"]["selector"]
+    assert wasm_plugin_selects(without_selector, proxy), "the check must be able to fail"
+
+
+def test_the_envoy_filters_are_for_sidecars_not_gateways() -> None:
+    """EnvoyFilters patch gateways in context GATEWAY (or ANY); ours patch SIDECAR_OUTBOUND."""
+    for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
+        contexts = {cp["match"]["context"] for cp in manifest(name)["spec"]["configPatches"]
+                    if cp["applyTo"] != "EXTENSION_CONFIG"}
+        assert contexts == {"SIDECAR_OUTBOUND"}, (name, contexts)
+
+
+# The first Istio release whose WasmPlugin CRD has each field (Istio's
+# manifests/charts/base/.../crd-all.gen.yaml at each release tag), and the releases from which
+# istio-agent pulls the module of an ECDS Wasm filter (pkg/wasm/convert.go: HTTP filters since
+# before WasmPlugin existed, network filters since 1.20).
+WASM_PLUGIN_FIELD_SINCE = {
+    "url": (1, 12), "sha256": (1, 12), "imagePullPolicy": (1, 12), "imagePullSecret": (1, 12),
+    "verificationKey": (1, 12), "pluginConfig": (1, 12), "pluginName": (1, 12),
+    "phase": (1, 12), "priority": (1, 12), "selector": (1, 12), "vmConfig": (1, 14),
+    "match": (1, 16), "failStrategy": (1, 19), "type": (1, 20), "targetRef": (1, 20),
+    "targetRefs": (1, 22),
+}
+FAIL_RELOAD_SINCE = (1, 27)
+ECDS_WASM_PULL_SINCE = {HTTP_WASM: (1, 12), NETWORK_WASM: (1, 20)}
+
+
+def required_istio(doc: dict[str, Any]) -> tuple[int, int]:
+    """The oldest Istio release that has everything the manifest uses."""
+    spec = doc["spec"]
+    if doc["kind"] == "WasmPlugin":
+        need = max(WASM_PLUGIN_FIELD_SINCE[field] for field in spec)
+        return max(need, FAIL_RELOAD_SINCE) if spec.get("failStrategy") == "FAIL_RELOAD" else need
+    assert doc["kind"] == "EnvoyFilter", doc["kind"]
+    return max(ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
+               for cp in spec["configPatches"] if cp["applyTo"] == "EXTENSION_CONFIG")
+
+
+def stated_istio(text: str) -> tuple[int, int]:
+    """The `Istio >= X.Y` in a manifest's opening comment."""
+    header = text[:text.index("\napiVersion:")]
+    (found,) = set(re.findall(r"Istio >= (\d+)\.(\d+)", header.replace("\n# ", " ")))
+    return int(found[0]), int(found[1])
+
+
+def docs_istio_floors() -> dict[str, tuple[int, int]]:
+    """The "Istio versions" table of docs/istio.md: file -> release."""
+    text = (REPO / "docs" / "istio.md").read_text()
+    section = text[text.index("## Istio versions"):]
+    section = section[:section.index("\n## ")]
+    return {name: (int(major), int(minor)) for name, major, minor in
+            re.findall(r"^\| `([\w.-]+\.yaml)` \| (\d+)\.(\d+) \|", section, re.M)}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_the_stated_istio_release_has_what_the_manifest_uses(path: Path) -> None:
+    stated = stated_istio(path.read_text())
+    (doc,) = documents(path)
+    assert stated >= required_istio(doc), (path.name, stated, required_istio(doc))
+    assert docs_istio_floors()[path.name] == stated, path.name
+
+
+def test_the_istio_release_check_can_fail() -> None:
+    plugin = manifest("egress-guard-http.yaml")
+    assert required_istio(plugin) == (1, 20)  # `type`
+    plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    assert required_istio(plugin) == (1, 27)
+    assert stated_istio("# a filter (Istio >= 1.12).\n#\napiVersion: v1\n") == (1, 12)
+    assert required_istio(manifest("egress-guard-network.yaml")) == (1, 20)
 
 
 def _policies() -> dict[str, Any]:
@@ -225,18 +427,27 @@ MESH_VHOST = {  # a mesh service's virtual host, as istiod adds one per HTTP ser
 @pytest.fixture
 def spliced_sidecar(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path,
                     tmp: Path) -> Callable[..., Envoy]:
-    """Start the spliced sidecar in ``netns`` as uid 1337 with the REDIRECT rules."""
-    def start(*manifests: str) -> Envoy:
+    """Start the spliced sidecar in ``netns`` as uid 1337 with the REDIRECT rules.
+
+    ``pull_fails=True`` serves istio-agent's stand-in for a module it could not pull instead of
+    the module; ``edit(bootstrap, extensions)`` changes the spliced config first. The ECDS files
+    are in ``tmp / "ecds"`` (see :func:`ecds_update`).
+    """
+    def start(*manifests: str, pull_fails: bool = False,
+              edit: Callable[[dict[str, Any], list[dict[str, Any]]], None] | None = None
+              ) -> Envoy:
         bootstrap, extensions, _ = splice(*manifests)
+        if edit is not None:
+            edit(bootstrap, extensions)
         for _, _, hcm in hcms(bootstrap):
             hcm["route_config"]["virtual_hosts"].insert(0, copy.deepcopy(MESH_VHOST))
-        serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds")
+        serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds",
+                                pull_fails=pull_fails)
         envoy = start_envoy(bootstrap, netns=netns, uid=PROXY_UID)
         netns.install_redirect(OUTBOUND_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
                                intercept_loopback=True)  # the stand-ins are on 127.0.0.x
         return envoy
     return start
-
 
 
 
@@ -290,3 +501,235 @@ def test_spliced_passthrough_only_http_leaves_mesh_services_alone(spliced_sideca
     assert all_decisions(envoy) == {("allow", "rule"): 1, ("deny", "no_match"): 1}
     assert envoy.counter("extension_config_discovery.http_filter.egress-guard-http"
                          ".update_success") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# A module istio-agent cannot pull
+# --------------------------------------------------------------------------------------------
+#
+# istio-agent pulls the module of every ECDS Wasm filter before Envoy sees it. When the pull
+# fails it sends, under the same name, an RBAC filter of the same kind instead: deny-all unless
+# the filter is FAIL_OPEN (Istio >= 1.25; istio.pull_failed_substitute). Envoy takes it only if
+# the filter's `config_discovery.type_urls` list the RBAC type -- the manifests' own lists are
+# the ones under test here.
+
+NETWORK_ECDS = "extension_config_discovery.network_filter.egress-guard."
+HTTP_ECDS = {"egress-guard-http.yaml": "extension_config_discovery.http_filter."
+                                       "istio-system.egress-guard-http.",
+             "egress-guard-http-passthrough-only.yaml": "extension_config_discovery.http_filter."
+                                                        "egress-guard-http."}
+NETWORK_DENIED = "wasm-default-deny.rbac.denied"
+
+
+def http_denied(envoy: Envoy, http: str) -> int:
+    """The HTTP deny-all's denials. Envoy 1.40 counts them in the connection manager's scope;
+    1.36 in the ECDS subscription's (one of the two names exists)."""
+    return (envoy.counter("http.outbound_0.0.0.0_80.rbac.wasm-default-deny.denied")
+            + envoy.counter(HTTP_ECDS[http] + "rbac.wasm-default-deny.denied"))
+
+
+# Addresses in the example policy's `in-cluster` CIDRs: allowed on any port, so a connection
+# to one on a port no service uses (the catch-all chain) passes egress-guard.
+IN_CLUSTER, IN_CLUSTER_DB = "10.96.0.10", "10.96.0.11"
+
+
+def test_the_discovered_filters_accept_istio_agents_stand_in() -> None:
+    """Each filter the manifests configure by ECDS takes the Wasm type and the RBAC type of its
+    kind: the lists istiod gives the filters it makes for WasmPlugins."""
+    expected = {"NETWORK_FILTER": [NETWORK_WASM, NETWORK_RBAC],
+                "HTTP_FILTER": [HTTP_WASM, HTTP_RBAC]}
+    found = []
+    for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
+        for cp in manifest(name)["spec"]["configPatches"]:
+            value = cp["patch"].get("value") or {}
+            if "config_discovery" in value:
+                found.append((cp["applyTo"], value["config_discovery"]["type_urls"]))
+    assert [apply_to for apply_to, _ in found] == ["NETWORK_FILTER", "NETWORK_FILTER",
+                                                   "HTTP_FILTER"]
+    assert all(urls == expected[apply_to] for apply_to, urls in found), found
+    bootstrap, _, _ = splice("egress-guard-http.yaml")
+    assert {tuple(h["config_discovery"]["type_urls"]) for _, _, hcm in hcms(bootstrap)
+            for h in hcm["http_filters"] if "config_discovery" in h} == {(HTTP_WASM, HTTP_RBAC)}
+
+
+def test_istio_agents_stand_in_for_a_module_it_cannot_pull() -> None:
+    """The port of istio-agent's substitute (pkg/wasm/convert.go), per kind and failure policy:
+    an RBAC filter with the Wasm filter's name; an empty rule set (deny-all) unless FAIL_OPEN."""
+    (network,) = splice("egress-guard-network.yaml")[1]
+    (http,) = splice("egress-guard-http-passthrough-only.yaml")[1]
+    assert pull_failed_substitute(network) == {"name": "egress-guard", "typed_config": {
+        "@type": NETWORK_RBAC, "stat_prefix": "wasm-default-deny", "rules": {}}}
+    assert pull_failed_substitute(http) == {"name": "egress-guard-http", "typed_config": {
+        "@type": HTTP_RBAC, "rules_stat_prefix": "wasm-default-deny", "rules": {}}}
+    for policy in ("FAIL_OPEN", "FAIL_CLOSED", "FAIL_RELOAD"):
+        ext = copy.deepcopy(network)
+        ext["typed_config"]["config"]["failure_policy"] = policy
+        rbac = pull_failed_substitute(ext)["typed_config"]
+        assert ("rules" in rbac) == (policy != "FAIL_OPEN"), (policy, rbac)
+    # The deprecated bool counts only when failure_policy is unset.
+    ext = copy.deepcopy(network)
+    del ext["typed_config"]["config"]["failure_policy"]
+    ext["typed_config"]["config"]["fail_open"] = True
+    assert pull_failed_substitute(ext)["typed_config"]["stat_prefix"] == "wasm-default-allow"
+
+
+def add_addresses(netns: NetNS, *ips: str) -> None:
+    for ip in ips:
+        netns.run("ip", "addr", "add", f"{ip}/32", "dev", "lo")
+
+
+def ecds_update(envoy: Envoy, tmp: Path, wasm: Path, manifests: tuple[str, ...], *,
+                pull_fails: bool) -> None:
+    """istio-agent forwards a new ECDS response for every resource of ``manifests`` (the module,
+    or its stand-in); return once Envoy has taken or refused each."""
+    forwarded = agent_forwards(splice(*manifests)[1], wasm, pull_fails=pull_fails)
+    prefixes = [NETWORK_ECDS] + [HTTP_ECDS[m] for m in manifests if m in HTTP_ECDS]
+    assert len(prefixes) == len(forwarded), forwarded
+    attempts = {p: envoy.counter(p + "update_attempt") for p in prefixes}
+    write_extension_configs(tmp / "ecds", forwarded)
+    for prefix, before in attempts.items():
+        envoy.wait_for_counter(prefix + "update_attempt", before + 1)
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    data = b""
+    try:
+        while chunk := sock.recv(4096):
+            data += chunk
+    except ConnectionResetError:
+        pass
+    return data
+
+
+class Traffic:
+    """Three connections the example policy allows, one per place egress-guard sits: TLS to
+    api.github.com on 443 (PassthroughFilterChain, tls_inspector), TLS to an in-cluster address
+    on 8443 (virtualOutbound's catch-all) and HTTP to deb.debian.org (the HTTP filter)."""
+
+    def __init__(self, netns: NetNS, cert: Cert, serve: Callable[[Any], Any]) -> None:
+        add_addresses(netns, IN_CLUSTER, IN_CLUSTER_DB)
+        self.netns = netns
+        self.github = serve(tls_server(netns, cert, "127.0.0.50"))
+        self.cluster = serve(tls_server(netns, cert, IN_CLUSTER, 8443))
+        self.debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+
+    def run(self) -> tuple[bytes, bytes, int | None]:
+        """(bytes echoed on 443, bytes echoed on 8443, HTTP status)."""
+        github = tls_client("127.0.0.50", 443, "api.github.com", netns=self.netns)
+        cluster = tls_client(IN_CLUSTER, 8443, "db.cluster.local", netns=self.netns)
+        http = http_request("127.0.0.53", 80, get("deb.debian.org"), netns=self.netns)
+        return github.received, cluster.received, http.status
+
+
+PASSED = (b"ping", b"ping", 200)
+
+
+@pytest.mark.parametrize("http", ["egress-guard-http.yaml",
+                                  "egress-guard-http-passthrough-only.yaml"],
+                         ids=["wasmplugin", "passthrough_only"])
+def test_a_failed_first_pull_denies_all_egress_guard_would_check(http, spliced_sidecar, serve,
+                                                                 netns, cert) -> None:
+    """A sidecar whose first pull of the module fails: istio-agent's deny-all stands in for
+    egress-guard, Envoy takes it, and what the policy would allow is refused -- the
+    destinations receive nothing."""
+    envoy = spliced_sidecar("egress-guard-network.yaml", http, pull_fails=True)
+    traffic = Traffic(netns, cert, serve)
+    db = serve(TcpServer(IN_CLUSTER_DB, 5432, netns, greeting=b"220 db\r\n"))
+
+    for prefix in (NETWORK_ECDS, HTTP_ECDS[http]):
+        assert (envoy.counter(prefix + "update_success"),
+                envoy.counter(prefix + "update_rejected")) == (1, 0), prefix
+    github, cluster, status = traffic.run()
+    assert (github, cluster, status) == (b"", b"", 403)
+    denied = http_request("127.0.0.53", 80, get("deb.debian.org"), netns=netns)
+    assert denied.status == 403 and denied.body == b"RBAC: access denied", denied
+    # The RBAC filter decides at the client's first byte: a server that speaks first still
+    # greets the client, but nothing the client sends reaches it.
+    with connect(IN_CLUSTER_DB, 5432, netns, timeout=5) as sock:
+        assert sock.recv(100) == b"220 db\r\n"
+        sock.sendall(b"SELECT 1;\n")
+        assert _read_until_closed(sock) == b""
+
+    assert traffic.github.handshakes == traffic.cluster.handshakes == 0
+    assert all(data == b"" for s in (traffic.github, traffic.cluster, db) for data in s.received)
+    assert traffic.debian.requests == []
+    assert envoy.counter(NETWORK_DENIED) == 3 and http_denied(envoy, http) == 2
+    assert all_decisions(envoy) == {}   # egress-guard never ran
+
+
+
+def test_a_failed_update_pull_replaces_the_running_module_with_deny_all(spliced_sidecar, serve,
+                                                                       netns, cert, tmp,
+                                                                       wasm_path) -> None:
+    """An update whose pull fails (a new image reference, the registry down) is no different to
+    istio-agent: the deny-all replaces the egress-guard already running. The next good pull
+    puts egress-guard back (Envoy takes Wasm after RBAC: both types are listed)."""
+    manifests = ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml")
+    envoy = spliced_sidecar(*manifests)
+    traffic = Traffic(netns, cert, serve)
+    assert traffic.run() == PASSED
+
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=True)
+    assert traffic.run() == (b"", b"", 403)
+    assert envoy.counter(NETWORK_DENIED) == 2 and http_denied(envoy, manifests[1]) == 1
+
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=False)
+    assert traffic.run() == PASSED
+    for prefix in (NETWORK_ECDS, HTTP_ECDS[manifests[1]]):
+        assert (envoy.counter(prefix + "update_success"),
+                envoy.counter(prefix + "update_rejected")) == (3, 0), prefix
+    # Decided by the restored egress-guard: a new VM, whose counters start again.
+    assert all_decisions(envoy) == {("allow", "rule"): 3}
+
+
+def wasm_type_only(bootstrap: dict[str, Any], _extensions: list[dict[str, Any]]) -> None:
+    """The manifests as they were: `type_urls` without the RBAC type."""
+    for f in discovered_filters(bootstrap):
+        urls = f["config_discovery"]["type_urls"]
+        urls[:] = [u for u in urls if u not in (NETWORK_RBAC, HTTP_RBAC)]
+        assert urls in ([NETWORK_WASM], [HTTP_WASM]), urls
+
+
+def test_without_the_rbac_type_envoy_refuses_the_stand_in(spliced_sidecar, serve, netns, cert,
+                                                          tmp, wasm_path) -> None:
+    """Why the manifests list the RBAC type. Without it Envoy refuses istio-agent's stand-in:
+    a first pull that fails leaves the filters with no configuration (connections are closed,
+    HTTP answered 500, the RBAC counters never move), and an update that fails is refused while
+    the module already running goes on deciding."""
+    manifests = ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml")
+    envoy = spliced_sidecar(*manifests, pull_fails=True, edit=wasm_type_only)
+    traffic = Traffic(netns, cert, serve)
+    prefixes = (NETWORK_ECDS, HTTP_ECDS[manifests[1]])
+    assert [envoy.counter(p + "update_rejected") for p in prefixes] == [1, 1]
+    assert traffic.run() == (b"", b"", 500)
+    assert envoy.counter("listener.0.0.0.0_443.network_extension_config_missing") == 1
+    assert envoy.counter("listener.0.0.0.0_15001.network_extension_config_missing") == 1
+    assert envoy.counter(NETWORK_DENIED) == http_denied(envoy, manifests[1]) == 0
+
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=False)
+    assert traffic.run() == PASSED
+    ecds_update(envoy, tmp, wasm_path, manifests, pull_fails=True)
+    assert [envoy.counter(p + "update_rejected") for p in prefixes] == [2, 2]
+    assert traffic.run() == PASSED
+    assert all_decisions(envoy) == {("allow", "rule"): 6}
+
+
+def test_fail_open_lets_egress_out_unchecked_when_the_pull_fails(spliced_sidecar, serve, netns,
+                                                                 cert) -> None:
+    """The other side of the trade: the same manifests with FAIL_OPEN get istio-agent's
+    allow-all, and a destination the policy denies is reached."""
+    def fail_open(_bootstrap: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
+        for ext in extensions:
+            ext["typed_config"]["config"]["failure_policy"] = "FAIL_OPEN"
+
+    envoy = spliced_sidecar("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml",
+                            pull_fails=True, edit=fail_open)
+    evil = serve(tls_server(netns, cert, "127.0.0.51"))
+    web = serve(HttpServer("127.0.0.53", 80, netns, label="web"))
+    assert tls_client("127.0.0.51", 443, "evil.example.com", netns=netns).received == b"ping"
+    ok = http_request("127.0.0.53", 80, get("evil.example.com"), netns=netns)
+    assert ok.status == 200 and web.hosts == ["evil.example.com"], ok
+    assert evil.snis == ["evil.example.com"]
+    # An RBAC filter without rules allows without counting anything.
+    assert envoy.counter(NETWORK_ECDS + "update_success") == 1
+    assert all_decisions(envoy) == {}
