@@ -8,11 +8,12 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use serde::Serialize;
 
-use super::report::{self, FilterKind, NameSource, Proto};
+use super::report;
 use super::root::Shared;
-use super::{destination, judge, Observed};
+use super::{destination, Recorder};
 use crate::policy::name::classify_authority;
 use crate::policy::{Decision, Policy, Reason, Verdict};
+use crate::session::{judge, FilterKind, NameSource, Observed, Proto};
 
 /// The per-request context.
 pub(crate) struct HttpFilter {
@@ -68,7 +69,7 @@ impl HttpContext for HttpFilter {
             .as_deref()
             .map(|a| classify_authority(a.as_bytes()));
         let decision = judge(
-            &shared,
+            &shared.policy,
             &Observed {
                 dst,
                 name: name.as_ref(),
@@ -78,6 +79,7 @@ impl HttpContext for HttpFilter {
                 anomaly: None,
                 request: 1,
             },
+            &mut Recorder::new(&shared),
         );
         if decision.verdict != Verdict::Deny {
             return Action::Continue;

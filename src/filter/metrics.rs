@@ -13,68 +13,12 @@ use proxy_wasm::types::MetricType;
 use rustc_hash::FxHashMap;
 
 use crate::policy::{Policy, Reason, RuleId, Verdict};
-
-/// What the network filter learned from the client's first bytes; one counter each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SniffOutcome {
-    /// SNI from Envoy's `tls_inspector` at connection open.
-    InspectorSni,
-    /// Our ClientHello parse found an SNI.
-    TlsSni,
-    /// A ClientHello without SNI.
-    TlsNoSni,
-    /// An HTTP/1 request head with a name (Host or absolute-form authority).
-    HttpHost,
-    /// An HTTP/1 request head without a name.
-    HttpNoHost,
-    /// Neither TLS nor HTTP/1.
-    Other,
-    /// The client sent nothing (or not enough) within `sniff.timeout_ms`.
-    Timeout,
-    /// More than `sniff.max_bytes` without a complete ClientHello or request head.
-    TooLarge,
-    /// A second or later request head on an HTTP/1 connection (keep-alive or pipelined).
-    HttpLaterRequest,
-    /// A ClientHello or request head that breaks its rules (a well-formed one carrying a
-    /// malformed name counts under its protocol's outcome; the name's kind goes to
-    /// `egress_guard_malformed_total`).
-    Malformed,
-}
-
-impl SniffOutcome {
-    const ALL: [SniffOutcome; 10] = [
-        SniffOutcome::InspectorSni,
-        SniffOutcome::TlsSni,
-        SniffOutcome::TlsNoSni,
-        SniffOutcome::HttpHost,
-        SniffOutcome::HttpNoHost,
-        SniffOutcome::Other,
-        SniffOutcome::Timeout,
-        SniffOutcome::TooLarge,
-        SniffOutcome::HttpLaterRequest,
-        SniffOutcome::Malformed,
-    ];
-
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            SniffOutcome::InspectorSni => "inspector_sni",
-            SniffOutcome::TlsSni => "tls_sni",
-            SniffOutcome::TlsNoSni => "tls_no_sni",
-            SniffOutcome::HttpHost => "http_host",
-            SniffOutcome::HttpNoHost => "http_no_host",
-            SniffOutcome::Other => "other",
-            SniffOutcome::Timeout => "timeout",
-            SniffOutcome::TooLarge => "too_large",
-            SniffOutcome::HttpLaterRequest => "http_later_request",
-            SniffOutcome::Malformed => "malformed",
-        }
-    }
-}
+use crate::session::SniffOutcome;
 
 /// The counters of one filter configuration.
 pub(crate) struct Metrics {
     decisions: RefCell<FxHashMap<(Verdict, Reason), u32>>,
-    sniff: [Option<u32>; SniffOutcome::ALL.len()],
+    sniff: [Option<u32>; SniffOutcome::COUNT],
     malformed: RefCell<FxHashMap<&'static str, u32>>,
     rules: RefCell<Vec<Option<u32>>>,
 }
@@ -84,11 +28,9 @@ impl Metrics {
     pub(crate) fn new(policy: &Policy) -> Metrics {
         let metrics = Metrics {
             decisions: RefCell::new(FxHashMap::default()),
-            sniff: SniffOutcome::ALL.map(|o| {
-                define(&format!(
-                    "outcome=.={};.;egress_guard_sniff_total",
-                    o.as_str()
-                ))
+            sniff: std::array::from_fn(|i| {
+                let outcome = SniffOutcome::ALL.get(i)?;
+                define(&format!("outcome=.={outcome};.;egress_guard_sniff_total"))
             }),
             malformed: RefCell::new(FxHashMap::default()),
             rules: RefCell::new(vec![None; policy.rules().len()]),
@@ -119,8 +61,7 @@ impl Metrics {
 
     /// Counts one sniff outcome.
     pub(crate) fn sniff(&self, outcome: SniffOutcome) {
-        let index = SniffOutcome::ALL.iter().position(|&o| o == outcome);
-        if let Some(Some(id)) = index.and_then(|i| self.sniff.get(i)) {
+        if let Some(Some(id)) = self.sniff.get(outcome.index()) {
             increment(*id);
         }
     }

@@ -3,37 +3,7 @@
 use serde::Serialize;
 
 use crate::policy::{Decision, LogLevel, Policy, Verdict};
-
-/// Where the connection's name came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum NameSource {
-    /// TLS SNI (from `tls_inspector` or our ClientHello parse).
-    Sni,
-    /// HTTP/1 `Host` (or absolute-form authority) parsed on a TCP chain.
-    Host,
-    /// The HTTP filter's `:authority`.
-    Authority,
-    /// No name was seen.
-    None,
-}
-
-/// The protocol the client spoke, as far as the filter saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Proto {
-    Tls,
-    Http,
-    Other,
-}
-
-/// Which of the two filter types took the decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum FilterKind {
-    Network,
-    Http,
-}
+use crate::session::{FilterKind, NameSource, Proto};
 
 /// One decision, as logged.
 #[derive(Serialize)]

@@ -12,8 +12,9 @@ use proxy_wasm::types::{BufferType, ContextType};
 
 use super::http::HttpFilter;
 use super::metrics::Metrics;
-use super::stream::{self, Conn, StreamFilter};
+use super::stream::{self, StreamFilter};
 use crate::policy::{Config, Policy};
+use crate::session::Session;
 
 /// What every context of one filter configuration shares: the compiled policy and its counters.
 pub(crate) struct Shared {
@@ -21,29 +22,24 @@ pub(crate) struct Shared {
     pub metrics: Metrics,
 }
 
-/// Connections waiting for their first client bytes, by context id, with their deadlines.
+/// Connections with a deadline (their session's), by context id.
 #[derive(Default)]
 pub(crate) struct Waiting {
-    entries: BTreeMap<u32, (u64, Rc<RefCell<Conn>>)>,
+    entries: BTreeMap<u32, (u64, Rc<RefCell<Session>>)>,
 }
 
 impl Waiting {
-    /// Starts the sniff timeout of a connection.
-    pub(crate) fn add(&mut self, context_id: u32, deadline_ns: u64, conn: Rc<RefCell<Conn>>) {
-        self.entries.insert(context_id, (deadline_ns, conn));
+    /// Sets (or moves) the deadline of a connection.
+    pub(crate) fn add(&mut self, context_id: u32, deadline_ns: u64, session: Rc<RefCell<Session>>) {
+        self.entries.insert(context_id, (deadline_ns, session));
     }
 
-    /// Whether the connection's sniff timeout is running.
-    pub(crate) fn contains(&self, context_id: u32) -> bool {
-        self.entries.contains_key(&context_id)
-    }
-
-    /// Stops it (the connection decided, or closed).
+    /// Drops it (the connection has no deadline any more, or closed).
     pub(crate) fn remove(&mut self, context_id: u32) {
         self.entries.remove(&context_id);
     }
 
-    fn take_expired(&mut self, now_ns: u64) -> Vec<(u32, Rc<RefCell<Conn>>)> {
+    fn take_expired(&mut self, now_ns: u64) -> Vec<(u32, Rc<RefCell<Session>>)> {
         let expired: Vec<u32> = self
             .entries
             .iter()
@@ -52,7 +48,7 @@ impl Waiting {
             .collect();
         expired
             .into_iter()
-            .filter_map(|id| self.entries.remove(&id).map(|(_, conn)| (id, conn)))
+            .filter_map(|id| self.entries.remove(&id).map(|(_, session)| (id, session)))
             .collect()
     }
 }
@@ -145,12 +141,13 @@ impl RootContext for Root {
             return;
         };
         let expired = self.waiting.borrow_mut().take_expired(now_ns());
-        for (context_id, conn) in expired {
+        for (context_id, session) in expired {
             // Hostcalls for this connection (resume / close) must act on its context.
             if hostcalls::set_effective_context(context_id).is_err() {
                 continue; // The connection is gone.
             }
-            stream::on_timeout(&shared, &conn);
+            stream::on_timeout(&shared, &session);
+            stream::sync_timer(&self.waiting, context_id, &session);
         }
     }
 

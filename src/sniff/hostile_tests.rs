@@ -3,65 +3,89 @@
 //! [`reference::decide`] under policies whose host rules match every name — and must end in its
 //! expected outcome and never be allowed by a host rule.
 //!
-//! The step from a sniff result to the fact the policy decides on is the network filter's
-//! (`filter::stream::observe` and `filter::judge`, which exist only in the Envoy module); it is
-//! restated here in [`fact`].
+//! The step from a sniff result to the fact the policy decides on is the connection session's:
+//! each case is fed to a real [`Session`] a byte at a time, and its recorded decision is held
+//! against [`reference::decide`] on the same fact.
 
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
-use std::net::IpAddr;
+use std::net::SocketAddr;
 
 use super::tests::sniff_every_prefix;
 use super::tls::build::{handshake, header, records, sni_ext, Hello};
 use super::Sniffed;
 use crate::policy::{
-    classify_authority, classify_sni, reference, Config, Facts, NameClass, NameFact, Policy,
-    Reason, Verdict,
+    reference, Config, Decision, Facts, NameClass, NameFact, Policy, Reason, Verdict,
 };
+use crate::session::{Action, Anomaly, Judged, Record, Session, SniffOutcome};
 
-/// What the policy is asked about, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Fact {
-    Absent,
-    Name(String),
-    Malformed,
-    TooLarge,
+/// A decision, the name and anomaly it was taken on, and its detail.
+type Decided = (Decision, Option<NameClass>, Option<Anomaly>, Option<&'static str>);
+
+/// The session's one decision on a case, with what it was taken on.
+#[derive(Default)]
+struct Seen {
+    outcomes: Vec<SniffOutcome>,
+    decisions: Vec<Decided>,
 }
 
-impl Fact {
-    fn name_fact(&self) -> NameFact<'_> {
-        match self {
-            Fact::Absent => NameFact::Absent,
-            Fact::Name(name) => NameFact::Name(name),
-            Fact::Malformed => NameFact::Malformed,
-            Fact::TooLarge => NameFact::TooLarge,
+impl Record for Seen {
+    fn sniffed(&mut self, outcome: SniffOutcome) {
+        self.outcomes.push(outcome);
+    }
+
+    fn judged(&mut self, judged: &Judged<'_>) {
+        self.decisions.push((
+            judged.decision,
+            judged.observed.name.cloned(),
+            judged.observed.anomaly,
+            judged.detail,
+        ));
+    }
+}
+
+impl Seen {
+    /// The label of the case's outcome (`<sniff outcome>` or `<sniff outcome>:<detail>`, the
+    /// detail being the malformed kind or what the name is) and the fact the policy got.
+    fn label_and_fact(&self) -> (String, NameFact<'_>) {
+        let [outcome] = self.outcomes[..] else {
+            panic!("one sniff outcome, got {:?}", self.outcomes);
+        };
+        let [(_, name, anomaly, detail)] = &self.decisions[..] else {
+            panic!("one decision, got {}", self.decisions.len());
+        };
+        match (anomaly, name) {
+            (Some(Anomaly::TooLarge), _) => (outcome.to_string(), NameFact::TooLarge),
+            (Some(Anomaly::Malformed(_)), _) => (
+                format!("{outcome}:{}", detail.unwrap_or("?")),
+                NameFact::Malformed,
+            ),
+            (None, Some(NameClass::Name(n))) => (format!("{outcome}:name"), NameFact::Name(n)),
+            (None, Some(NameClass::IpLiteral(_))) => {
+                (format!("{outcome}:ip_literal"), NameFact::Absent)
+            }
+            (None, Some(NameClass::Malformed(why))) => {
+                (format!("{outcome}:{why}"), NameFact::Malformed)
+            }
+            (None, None) => (outcome.to_string(), NameFact::Absent),
         }
     }
 }
 
-/// The network filter's reading of a sniff result at the end of the client's bytes: the outcome
-/// label (`<sniff outcome>` or `<sniff outcome>:<detail>`, the detail being the malformed kind or
-/// what the name is) and the fact.
-fn fact(sniffed: &Sniffed) -> (String, Fact) {
-    let named = |outcome: &str, class: NameClass| match class {
-        NameClass::Name(name) => (format!("{outcome}:name"), Fact::Name(name)),
-        NameClass::IpLiteral(_) => (format!("{outcome}:ip_literal"), Fact::Absent),
-        NameClass::Malformed(why) => (format!("{outcome}:{why}"), Fact::Malformed),
-    };
-    match sniffed {
-        Sniffed::Tls { sni: Some(sni) } => named("tls_sni", classify_sni(sni.as_bytes())),
-        Sniffed::Http {
-            host: Some(host), ..
-        } => named("http_host", classify_authority(host.as_bytes())),
-        Sniffed::Tls { sni: None } | Sniffed::Http { host: None, .. } | Sniffed::Other => {
-            (sniffed.as_str().to_string(), Fact::Absent)
+/// Feeds `input` to a session a byte at a time (the client half-closes after the last byte),
+/// as the network filter would; returns what it recorded.
+fn run_session(policy: &Policy, dst: SocketAddr, input: &[u8]) -> Seen {
+    let mut seen = Seen::default();
+    let (mut session, action) = Session::open(policy, dst, None, 0, &mut seen);
+    assert_eq!(action, Action::Continue, "the session sniffs");
+    for end in 1..=input.len() {
+        let eos = end == input.len();
+        if session.client(policy, &input[..end], eos, 0, &mut seen) != Action::Pause {
+            break;
         }
-        Sniffed::Malformed(why) => (format!("malformed:{why}"), Fact::Malformed),
-        Sniffed::TooLarge => ("too_large".to_string(), Fact::TooLarge),
-        // The client stopped (or half-closed) in the middle of its ClientHello or request head.
-        Sniffed::NeedMore => ("malformed:truncated".to_string(), Fact::Malformed),
     }
+    seen
 }
 
 /// A ClientHello with this SNI entry list in its server_name extension.
@@ -367,37 +391,39 @@ fn hostile_inputs_end_in_a_defined_outcome_and_no_host_rule_allows_them() {
     ];
 
     let policies = [
-        r#"{"mode": "passthrough", "deny": [{"name": "every-host", "hosts": ["*"]}]}"#,
-        r#"{"mode": "allowlist", "allow": [{"name": "every-host", "hosts": ["*"]}]}"#,
-        r#"{"mode": "audit", "allow": [{"name": "every-host", "hosts": ["*"]}]}"#,
+        r#"{"mode": "passthrough", "deny": [{"name": "every-host", "hosts": ["*"]}],
+            "sniff": {"max_bytes": 512}}"#,
+        r#"{"mode": "allowlist", "allow": [{"name": "every-host", "hosts": ["*"]}],
+            "sniff": {"max_bytes": 512}}"#,
+        r#"{"mode": "audit", "allow": [{"name": "every-host", "hosts": ["*"]}],
+            "sniff": {"max_bytes": 512}}"#,
     ]
     .map(|json| {
         let config = Config::from_json(json.as_bytes()).unwrap();
         let policy = Policy::compile(&config).unwrap();
         (json, config, policy)
     });
-    let ip: IpAddr = "192.0.2.1".parse().unwrap();
+    let dst: SocketAddr = "192.0.2.1:443".parse().unwrap();
 
     for (what, input, want) in &cases {
-        let sniffed = sniff_every_prefix(input, MAX_BYTES);
-        let (label, fact) = fact(&sniffed);
-        assert_eq!(&label, want, "{what}: {sniffed:?}");
+        // The parsers' own prefix contract, then the whole path through a session.
+        sniff_every_prefix(input, MAX_BYTES);
         for (json, config, policy) in &policies {
+            let seen = run_session(policy, dst, input);
+            let (label, fact) = seen.label_and_fact();
+            assert_eq!(&label, want, "{what}: under {json}");
             let facts = Facts {
-                ip,
-                port: 443,
-                name: fact.name_fact(),
+                ip: dst.ip(),
+                port: dst.port(),
+                name: fact,
             };
-            let decision = policy.decide(&facts);
+            let decision = seen.decisions[0].0;
             assert_eq!(
                 decision,
                 reference::decide(config, &facts),
                 "{what}: {json}"
             );
-            let name = label
-                .strip_prefix("tls_sni:")
-                .or(label.strip_prefix("http_host:"));
-            if name == Some("name") {
+            if matches!(fact, NameFact::Name(_)) {
                 // The well-formed contrast cases: the host rule decides.
                 continue;
             }
@@ -412,15 +438,15 @@ fn hostile_inputs_end_in_a_defined_outcome_and_no_host_rule_allows_them() {
                 "{what}: the host rule matched a name that is not one, under {json}"
             );
             match fact {
-                Fact::Malformed | Fact::TooLarge => {
+                NameFact::Malformed | NameFact::TooLarge => {
                     assert_eq!(decision.verdict, Verdict::Deny, "{what}: {json}")
                 }
                 // No name: decided on IP and port, which no rule here matches.
-                Fact::Absent => assert!(
+                NameFact::Absent => assert!(
                     matches!(decision.reason, Reason::Passthrough | Reason::NoMatch),
                     "{what}: {decision:?} under {json}"
                 ),
-                Fact::Name(_) => unreachable!("{what}"),
+                NameFact::Name(_) => unreachable!("{what}"),
             }
         }
     }

@@ -490,7 +490,11 @@ pub fn play(wire: &[Wire<'_>], max_head: usize, allow: impl Fn(&RequestHead) -> 
             }
         }
     }
-    played.held = if played.closed.is_some() { 0 } else { held.len() };
+    played.held = if played.closed.is_some() {
+        0
+    } else {
+        held.len()
+    };
     played
 }
 

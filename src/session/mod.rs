@@ -1,0 +1,678 @@
+//! One connection of the network filter, as a pure state machine (sans-I/O): events in — open,
+//! client bytes, server bytes, timer — and actions out, with every decision and count reported
+//! through [`Record`]. It decides what to hold, when to decide, follows every request and
+//! response of a plaintext HTTP/1 connection ([`crate::sniff::pipeline`]) and keeps the
+//! connection's deadline. The proxy-wasm adapter (`filter/stream.rs`) only translates hostcalls
+//! into these calls and [`Action`]s into hostcalls, so everything here is tested natively.
+//!
+//! The life of a connection:
+//!
+//! - **Open** ([`Session::open`]): an SNI from `tls_inspector`, or a policy under which no name
+//!   can change the decision for this IP and port, decides at once. Otherwise the session
+//!   starts *sniffing*: it holds the client's bytes (with `sniff.hold_upstream`, the whole
+//!   connection) until they say what they are, with a deadline of `sniff.timeout_ms`.
+//! - **Client bytes** ([`Session::client`]): the whole held buffer each time. A ClientHello or
+//!   request head decides; a connection that is neither is decided on IP and port. An allowed
+//!   HTTP/1 connection is then *followed*: every later request is checked before its bytes go.
+//! - **Server bytes** ([`Session::server`]): on a followed connection, matched to the requests
+//!   they answer, so only an upgrade's own answer opens a tunnel.
+//! - **Timer** ([`Session::timeout`]): a silent client is decided on IP and port (and its first
+//!   bytes are still checked afterwards, with one more deadline); held bytes that stopped
+//!   part-way, or wait behind an unanswered upgrade, close the connection.
+
+mod labels;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+
+pub use labels::{FilterKind, Held, NameSource, Proto, SniffOutcome};
+
+use crate::policy::name::{classify_authority, classify_sni, NameClass};
+use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
+use crate::sniff::http::parse_request_head;
+use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
+use crate::sniff::{self, Malformed, Outcome, Sniffed};
+
+/// What the adapter must do after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Let the client's bytes (or, at open, the connection) go on.
+    Continue,
+    /// Hold them (at open: hold the whole connection).
+    Pause,
+    /// Let the first this-many bytes of the client's buffer go; hold the rest (the adapter
+    /// keeps it and hands it back, in front, with the next buffer).
+    Split(usize),
+    /// Close the connection (the decision was recorded); hold everything meanwhile.
+    Close,
+    /// From outside a client callback: let the held client bytes go.
+    Resume,
+    /// From the server side: the held client bytes must be checked now — call
+    /// [`Session::client`] with them.
+    Recheck,
+    /// Nothing to do.
+    Nothing,
+}
+
+/// Where the session's decisions and counts go (the adapter: counters and the decision log).
+pub trait Record {
+    /// One sniff outcome to count.
+    fn sniffed(&mut self, outcome: SniffOutcome);
+    /// One decision to count (and log, as the policy says).
+    fn judged(&mut self, judged: &Judged<'_>);
+}
+
+/// What the filter knows about one connection or request when it asks the policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The original destination.
+    pub dst: SocketAddr,
+    /// The name (SNI, Host or `:authority`) after normalisation, if one was seen.
+    pub name: Option<&'a NameClass>,
+    /// Where the name came from.
+    pub source: NameSource,
+    /// The protocol seen.
+    pub proto: Proto,
+    /// Which filter asks.
+    pub filter: FilterKind,
+    /// A finding that overrides the name: the input was malformed or too large.
+    pub anomaly: Option<Anomaly>,
+    /// Which request on an HTTP/1 connection this is (1 for the first, or for anything else).
+    pub request: u32,
+}
+
+impl Observed<'static> {
+    /// A network-filter connection decided without a name: on IP and port, or on an anomaly.
+    pub fn nameless(
+        dst: SocketAddr,
+        proto: Proto,
+        anomaly: Option<Anomaly>,
+        request: u32,
+    ) -> Observed<'static> {
+        Observed {
+            dst,
+            name: None,
+            source: NameSource::None,
+            proto,
+            filter: FilterKind::Network,
+            anomaly,
+            request,
+        }
+    }
+}
+
+/// Input the filter could not take a name from, and must not let a host rule allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Anomaly {
+    /// Broke the rules of its protocol, or carried a malformed name; the label says how.
+    Malformed(&'static str),
+    /// Larger than `sniff.max_bytes` before a name could be found.
+    TooLarge,
+}
+
+/// One decision, as recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged<'a> {
+    /// The decision.
+    pub decision: Decision,
+    /// What it was taken on.
+    pub observed: &'a Observed<'a>,
+    /// Why the input was malformed, or the policy's own reason for a later request.
+    pub detail: Option<&'static str>,
+    /// The malformed kind to count (`egress_guard_malformed_total`), if any.
+    pub malformed: Option<&'static str>,
+}
+
+impl Judged<'_> {
+    /// The normalised name, when the observation carried a well-formed one.
+    pub fn name(&self) -> Option<&str> {
+        match self.observed.name {
+            Some(NameClass::Name(name)) => Some(name.as_str()),
+            _ => None,
+        }
+    }
+
+    /// Where the logged name came from (`none` when no name is logged).
+    pub fn name_source(&self) -> NameSource {
+        if self.observed.name.is_some() {
+            self.observed.source
+        } else {
+            NameSource::None
+        }
+    }
+}
+
+/// Asks the policy about `seen` and records the decision.
+pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut R) -> Decision {
+    let mut detail = None;
+    let name = match (seen.anomaly, seen.name) {
+        (Some(Anomaly::Malformed(what)), _) => {
+            detail = Some(what);
+            NameFact::Malformed
+        }
+        (Some(Anomaly::TooLarge), _) => NameFact::TooLarge,
+        (None, Some(NameClass::Name(name))) => NameFact::Name(name),
+        (None, Some(NameClass::Malformed(kind))) => {
+            detail = Some(kind.as_str());
+            NameFact::Malformed
+        }
+        // An IP literal is not a name: the destination IP already is that fact.
+        (None, Some(NameClass::IpLiteral(_)) | None) => NameFact::Absent,
+    };
+    let malformed = detail;
+    let mut decision = policy.decide(&Facts {
+        ip: seen.dst.ip(),
+        port: seen.dst.port(),
+        name,
+    });
+    if seen.request > 1 && decision.verdict != Verdict::Allow && detail.is_none() {
+        // A later request the policy refuses closes a connection already allowed: its own
+        // reason, with the policy's reason as the detail.
+        detail = Some(decision.reason.as_str());
+        decision.reason = Reason::LaterRequest;
+    }
+    rec.judged(&Judged {
+        decision,
+        observed: seen,
+        detail,
+        malformed,
+    });
+    decision
+}
+
+/// Where a connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Looking at the client's first bytes. `held`: the connection was paused at open and must
+    /// be resumed when allowed from the timer. `after_timeout`: the timeout already allowed it
+    /// on IP and port; the first bytes are still checked so a late name cannot slip past a deny
+    /// rule.
+    Sniffing { held: bool, after_timeout: bool },
+    /// Decided: bytes flow (on HTTP/1, each later request is checked before its bytes go).
+    Allowed,
+    /// An allowed HTTP/1 connection holding client bytes: a later request head is incomplete,
+    /// or bytes wait behind an unanswered upgrade.
+    Holding { awaiting_upgrade: bool },
+    /// Decided: closed.
+    Denied,
+}
+
+/// One connection of the network filter.
+#[derive(Debug, Clone)]
+pub struct Session {
+    dst: SocketAddr,
+    phase: Phase,
+    /// When [`Session::timeout`] has something to do (ns, the proxy's clock).
+    deadline: Option<u64>,
+    /// Client bytes held while sniffing.
+    buffered: usize,
+    /// Requests checked on this HTTP/1 connection (the first included).
+    requests: u32,
+    /// On an allowed HTTP/1 connection: follows every later request and every response.
+    pipeline: Option<Pipeline>,
+}
+
+impl Session {
+    /// A new connection to `dst`; `inspector_sni`: the SNI `tls_inspector` read, if any.
+    /// Returns [`Action::Continue`], [`Action::Pause`] (hold the whole connection) or
+    /// [`Action::Close`].
+    pub fn open<R: Record + ?Sized>(
+        policy: &Policy,
+        dst: SocketAddr,
+        inspector_sni: Option<&[u8]>,
+        now_ns: u64,
+        rec: &mut R,
+    ) -> (Session, Action) {
+        let mut session = Session {
+            dst,
+            phase: Phase::Allowed,
+            deadline: None,
+            buffered: 0,
+            requests: 1,
+            pipeline: None,
+        };
+        if let Some(sni) = inspector_sni.filter(|s| !s.is_empty()) {
+            rec.sniffed(SniffOutcome::InspectorSni);
+            let name = classify_sni(sni);
+            let seen = Observed {
+                dst,
+                name: Some(&name),
+                source: NameSource::Sni,
+                proto: Proto::Tls,
+                filter: FilterKind::Network,
+                anomaly: None,
+                request: 1,
+            };
+            let verdict = judge(policy, &seen, rec).verdict;
+            let action = session.settle(verdict);
+            return (session, action);
+        }
+        if policy.decide_early(dst.ip(), dst.port()).is_some() {
+            // The name cannot change this decision: take it now, without holding a byte.
+            let seen = Observed::nameless(dst, Proto::Other, None, 1);
+            let verdict = judge(policy, &seen, rec).verdict;
+            let action = session.settle(verdict);
+            return (session, action);
+        }
+        let held = policy.sniff().hold_upstream;
+        session.phase = Phase::Sniffing {
+            held,
+            after_timeout: false,
+        };
+        session.deadline = Some(deadline(policy, now_ns));
+        (
+            session,
+            if held {
+                Action::Pause
+            } else {
+                Action::Continue
+            },
+        )
+    }
+
+    /// When [`Session::timeout`] should run next, if ever.
+    pub fn deadline(&self) -> Option<u64> {
+        self.deadline
+    }
+
+    /// The original destination.
+    pub fn dst(&self) -> SocketAddr {
+        self.dst
+    }
+
+    /// Whether the client's bytes need not be looked at: the connection is allowed and not
+    /// followed (the adapter lets them go without reading them).
+    pub fn passes_client_bytes(&self) -> bool {
+        self.phase == Phase::Allowed && self.pipeline.is_none()
+    }
+
+    /// Whether the connection was closed by a decision.
+    pub fn is_closed(&self) -> bool {
+        self.phase == Phase::Denied
+    }
+
+    /// Whether server bytes matter ([`Session::server`] has something to follow).
+    pub fn following(&self) -> bool {
+        self.pipeline.is_some()
+    }
+
+    /// The client's bytes: `buf` is everything held so far (with what an earlier
+    /// [`Action::Split`] kept back, in front). `eos`: the client half-closed. Returns
+    /// [`Action::Continue`], [`Action::Pause`], [`Action::Split`] or [`Action::Close`].
+    pub fn client<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        buf: &[u8],
+        eos: bool,
+        now_ns: u64,
+        rec: &mut R,
+    ) -> Action {
+        match self.phase {
+            Phase::Sniffing { after_timeout, .. } => {
+                self.sniffing(policy, buf, eos, after_timeout, now_ns, rec)
+            }
+            Phase::Allowed | Phase::Holding { .. } => self.follow(policy, buf, eos, now_ns, rec),
+            Phase::Denied => Action::Pause,
+        }
+    }
+
+    /// `len` bytes from the server; `read(start, len)` returns some of them (or `None` if the
+    /// host cannot say). Returns [`Action::Nothing`], [`Action::Resume`] (the held client bytes
+    /// belong to a tunnel now), [`Action::Recheck`] or [`Action::Close`].
+    pub fn server<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        len: usize,
+        read: impl FnMut(usize, usize) -> Option<Vec<u8>>,
+        rec: &mut R,
+    ) -> Action {
+        let Some(pipeline) = self.pipeline.as_mut() else {
+            return Action::Nothing;
+        };
+        let action = match pipeline.server_bytes(len, read) {
+            ServerAction::Nothing => Action::Nothing,
+            ServerAction::Release => {
+                self.hold_ends();
+                Action::Resume
+            }
+            ServerAction::Recheck => Action::Recheck,
+            ServerAction::Close(why) => return self.refuse(policy, why, rec),
+        };
+        if self.pipeline.as_ref().is_some_and(Pipeline::is_tunnel) {
+            // Nothing more to follow.
+            self.pipeline = None;
+        }
+        action
+    }
+
+    /// The timer fired at `now_ns`. Returns [`Action::Nothing`], [`Action::Resume`] (a held
+    /// connection allowed on IP and port) or [`Action::Close`].
+    pub fn timeout<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        now_ns: u64,
+        rec: &mut R,
+    ) -> Action {
+        if self.deadline.is_none_or(|d| d > now_ns) {
+            return Action::Nothing;
+        }
+        self.deadline = None;
+        match self.phase {
+            Phase::Holding { awaiting_upgrade } => {
+                rec.sniffed(SniffOutcome::Timeout);
+                self.requests = self.requests.saturating_add(1);
+                let held = if awaiting_upgrade {
+                    Held::UpgradeUnanswered
+                } else {
+                    Held::IncompleteAtTimeout
+                };
+                let anomaly = Some(Anomaly::Malformed(held.as_str()));
+                judge(
+                    policy,
+                    &Observed::nameless(self.dst, Proto::Http, anomaly, self.requests),
+                    rec,
+                );
+                self.phase = Phase::Denied;
+                Action::Close
+            }
+            Phase::Sniffing { held, .. } => {
+                rec.sniffed(SniffOutcome::Timeout);
+                // Bytes that started a ClientHello or request head and then stopped are not a
+                // silent client: letting them through on IP and port would let a name be sent
+                // after the timeout.
+                let anomaly = (self.buffered > 0)
+                    .then_some(Anomaly::Malformed(Held::IncompleteAtTimeout.as_str()));
+                let seen = Observed::nameless(self.dst, Proto::Other, anomaly, 1);
+                if judge(policy, &seen, rec).verdict == Verdict::Deny {
+                    self.phase = Phase::Denied;
+                    return Action::Close;
+                }
+                self.phase = Phase::Sniffing {
+                    held: false,
+                    after_timeout: true,
+                };
+                if held {
+                    Action::Resume
+                } else {
+                    Action::Nothing
+                }
+            }
+            Phase::Allowed | Phase::Denied => Action::Nothing,
+        }
+    }
+
+    /// Closes a followed connection for a reason no policy can override (counted and logged):
+    /// for the adapter when the proxy cannot hand back held bytes.
+    pub fn refuse<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        why: Refusal,
+        rec: &mut R,
+    ) -> Action {
+        check_later(
+            policy,
+            self.dst,
+            &mut self.requests,
+            Later::Refused(why),
+            rec,
+        );
+        self.phase = Phase::Denied;
+        self.deadline = None;
+        Action::Close
+    }
+
+    fn sniffing<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        buf: &[u8],
+        eos: bool,
+        after_timeout: bool,
+        now_ns: u64,
+        rec: &mut R,
+    ) -> Action {
+        self.buffered = buf.len();
+        let max_bytes = usize::try_from(policy.sniff().max_bytes).unwrap_or(usize::MAX);
+        let sniffed = if buf.is_empty() && eos {
+            // The client closed without a byte: nothing was cut short, and there is no name.
+            Sniffed::Other
+        } else {
+            sniff::sniff(buf, max_bytes)
+        };
+        if matches!(sniffed, Sniffed::NeedMore) && !eos {
+            if after_timeout && self.deadline.is_none() {
+                // Allowed on IP and port at the timeout, and now the client has begun a
+                // ClientHello or request head: one more timeout to finish it, then it is denied
+                // as incomplete, rather than held for ever.
+                self.deadline = Some(deadline(policy, now_ns));
+            }
+            return Action::Pause;
+        }
+        let seen = observe(&sniffed);
+        if after_timeout && seen.proto == Proto::Other && seen.anomaly.is_none() {
+            // Allowed on IP and port at the timeout; bytes that carry no name change nothing.
+            return self.settle(Verdict::Allow);
+        }
+        rec.sniffed(seen.outcome);
+        let observed = Observed {
+            dst: self.dst,
+            name: seen.name.as_ref(),
+            source: seen.source,
+            proto: seen.proto,
+            filter: FilterKind::Network,
+            anomaly: seen.anomaly,
+            request: 1,
+        };
+        let verdict = judge(policy, &observed, rec).verdict;
+        let action = self.settle(verdict);
+        if action != Action::Continue || seen.proto != Proto::Http {
+            return action;
+        }
+        // Every later request and every response on this connection is followed too.
+        let Outcome::Found(head) = parse_request_head(buf) else {
+            // sniff() found this head; a parse that disagrees must not leave the rest of the
+            // connection unchecked.
+            return self.refuse(policy, Refusal::Malformed(Malformed::HttpNotARequest), rec);
+        };
+        self.pipeline = Some(Pipeline::after(&head, max_bytes));
+        self.follow(policy, buf, eos, now_ns, rec)
+    }
+
+    fn follow<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        buf: &[u8],
+        eos: bool,
+        now_ns: u64,
+        rec: &mut R,
+    ) -> Action {
+        let Session {
+            pipeline,
+            dst,
+            requests,
+            ..
+        } = self;
+        let Some(pipeline) = pipeline.as_mut() else {
+            return Action::Continue;
+        };
+        let dst = *dst;
+        let action = pipeline.client_bytes(buf, eos, |later| {
+            check_later(policy, dst, requests, later, rec)
+        });
+        let awaiting_upgrade = pipeline.awaiting_upgrade();
+        match action {
+            Follow::Forward => {
+                self.hold_ends();
+                Action::Continue
+            }
+            Follow::Split(n) => {
+                self.hold_starts(policy, awaiting_upgrade, now_ns);
+                Action::Split(n)
+            }
+            Follow::Hold => {
+                self.hold_starts(policy, awaiting_upgrade, now_ns);
+                Action::Pause
+            }
+            Follow::Close => {
+                self.phase = Phase::Denied;
+                self.deadline = None;
+                Action::Close
+            }
+        }
+    }
+
+    /// Applies a verdict taken on the client's bytes or at open.
+    fn settle(&mut self, verdict: Verdict) -> Action {
+        self.deadline = None;
+        if verdict == Verdict::Deny {
+            self.phase = Phase::Denied;
+            Action::Close
+        } else {
+            self.phase = Phase::Allowed;
+            Action::Continue
+        }
+    }
+
+    /// Client bytes are held on a followed connection: the deadline starts with the first.
+    fn hold_starts(&mut self, policy: &Policy, awaiting_upgrade: bool, now_ns: u64) {
+        if !matches!(self.phase, Phase::Holding { .. }) {
+            self.deadline = Some(deadline(policy, now_ns));
+        }
+        self.phase = Phase::Holding { awaiting_upgrade };
+    }
+
+    fn hold_ends(&mut self) {
+        if matches!(self.phase, Phase::Holding { .. }) {
+            self.phase = Phase::Allowed;
+            self.deadline = None;
+        }
+    }
+}
+
+fn deadline(policy: &Policy, now_ns: u64) -> u64 {
+    now_ns.saturating_add(u64::from(policy.sniff().timeout_ms).saturating_mul(1_000_000))
+}
+
+/// A later request on a followed connection: asks the policy (`true`: allowed), or records a
+/// refusal. Counted and logged either way.
+fn check_later<R: Record + ?Sized>(
+    policy: &Policy,
+    dst: SocketAddr,
+    requests: &mut u32,
+    later: Later<'_>,
+    rec: &mut R,
+) -> bool {
+    *requests = requests.saturating_add(1);
+    rec.sniffed(SniffOutcome::HttpLaterRequest);
+    match later {
+        Later::Request(head) => {
+            let name = head
+                .host
+                .as_deref()
+                .map(|h| classify_authority(h.as_bytes()));
+            let observed = Observed {
+                dst,
+                name: name.as_ref(),
+                source: if name.is_some() {
+                    NameSource::Host
+                } else {
+                    NameSource::None
+                },
+                proto: Proto::Http,
+                filter: FilterKind::Network,
+                anomaly: None,
+                request: *requests,
+            };
+            judge(policy, &observed, rec).verdict != Verdict::Deny
+        }
+        Later::Refused(why) => {
+            let anomaly = match why {
+                Refusal::TooLarge => Anomaly::TooLarge,
+                other => Anomaly::Malformed(other.as_str()),
+            };
+            let observed = Observed::nameless(dst, Proto::Http, Some(anomaly), *requests);
+            judge(policy, &observed, rec);
+            false
+        }
+    }
+}
+
+/// What a sniff result means for the decision.
+struct Seen {
+    outcome: SniffOutcome,
+    name: Option<NameClass>,
+    source: NameSource,
+    proto: Proto,
+    anomaly: Option<Anomaly>,
+}
+
+fn observe(sniffed: &Sniffed) -> Seen {
+    let seen = |outcome, name, source, proto, anomaly| Seen {
+        outcome,
+        name,
+        source,
+        proto,
+        anomaly,
+    };
+    match sniffed {
+        Sniffed::Tls { sni: Some(sni) } => seen(
+            SniffOutcome::TlsSni,
+            Some(classify_sni(sni.as_bytes())),
+            NameSource::Sni,
+            Proto::Tls,
+            None,
+        ),
+        Sniffed::Tls { sni: None } => seen(
+            SniffOutcome::TlsNoSni,
+            None,
+            NameSource::None,
+            Proto::Tls,
+            None,
+        ),
+        Sniffed::Http {
+            host: Some(host), ..
+        } => seen(
+            SniffOutcome::HttpHost,
+            Some(classify_authority(host.as_bytes())),
+            NameSource::Host,
+            Proto::Http,
+            None,
+        ),
+        Sniffed::Http { host: None, .. } => seen(
+            SniffOutcome::HttpNoHost,
+            None,
+            NameSource::None,
+            Proto::Http,
+            None,
+        ),
+        Sniffed::Other => seen(
+            SniffOutcome::Other,
+            None,
+            NameSource::None,
+            Proto::Other,
+            None,
+        ),
+        Sniffed::Malformed(why) => seen(
+            SniffOutcome::Malformed,
+            None,
+            NameSource::None,
+            Proto::Other,
+            Some(Anomaly::Malformed(why.as_str())),
+        ),
+        Sniffed::TooLarge => seen(
+            SniffOutcome::TooLarge,
+            None,
+            NameSource::None,
+            Proto::Other,
+            Some(Anomaly::TooLarge),
+        ),
+        // The client half-closed before its ClientHello or request head was complete.
+        Sniffed::NeedMore => seen(
+            SniffOutcome::Malformed,
+            None,
+            NameSource::None,
+            Proto::Other,
+            Some(Anomaly::Malformed(Held::Truncated.as_str())),
+        ),
+    }
+}

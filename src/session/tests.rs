@@ -1,0 +1,394 @@
+//! The connection session without a proxy: every path the network filter takes, with the
+//! decisions and counts it records.
+
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+use wasm_bindgen_test::wasm_bindgen_test as test;
+
+use std::net::SocketAddr;
+
+use super::*;
+use crate::policy::Config;
+use crate::sniff::tls::build::Hello;
+
+/// Everything a session recorded, as labels.
+#[derive(Debug, Default)]
+struct Log {
+    outcomes: Vec<SniffOutcome>,
+    /// `decision/reason[/detail]`, with `@name` when a name was logged.
+    decisions: Vec<String>,
+}
+
+impl Record for Log {
+    fn sniffed(&mut self, outcome: SniffOutcome) {
+        self.outcomes.push(outcome);
+    }
+
+    fn judged(&mut self, judged: &Judged<'_>) {
+        let mut line = format!(
+            "{}/{}",
+            judged.decision.verdict.as_str(),
+            judged.decision.reason.as_str()
+        );
+        if let Some(detail) = judged.detail {
+            line += &format!("/{detail}");
+        }
+        if let Some(name) = judged.name() {
+            line += &format!("@{name}");
+        }
+        self.decisions.push(line);
+    }
+}
+
+fn policy(json: &str) -> Policy {
+    Policy::compile(&Config::from_json(json.as_bytes()).unwrap()).unwrap()
+}
+
+/// Allows `ok.example` by name, `db` (10.0.0.5:5432) by CIDR, denies `evil.example`; 1 s timeout.
+fn rules(mode: &str, hold: bool) -> Policy {
+    policy(&format!(
+        r#"{{"mode": "{mode}",
+            "allow": [{{"name": "ok", "hosts": ["ok.example"]}},
+                      {{"name": "db", "cidrs": ["10.0.0.5"], "ports": [5432]}}],
+            "deny": [{{"name": "evil", "hosts": ["evil.example"]}}],
+            "sniff": {{"timeout_ms": 1000, "hold_upstream": {hold}}}}}"#
+    ))
+}
+
+const WEB: &str = "192.0.2.1:443";
+const DB: &str = "10.0.0.5:5432";
+const SECOND: u64 = 1_000_000_000;
+
+fn dst(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn hello(sni: &str) -> Vec<u8> {
+    Hello::with_sni(sni.as_bytes()).record()
+}
+
+/// Opens a session and feeds `input` a byte at a time until it decides; returns the session,
+/// the last action and the log.
+fn feed(policy: &Policy, to: &str, input: &[u8]) -> (Session, Action, Log) {
+    let mut log = Log::default();
+    let (mut session, mut action) = Session::open(policy, dst(to), None, 0, &mut log);
+    for end in 1..=input.len() {
+        action = session.client(policy, &input[..end], false, 0, &mut log);
+        if action != Action::Pause {
+            break;
+        }
+    }
+    (session, action, log)
+}
+
+#[test]
+fn at_open_an_inspector_sni_or_an_ip_decides() {
+    let p = rules("allowlist", false);
+    let mut log = Log::default();
+    let (s, action) = Session::open(&p, dst(WEB), Some(b"ok.example"), 0, &mut log);
+    assert_eq!(action, Action::Continue);
+    assert!(s.passes_client_bytes() && s.deadline().is_none());
+    let (s, action) = Session::open(&p, dst(WEB), Some(b"evil.example"), 0, &mut log);
+    assert_eq!(action, Action::Close);
+    assert!(s.is_closed());
+    // A malformed SNI from the inspector is denied, never matched.
+    let (_, action) = Session::open(&p, dst(WEB), Some(b"ok..example"), 0, &mut log);
+    assert_eq!(action, Action::Close);
+    assert_eq!(
+        log.decisions,
+        [
+            "allow/rule@ok.example",
+            "deny/deny_rule@evil.example",
+            "deny/malformed/bad_label"
+        ]
+    );
+    assert_eq!(log.outcomes, [SniffOutcome::InspectorSni; 3]);
+
+    // No host rule can apply on this IP and port: decided at open, nothing held.
+    let p = policy(r#"{"allow": [{"name": "db", "cidrs": ["10.0.0.5/32"]}]}"#);
+    let mut log = Log::default();
+    let (s, action) = Session::open(&p, dst(DB), None, 0, &mut log);
+    assert_eq!((action, s.passes_client_bytes()), (Action::Continue, true));
+    assert_eq!(log.decisions, ["allow/rule"]);
+}
+
+#[test]
+fn the_first_bytes_decide_in_every_mode() {
+    let cases: &[(&str, &[u8], &str, [&str; 3])] = &[
+        // (what, input, destination, [allowlist, audit, passthrough])
+        (
+            "allowed SNI",
+            &hello("ok.example"),
+            WEB,
+            [
+                "allow/rule@ok.example",
+                "allow/rule@ok.example",
+                "allow/passthrough@ok.example",
+            ],
+        ),
+        (
+            "denied SNI",
+            &hello("evil.example"),
+            WEB,
+            ["deny/deny_rule@evil.example"; 3],
+        ),
+        (
+            "unlisted SNI",
+            &hello("other.example"),
+            WEB,
+            [
+                "deny/no_match@other.example",
+                "audit_deny/no_match@other.example",
+                "allow/passthrough@other.example",
+            ],
+        ),
+        (
+            "Host of a request head",
+            b"GET / HTTP/1.1\r\nHost: ok.example\r\n\r\n",
+            WEB,
+            [
+                "allow/rule@ok.example",
+                "allow/rule@ok.example",
+                "allow/passthrough@ok.example",
+            ],
+        ),
+        (
+            "garbled Host",
+            b"GET / HTTP/1.1\r\nHost: evil.example\r\nHost: x\r\n\r\n",
+            WEB,
+            ["deny/malformed/http_duplicate_host"; 3],
+        ),
+        (
+            "neither TLS nor HTTP, to the CIDR rule's destination",
+            b"\x00\x01binary",
+            DB,
+            ["allow/rule", "allow/rule", "allow/passthrough"],
+        ),
+    ];
+    for (what, input, to, want) in cases {
+        for (mode, want) in ["allowlist", "audit", "passthrough"].iter().zip(want) {
+            let p = rules(mode, false);
+            let (_, action, log) = feed(&p, to, input);
+            assert_eq!(log.decisions, [*want], "{what} in {mode}");
+            let denied = want.starts_with("deny/");
+            assert_eq!(
+                action == Action::Close,
+                denied,
+                "{what} in {mode}: {action:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_silent_client_is_decided_on_ip_and_port_and_checked_after() {
+    let p = rules("allowlist", true);
+    let mut log = Log::default();
+    let (mut s, action) = Session::open(&p, dst(DB), None, 0, &mut log);
+    assert_eq!(action, Action::Pause, "hold_upstream holds the connection");
+    assert_eq!(s.deadline(), Some(SECOND));
+    assert_eq!(s.timeout(&p, SECOND - 1, &mut log), Action::Nothing);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Resume);
+    assert_eq!(log.decisions, ["allow/rule"]);
+    // Its first bytes are still looked at: a name sent late cannot pass the deny rule.
+    let late = hello("evil.example");
+    assert_eq!(
+        s.client(&p, &late[..10], false, 2 * SECOND, &mut log),
+        Action::Pause
+    );
+    assert_eq!(
+        s.deadline(),
+        Some(3 * SECOND),
+        "one more timeout to finish it"
+    );
+    assert_eq!(
+        s.client(&p, &late, false, 2 * SECOND, &mut log),
+        Action::Close
+    );
+    assert_eq!(log.decisions.last().unwrap(), "deny/deny_rule@evil.example");
+
+    // ... and one that never finishes is denied as incomplete.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(DB), None, 0, &mut log);
+    s.timeout(&p, SECOND, &mut log);
+    s.client(&p, &late[..10], false, 2 * SECOND, &mut log);
+    assert_eq!(s.timeout(&p, 3 * SECOND, &mut log), Action::Close);
+    assert_eq!(
+        log.decisions,
+        ["allow/rule", "deny/malformed/incomplete_at_timeout"]
+    );
+
+    // Bytes without a name after the timeout change nothing.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(DB), None, 0, &mut log);
+    s.timeout(&p, SECOND, &mut log);
+    assert_eq!(
+        s.client(&p, b"\x00binary", false, 2 * SECOND, &mut log),
+        Action::Continue
+    );
+    assert!(s.passes_client_bytes());
+    assert_eq!(log.decisions, ["allow/rule"]);
+
+    // A silent client where nothing allows its IP: denied, not resumed.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut log);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Close);
+    assert_eq!(log.decisions, ["deny/no_match"]);
+}
+
+#[test]
+fn a_client_that_stops_part_way_is_denied() {
+    let p = rules("passthrough", false);
+    let input = hello("ok.example");
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut log);
+    assert_eq!(
+        s.client(&p, &input[..20], false, 0, &mut log),
+        Action::Pause
+    );
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Close);
+    assert_eq!(log.decisions, ["deny/malformed/incomplete_at_timeout"]);
+    // Half-closed part-way: truncated. Closed without a byte: nothing was cut short.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut log);
+    assert_eq!(s.client(&p, &input[..20], true, 0, &mut log), Action::Close);
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut log);
+    assert_eq!(s.client(&p, b"", true, 0, &mut log), Action::Continue);
+    assert_eq!(
+        log.decisions,
+        ["deny/malformed/truncated", "allow/passthrough"]
+    );
+}
+
+#[test]
+fn a_followed_connection_checks_later_requests_and_holds_with_a_deadline() {
+    let p = rules("allowlist", false);
+    let first = b"GET /1 HTTP/1.1\r\nHost: ok.example\r\n\r\n".to_vec();
+    let (mut s, action, mut log) = feed(&p, WEB, &first);
+    assert_eq!(action, Action::Continue);
+    assert!(s.following() && !s.passes_client_bytes());
+    // A later head in pieces: held, with a deadline from the first held byte.
+    let part = b"GET /2 HTTP/1.1\r\nHost: ok.exa";
+    assert_eq!(s.client(&p, part, false, 5, &mut log), Action::Pause);
+    assert_eq!(s.deadline(), Some(5 + SECOND));
+    assert_eq!(
+        s.client(&p, &part[..part.len() - 1], false, 7, &mut log),
+        Action::Pause
+    );
+    assert_eq!(
+        s.deadline(),
+        Some(5 + SECOND),
+        "more bytes do not move the deadline"
+    );
+    let whole = b"GET /2 HTTP/1.1\r\nHost: ok.example\r\n\r\n";
+    assert_eq!(s.client(&p, whole, false, 9, &mut log), Action::Continue);
+    assert_eq!(s.deadline(), None);
+    let evil = b"GET /3 HTTP/1.1\r\nHost: evil.example\r\n\r\n";
+    assert_eq!(s.client(&p, evil, false, 9, &mut log), Action::Close);
+    assert_eq!(
+        log.decisions,
+        [
+            "allow/rule@ok.example",
+            "allow/rule@ok.example",
+            "deny/later_request/deny_rule@evil.example"
+        ]
+    );
+    assert_eq!(
+        log.outcomes,
+        [
+            SniffOutcome::HttpHost,
+            SniffOutcome::HttpLaterRequest,
+            SniffOutcome::HttpLaterRequest
+        ]
+    );
+
+    // An unfinished later head is closed at the deadline.
+    let (mut s, _, mut log) = feed(&p, WEB, &first);
+    s.client(&p, part, false, 0, &mut log);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Close);
+    assert_eq!(
+        log.decisions.last().unwrap(),
+        "deny/malformed/incomplete_at_timeout"
+    );
+}
+
+#[test]
+fn an_upgrade_goes_and_its_own_answer_decides() {
+    let p = rules("allowlist", false);
+    let upgrade = b"GET /ws HTTP/1.1\r\nHost: ok.example\r\nUpgrade: websocket\r\n\r\n";
+    let frame = b"\x81\x85frame";
+    let input = [&upgrade[..], frame].concat();
+    // Fed a byte at a time, the upgrade goes alone as soon as it is complete.
+    let (_, action, _) = feed(&p, WEB, &input);
+    assert_eq!(action, Action::Continue);
+    // In one read with the frame behind it: the upgrade goes, the frame waits.
+    let start = |log: &mut Log| {
+        let (mut s, _) = Session::open(&p, dst(WEB), None, 0, log);
+        let action = s.client(&p, &input, false, 0, log);
+        (s, action)
+    };
+    let mut log = Log::default();
+    let (mut s, action) = start(&mut log);
+    assert_eq!(action, Action::Split(upgrade.len()));
+    assert_eq!(s.deadline(), Some(SECOND));
+    let answer = b"HTTP/1.1 101 Switching Protocols\r\n\r\n";
+    let read = |start: usize, len: usize| answer.get(start..start + len).map(<[u8]>::to_vec);
+    assert_eq!(s.server(&p, answer.len(), read, &mut log), Action::Resume);
+    assert!(s.passes_client_bytes() && s.deadline().is_none());
+
+    // Refused: the held bytes are checked; unanswered: closed at the deadline.
+    let (mut s, _) = start(&mut log);
+    let refused = b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 0\r\n\r\n";
+    let read = |start: usize, len: usize| refused.get(start..start + len).map(<[u8]>::to_vec);
+    assert_eq!(s.server(&p, refused.len(), read, &mut log), Action::Recheck);
+    assert_eq!(s.client(&p, frame, false, 0, &mut log), Action::Close);
+    assert_eq!(
+        log.decisions.last().unwrap(),
+        "deny/malformed/http_not_a_request"
+    );
+
+    let (mut s, _) = start(&mut log);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Close);
+    assert_eq!(
+        log.decisions.last().unwrap(),
+        "deny/malformed/upgrade_unanswered"
+    );
+
+    // The proxy lost the held bytes: refused, recorded.
+    let (mut s, _) = start(&mut log);
+    assert_eq!(
+        s.refuse(&p, Refusal::HeldBytesLost, &mut log),
+        Action::Close
+    );
+    assert_eq!(
+        log.decisions.last().unwrap(),
+        "deny/malformed/held_bytes_lost"
+    );
+    assert!(s.is_closed());
+}
+
+#[test]
+fn every_label_is_distinct() {
+    fn distinct(labels: &[&str]) {
+        let mut sorted = labels.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), labels.len(), "{labels:?}");
+    }
+    distinct(
+        &SniffOutcome::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect::<Vec<_>>(),
+    );
+    distinct(
+        &NameSource::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect::<Vec<_>>(),
+    );
+    distinct(&Proto::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>());
+    distinct(&Held::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>());
+    for (i, o) in SniffOutcome::ALL.iter().enumerate() {
+        assert_eq!(o.index(), i);
+    }
+}
