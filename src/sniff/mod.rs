@@ -12,9 +12,34 @@
 //! [`Outcome::NeedMore`] or the answer for the whole input, so bytes split at any point give the
 //! same result.
 
+/// Counts `$n` bytes examined by a parser, in tests only ([`work`]); nothing otherwise.
+macro_rules! work {
+    ($n:expr) => {
+        #[cfg(test)]
+        $crate::sniff::work::add($n);
+    };
+}
+
 pub mod http;
 pub mod pipeline;
 pub mod tls;
+
+/// The parsers' work in tests: how many bytes they examined on this thread (each byte once per
+/// look). The work-bound tests compare a message fed byte by byte with the same message parsed
+/// in one call.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static BYTES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Records `n` bytes examined.
+    pub(crate) fn add(n: usize) {
+        BYTES.with(|b| b.set(b.get().saturating_add(n as u64)));
+    }
+}
 
 #[cfg(test)]
 mod hostile_tests;
