@@ -11,7 +11,7 @@
 //! `2xx` to `CONNECT`) turns the rest of the connection into a tunnel, anything else back into
 //! HTTP. Client bytes sent during that wait are held.
 
-use super::http::{parse_request_head, BodyFraming, RequestHead};
+use super::http::{BodyFraming, HeadParser, RequestHead};
 use super::{Malformed, Outcome};
 
 /// Longest chunk-size line (with extensions) or trailer line accepted.
@@ -89,6 +89,9 @@ pub struct Pipeline {
     held_during_upgrade: bool,
     /// The start of the server's answer to an upgrade, when it came in pieces.
     answer: Vec<u8>,
+    /// The request head at `offset` so far, kept between calls so that a head arriving in
+    /// pieces is read once, not again at every call.
+    head: HeadParser,
 }
 
 impl Pipeline {
@@ -103,6 +106,7 @@ impl Pipeline {
             pending_upgrade: false,
             held_during_upgrade: false,
             answer: Vec::new(),
+            head: HeadParser::new(),
         };
         pipeline.enter_body(head);
         pipeline
@@ -139,8 +143,9 @@ impl Pipeline {
                     // Only the first max_head bytes count, so the answer does not depend on how
                     // the bytes were split (as in sniff()).
                     let window = rest.get(..self.max_head).unwrap_or(rest);
-                    return match parse_request_head(window) {
+                    return match self.head.feed(window) {
                         Outcome::Found(head) => {
+                            self.head.reset();
                             self.offset = self.offset.saturating_add(head.head_len);
                             self.enter_body(&head);
                             Step::Head(head)
@@ -317,6 +322,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+    use crate::sniff::http::parse_request_head;
 
     const CAP: usize = 16384;
 

@@ -1,6 +1,6 @@
-//! The resumable parsers ([`Sniffer`], [`HeadParser`]): the work of a message fed one byte per
-//! call against the same message parsed in one call, and the answers at random cut points
-//! against [`sniff`] on the same prefix.
+//! The resumable parsers ([`Sniffer`], [`HeadParser`], and [`Pipeline`]'s later heads): the
+//! work of a message fed one byte per call against the same message parsed in one call, and
+//! the answers at random cut points against [`sniff`] on the same prefix.
 //!
 //! Work is [`work::measure`]: the bytes the parsers examined. Re-parsing the whole buffer on
 //! every call, as calling [`sniff`] on each prefix does, costs the square of the length; the
@@ -10,6 +10,7 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use super::http::{parse_request_head, HeadParser};
+use super::pipeline::{Pipeline, Step};
 use super::tls::build::{records, Hello};
 use super::{sniff, work, Outcome, Sniffed, Sniffer};
 
@@ -125,6 +126,32 @@ fn a_64_kib_client_hello_byte_by_byte_costs_about_one_parse() {
         assert!(input.len() <= CAP, "{name}");
         assert_eq!(within_budget(name, &input), tls, "{name}");
     }
+}
+
+#[test]
+fn a_later_64_kib_head_byte_by_byte_costs_about_one_parse() {
+    let first = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let Outcome::Found(decided) = parse_request_head(first) else {
+        panic!("first head");
+    };
+    let later = head_of(CAP - 100, 60);
+    let mut stream = first.to_vec();
+    stream.extend_from_slice(&later);
+    // The filter's buffer still holds the first head: the pipeline starts after it.
+    let (whole, once) = work::measure(|| Pipeline::after(&decided, CAP).scan(&stream));
+    let (fed, byte_at_a_time) = work::measure(|| {
+        let mut pipeline = Pipeline::after(&decided, CAP);
+        for end in first.len() + 1..stream.len() {
+            assert_eq!(pipeline.scan(&stream[..end]), Step::Hold);
+        }
+        pipeline.scan(&stream)
+    });
+    assert!(matches!(&whole, Step::Head(head) if head.head_len == later.len()));
+    assert_eq!(fed, whole);
+    assert!(
+        byte_at_a_time <= BUDGET * once,
+        "{byte_at_a_time} bytes examined fed a byte at a time, {once} in one call"
+    );
 }
 
 /// The measure tells the quadratic way from the linear one: `sniff` on every prefix, as the
