@@ -1,11 +1,15 @@
 //! `sniff::pipeline` on arbitrary bytes after a first request head: no panic, no endless loop,
 //! and the same heads (or the same refusal) whether the bytes arrive whole, byte by byte, or cut
-//! where the first input byte says — the filter's buffer holds or lets go exactly as here.
+//! where the first input byte says — the filter's buffer holds or lets go exactly as here. The
+//! later heads go through the pipeline's own `HeadParser`, so those cuts split them too. The
+//! first head, fed to a `HeadParser` and to a `Sniffer` byte by byte and at the cut points,
+//! answers exactly as `parse_request_head` and `sniff` on each prefix.
 #![no_main]
 
-use egress_guard::sniff::http::parse_request_head;
+use egress_guard::sniff::http::{parse_request_head, HeadParser};
 use egress_guard::sniff::pipeline::{Pipeline, Step};
-use egress_guard::sniff::Outcome;
+use egress_guard::sniff::{sniff, Outcome, Sniffer};
+use egress_guard_fuzz::prefixes;
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so the byte-by-byte delivery stays cheap and the cap is reached.
@@ -56,7 +60,19 @@ fuzz_target!(|data: &[u8]| {
     let Some((&seed, stream)) = data.split_first() else {
         return;
     };
-    let Outcome::Found(head) = parse_request_head(stream) else {
+    let first = prefixes::check_resumed(
+        stream,
+        HeadParser::new,
+        HeadParser::feed,
+        parse_request_head,
+    );
+    prefixes::check_resumed(
+        stream,
+        Sniffer::new,
+        |s, b| s.feed(b, MAX_HEAD),
+        |b| sniff(b, MAX_HEAD),
+    );
+    let Outcome::Found(head) = first else {
         return;
     };
     let first = Pipeline::after(&head, MAX_HEAD);
