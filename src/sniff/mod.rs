@@ -374,11 +374,15 @@ impl Sniffer {
         if let Some(done) = &self.done {
             return done.clone();
         }
-        let answer = self.answer(buf, max_bytes);
-        if answer != Sniffed::NeedMore {
-            self.done = Some(answer.clone());
+        match self.answer(buf, max_bytes) {
+            // A fresh value rather than the one returned: the common path, once per callback,
+            // then writes the tag alone instead of copying the whole answer.
+            Sniffed::NeedMore => Sniffed::NeedMore,
+            answer => {
+                self.done = Some(answer.clone());
+                answer
+            }
         }
-        answer
     }
 
     fn answer(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
