@@ -109,12 +109,14 @@ $(VENV)/.bench-installed: bench/requirements.txt | venv
 	$(VPY) -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $@
 
-# The core: decide and compile against rule count (criterion), compiled-policy memory; the report.
+# The core: decide and compile against rule count, sniffing a message fed a byte at a time
+# (criterion), compiled-policy memory; the report.
 # Benches link the library unwinding, but cargo also builds the CLI for them with the release
 # profile; with its panic=abort both copies of the library land in one file (cargo #6313), so
 # the benches run with the release profile unwinding. (The module build keeps panic=abort.)
 bench: targets bench-venv
 	CARGO_PROFILE_RELEASE_PANIC=unwind $(CARGO) bench --bench decide
+	CARGO_PROFILE_RELEASE_PANIC=unwind $(CARGO) bench --bench sniff
 	CARGO_PROFILE_RELEASE_PANIC=unwind $(CARGO) bench --bench memory
 	$(VPY) bench/wasm_memory.py
 	$(VPY) bench/report.py --criterion

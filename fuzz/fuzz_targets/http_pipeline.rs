@@ -3,16 +3,20 @@
 //! the network filter. Checks: no panic, no endless loop; what reaches the server is always a
 //! prefix of what the client sent (nothing reordered, nothing invented); and the outcome is the
 //! same whether each step of a schedule arrives whole or byte by byte (up to how much of an
-//! allowed body had streamed out).
+//! allowed body had streamed out). The later heads go through the pipeline's own `HeadParser`,
+//! so the chunks split them too. The first head, fed to a `HeadParser` and to a `Sniffer` byte
+//! by byte and at the cut points, answers exactly as `parse_request_head` and `sniff` on each
+//! prefix.
 //!
 //! Input: `[seed, split_hi, split_lo, bytes...]`: `bytes` splits at `split` into the client's
 //! stream (a first request head, then anything) and the server's; `seed` picks the chunk sizes
 //! with which the two sides alternate.
 #![no_main]
 
-use egress_guard::sniff::http::{parse_request_head, RequestHead};
+use egress_guard::sniff::http::{parse_request_head, HeadParser, RequestHead};
 use egress_guard::sniff::pipeline::{play, Wire};
-use egress_guard::sniff::Outcome;
+use egress_guard::sniff::{sniff, Outcome, Sniffer};
+use egress_guard_fuzz::prefixes;
 use libfuzzer_sys::fuzz_target;
 
 /// Small, so the byte-by-byte delivery stays cheap and the cap is reached.
@@ -31,7 +35,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let split = (usize::from(*hi) << 8 | usize::from(*lo)).min(bytes.len());
     let (client, server) = bytes.split_at(split);
-    let Outcome::Found(head) = parse_request_head(client) else {
+    let first = prefixes::check_resumed(
+        client,
+        HeadParser::new,
+        HeadParser::feed,
+        parse_request_head,
+    );
+    prefixes::check_resumed(
+        client,
+        Sniffer::new,
+        |s, b| s.feed(b, MAX_HEAD),
+        |b| sniff(b, MAX_HEAD),
+    );
+    let Outcome::Found(head) = first else {
         return;
     };
     // The schedule: the first head whole (sniffing holds it), then the two sides alternate in

@@ -1,11 +1,14 @@
 //! `parse_request_head` on arbitrary bytes: no panic; a found head ends with its blank line,
 //! has CRLF line ends only, and parses alone to the same head; the name is non-empty ASCII and
 //! classifies without panic; every prefix answers `NeedMore` or the final answer; bytes appended
-//! after a settled answer change nothing.
+//! after a settled answer change nothing; a `HeadParser` fed the bytes one at a time, or at the
+//! cut points, answers exactly as `parse_request_head` on each prefix.
 #![no_main]
 
 use egress_guard::policy::{classify_authority, NameClass};
-use egress_guard::sniff::http::{parse_request_head, BodyFraming, RequestHead, TargetForm};
+use egress_guard::sniff::http::{
+    parse_request_head, BodyFraming, HeadParser, RequestHead, TargetForm,
+};
 use egress_guard::sniff::tls::parse_client_hello;
 use egress_guard::sniff::{sniff, Outcome, Sniffed};
 use egress_guard_fuzz::prefixes;
@@ -17,6 +20,9 @@ fn need_more(outcome: &Outcome<RequestHead>) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     let whole = prefixes::check(data, parse_request_head, need_more);
+    let resumed =
+        prefixes::check_resumed(data, HeadParser::new, HeadParser::feed, parse_request_head);
+    assert_eq!(resumed, whole);
 
     if let Outcome::Found(head) = &whole {
         let bytes = &data[..head.head_len];

@@ -4,10 +4,11 @@
 //! `E > max_bytes` the answer is `TooLarge`; when `E <= max_bytes` it is the uncapped answer,
 //! except that a TLS length field read before the violation may already prove the message too
 //! large (the cap is checked in byte order with the other rules), which turns a TLS `Malformed`
-//! into `TooLarge` — never a found ClientHello or request head.
+//! into `TooLarge` — never a found ClientHello or request head. A `Sniffer` fed the bytes one at
+//! a time, or at the cut points, answers exactly as `sniff` on each prefix, capped or not.
 #![no_main]
 
-use egress_guard::sniff::{sniff, Sniffed};
+use egress_guard::sniff::{sniff, Sniffed, Sniffer};
 use egress_guard_fuzz::prefixes;
 use libfuzzer_sys::fuzz_target;
 
@@ -22,6 +23,9 @@ fuzz_target!(|data: &[u8]| {
     let cap = usize::from(u16::from_le_bytes(*cap));
 
     let capped = prefixes::check(body, |b| sniff(b, cap), need_more);
+    let resumed =
+        prefixes::check_resumed(body, Sniffer::new, |s, b| s.feed(b, cap), |b| sniff(b, cap));
+    assert_eq!(resumed, capped);
     let seen = &body[..body.len().min(cap)];
     assert_eq!(
         sniff(seen, cap),
@@ -32,7 +36,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(head_len <= cap);
     }
 
-    let uncapped = sniff(body, usize::MAX);
+    let uncapped = prefixes::check_resumed(
+        body,
+        Sniffer::new,
+        |s, b| s.feed(b, usize::MAX),
+        |b| sniff(b, usize::MAX),
+    );
     match prefixes::settle_point(body, |b| sniff(b, usize::MAX), need_more) {
         Some(end) if end <= cap => match (&uncapped, &capped) {
             (Sniffed::Malformed(why), Sniffed::TooLarge) if why.as_str().starts_with("tls_") => {}

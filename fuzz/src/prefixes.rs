@@ -2,6 +2,9 @@
 //! prefix is either "need more" or the answer for the whole input, and once an answer is final
 //! it stays final. Checking every prefix is quadratic, so long inputs are checked at a bounded
 //! set of cut points.
+//!
+//! [`check_resumed`]: the contract of the parsers that keep their place between calls
+//! (`Sniffer`, `HeadParser`): fed a growing buffer, they answer exactly as a fresh parse of it.
 
 use std::fmt::Debug;
 
@@ -69,4 +72,41 @@ where
         }
     }
     Some(hi)
+}
+
+/// Asserts the resumable-parser contract: one parser (`start()`), fed every prefix of `data` in
+/// turn (the bytes arriving one at a time), answers at each cut point exactly as `fresh` on
+/// that prefix; so does a second one fed only the cut points (larger steps, from the same
+/// state). Feeding every prefix is linear for such a parser; only the comparisons with `fresh`
+/// are limited to the cut points. Returns the answer for the whole input.
+pub fn check_resumed<P, T, S, F, G>(data: &[u8], start: S, feed: F, fresh: G) -> T
+where
+    T: PartialEq + Debug,
+    S: Fn() -> P,
+    F: Fn(&mut P, &[u8]) -> T,
+    G: Fn(&[u8]) -> T,
+{
+    let cuts = cut_points(data.len());
+    let mut parser = start();
+    let mut next = 0;
+    for end in 0..=data.len() {
+        let got = feed(&mut parser, &data[..end]);
+        if cuts.get(next) == Some(&end) {
+            next += 1;
+            let want = fresh(&data[..end]);
+            assert_eq!(got, want, "fed byte by byte, prefix of {end} bytes");
+        }
+    }
+    let mut parser = start();
+    let mut last = None;
+    for &end in &cuts {
+        let got = feed(&mut parser, &data[..end]);
+        assert_eq!(
+            got,
+            fresh(&data[..end]),
+            "fed at the cut points, prefix of {end} bytes"
+        );
+        last = Some(got);
+    }
+    last.unwrap_or_else(|| fresh(data))
 }

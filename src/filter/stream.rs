@@ -32,8 +32,9 @@ pub(crate) struct StreamFilter {
     session: Option<Rc<RefCell<Session>>>,
     /// Client bytes taken out of Envoy's buffer so that the bytes before them could go.
     stash: Vec<u8>,
-    /// Client bytes left in Envoy's buffer when this filter last paused it.
-    envoy_held: usize,
+    /// A copy of the client bytes left in Envoy's buffer when this filter last paused it: the
+    /// next callback fetches only what came after them.
+    mirror: Vec<u8>,
 }
 
 impl StreamFilter {
@@ -48,7 +49,7 @@ impl StreamFilter {
             waiting,
             session: None,
             stash: Vec::new(),
-            envoy_held: 0,
+            mirror: Vec::new(),
         }
     }
 
@@ -65,12 +66,12 @@ impl StreamFilter {
         &mut self,
         shared: &Shared,
         action: SessionAction,
-        buffer: &[u8],
+        buffer: Vec<u8>,
         in_callback: bool,
     ) -> Action {
+        self.mirror.clear();
         match action {
             SessionAction::Continue => {
-                self.envoy_held = 0;
                 if !in_callback {
                     resume();
                 }
@@ -78,7 +79,8 @@ impl StreamFilter {
             }
             SessionAction::Split(n) => {
                 // Envoy's buffer keeps the front, which goes on resume; the rest waits here.
-                let (front, rest) = buffer.split_at(n.min(buffer.len()));
+                let n = n.min(buffer.len());
+                let (front, rest) = buffer.split_at(n);
                 if let Err(status) =
                     host::set_buffer(BufferType::DownstreamData, 0, buffer.len(), front)
                 {
@@ -87,12 +89,11 @@ impl StreamFilter {
                     return Action::Pause;
                 }
                 self.stash = rest.to_vec();
-                self.envoy_held = 0;
                 resume();
                 Action::Pause
             }
             SessionAction::Pause => {
-                self.envoy_held = buffer.len();
+                self.mirror = buffer;
                 Action::Pause
             }
             SessionAction::Close => {
@@ -115,18 +116,42 @@ impl StreamFilter {
     }
 
     /// The client bytes held: Envoy's buffer (`envoy_len` bytes) with the stash put back in
-    /// front. `None` if the host cannot show them as expected.
+    /// front. Only bytes that arrived since the last pause are fetched from Envoy. `None` if the
+    /// host cannot show them as expected.
     fn held_bytes(&mut self, envoy_len: usize) -> Option<Vec<u8>> {
         let stashed = std::mem::take(&mut self.stash);
-        if !stashed.is_empty() {
-            host::set_buffer(BufferType::DownstreamData, 0, 0, &stashed).ok()?;
+        let mirror = std::mem::take(&mut self.mirror);
+        if mirror.len() > envoy_len {
+            return None;
         }
-        let want = envoy_len.saturating_add(stashed.len());
-        let bytes = hostcalls::get_buffer(BufferType::DownstreamData, 0, want)
-            .ok()?
-            .unwrap_or_default();
-        // A host that no longer has the connection's buffer must not be mistaken for one.
-        (bytes.len() == want && bytes.starts_with(&stashed)).then_some(bytes)
+        // Envoy's buffer is `mirror` then newer bytes; with the stash back, the stash first.
+        let want = stashed.len().saturating_add(envoy_len);
+        let mut bytes = if stashed.is_empty() {
+            mirror
+        } else {
+            host::set_buffer(BufferType::DownstreamData, 0, 0, &stashed).ok()?;
+            // A host that no longer has the connection's buffer must not be mistaken for one.
+            let back = hostcalls::get_buffer(BufferType::DownstreamData, 0, stashed.len())
+                .ok()?
+                .unwrap_or_default();
+            if back != stashed {
+                return None;
+            }
+            let mut bytes = stashed;
+            bytes.extend_from_slice(&mirror);
+            bytes
+        };
+        let have = bytes.len();
+        if want > have {
+            let more = hostcalls::get_buffer(BufferType::DownstreamData, have, want - have)
+                .ok()?
+                .unwrap_or_default();
+            if more.len() != want - have {
+                return None;
+            }
+            bytes.extend_from_slice(&more);
+        }
+        Some(bytes)
     }
 }
 
@@ -197,7 +222,7 @@ impl StreamContext for StreamFilter {
             now_ns(),
             &mut Recorder::new(&shared),
         );
-        let result = self.apply_client(&shared, action, &buffer, true);
+        let result = self.apply_client(&shared, action, buffer, true);
         self.sync_timer();
         result
     }
@@ -225,9 +250,8 @@ impl StreamContext for StreamFilter {
         match action {
             SessionAction::Resume => {
                 // The server left HTTP: the held bytes belong to the tunnel.
-                let envoy_held = self.envoy_held;
+                let envoy_held = self.mirror.len();
                 if self.held_bytes(envoy_held).is_some() {
-                    self.envoy_held = 0;
                     resume();
                 } else {
                     log::warn!("egress-guard: cannot put back the bytes held for a tunnel");
@@ -236,7 +260,7 @@ impl StreamContext for StreamFilter {
             }
             SessionAction::Recheck => {
                 // The server stayed in HTTP: the held bytes are requests to check now.
-                let envoy_held = self.envoy_held;
+                let envoy_held = self.mirror.len();
                 match self.held_bytes(envoy_held) {
                     Some(buffer) => {
                         let action = session.borrow_mut().client(
@@ -246,7 +270,7 @@ impl StreamContext for StreamFilter {
                             now_ns(),
                             &mut Recorder::new(&shared),
                         );
-                        self.apply_client(&shared, action, &buffer, false);
+                        self.apply_client(&shared, action, buffer, false);
                     }
                     None => {
                         log::warn!("egress-guard: cannot read the bytes held behind an upgrade");

@@ -32,7 +32,7 @@ use crate::policy::name::{classify_authority, classify_sni, NameClass};
 use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
 use crate::sniff::http::parse_request_head;
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
-use crate::sniff::{self, Malformed, Outcome, Sniffed};
+use crate::sniff::{Malformed, Outcome, Sniffed, Sniffer};
 
 /// What the adapter must do after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +211,8 @@ pub struct Session {
     requests: u32,
     /// On an allowed HTTP/1 connection: follows every later request and every response.
     pipeline: Option<Pipeline>,
+    /// The first bytes' parse so far, kept between calls (work linear in the bytes held).
+    sniffer: Sniffer,
 }
 
 impl Session {
@@ -231,6 +233,7 @@ impl Session {
             buffered: 0,
             requests: 1,
             pipeline: None,
+            sniffer: Sniffer::new(),
         };
         if let Some(sni) = inspector_sni.filter(|s| !s.is_empty()) {
             rec.sniffed(SniffOutcome::InspectorSni);
@@ -437,7 +440,7 @@ impl Session {
             // The client closed without a byte: nothing was cut short, and there is no name.
             Sniffed::Other
         } else {
-            sniff::sniff(buf, max_bytes)
+            self.sniffer.feed(buf, max_bytes)
         };
         if matches!(sniffed, Sniffed::NeedMore) && !eos {
             if after_timeout && self.deadline.is_none() {

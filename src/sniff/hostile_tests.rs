@@ -21,7 +21,12 @@ use crate::policy::{
 use crate::session::{Action, Anomaly, Judged, Record, Session, SniffOutcome};
 
 /// A decision, the name and anomaly it was taken on, and its detail.
-type Decided = (Decision, Option<NameClass>, Option<Anomaly>, Option<&'static str>);
+type Decided = (
+    Decision,
+    Option<NameClass>,
+    Option<Anomaly>,
+    Option<&'static str>,
+);
 
 /// The session's one decision on a case, with what it was taken on.
 #[derive(Default)]

@@ -39,6 +39,8 @@
 //! `host: None`: it matches no host pattern. Only the first request head of a connection is
 //! parsed; [`RequestHead::head_len`] and [`RequestHead::framing`] say where it ends.
 
+use std::ops::Range;
+
 use super::{Malformed, Outcome};
 use crate::policy::name::{classify_authority, NameClass};
 
@@ -152,28 +154,138 @@ impl RequestHead {
 /// [`Outcome::NotThisProtocol`] when the first bytes are not an HTTP/1 request (see the module
 /// documentation for detection), [`Outcome::NeedMore`] until the blank line that ends the head.
 /// Bytes after the head (a body, a pipelined request) are not looked at.
+///
+/// Each call reads `buf` from its start. For a buffer that grows between calls, a
+/// [`HeadParser`] gives the same answers reading each byte about once.
 pub fn parse_request_head(buf: &[u8]) -> Outcome<RequestHead> {
-    let lead = buf
-        .iter()
-        .take_while(|&&b| is_separator(b) || b == b'\n')
-        .count();
-    match detect(buf.get(lead..).unwrap_or_default()) {
-        Detect::NotHttp => Outcome::NotThisProtocol,
-        Detect::NeedMore => Outcome::NeedMore,
-        Detect::Http if lead > 0 => Outcome::Malformed(Malformed::HttpLeadingWhitespace),
-        Detect::Http => match parse_head(buf) {
-            Ok(Some(head)) => Outcome::Found(head),
-            Ok(None) => Outcome::NeedMore,
-            Err(why) => Outcome::Malformed(why),
-        },
+    HeadParser::new().feed(buf)
+}
+
+/// [`parse_request_head`] for a buffer that grows between calls, keeping its place.
+///
+/// Calling [`parse_request_head`] on the whole buffer at every callback re-reads everything
+/// held so far each time: a head that arrives a byte at a time costs work quadratic in its
+/// length. A `HeadParser` resumes where the previous call stopped, so the same head costs about
+/// what one call on all of it does.
+///
+/// # Contract
+///
+/// Each [`HeadParser::feed`] passes the whole buffer so far: the bytes of the previous call,
+/// unchanged, followed by any new ones. The answer is then exactly `parse_request_head(buf)` on
+/// every call — not only "`NeedMore` or the final answer". Nothing is postponed: a malformed
+/// head is refused at the same byte as by [`parse_request_head`] (a bare LF or CR at the byte
+/// that shows it, a bad request line or header line at its CRLF), and detection answers
+/// (`NotThisProtocol`, or HTTP) at the same byte too. Once the answer is final, later calls
+/// return it again without parsing.
+///
+/// A buffer shorter than the previous one starts a new head, as after [`HeadParser::reset`]. A
+/// buffer whose earlier bytes changed cannot be noticed cheaply: call [`HeadParser::reset`]
+/// before feeding it.
+///
+/// # Work
+///
+/// The parse resumes in the leading whitespace, in the comparison with the HTTP/2 preface, in
+/// the method token, in the scan of an extension method's first line for `HTTP/`, or in the
+/// search for the end of the first incomplete line of the head. Each complete line is checked
+/// once, when its CRLF arrives, and the head is put together once, at its blank line (reading
+/// the request line and the Host value again). Per call, at most one byte is looked at again:
+/// the `H` of a partial `HTTP/`, or a CR awaiting its LF.
+#[derive(Debug, Clone, Default)]
+pub struct HeadParser {
+    /// Length of the buffer at the last call.
+    seen: usize,
+    stage: Stage,
+}
+
+/// Where a [`HeadParser`] stands. Positions are offsets in the buffer.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// Leading whitespace: `buf[..lead]` is all separators and LFs.
+    Lead { lead: usize },
+    /// The first `matched` bytes after the leading whitespace are those of the HTTP/2 preface.
+    Preface { lead: usize, matched: usize },
+    /// `buf[lead..end]` is the method token so far.
+    Method { lead: usize, end: usize },
+    /// Not a known method followed by SP: the first line is searched for `HTTP/` after
+    /// whitespace, and `buf[..pos]` did not decide (`after_separator`: the byte before `pos` is
+    /// a separator; `matched`: the first bytes of `HTTP/` that the bytes from `pos` on are).
+    Line {
+        lead: usize,
+        pos: usize,
+        after_separator: bool,
+        matched: usize,
+    },
+    /// HTTP: the head, line by line.
+    Head(Lines),
+    /// The answer is known.
+    Done(Outcome<RequestHead>),
+}
+
+impl Default for Stage {
+    fn default() -> Stage {
+        Stage::Lead { lead: 0 }
     }
 }
 
-/// What the first line looks like so far.
-enum Detect {
-    Http,
+/// What one stage made of the buffer.
+enum Next {
     NeedMore,
-    NotHttp,
+    Stage(Stage),
+}
+
+impl Next {
+    fn done(outcome: Outcome<RequestHead>) -> Next {
+        Next::Stage(Stage::Done(outcome))
+    }
+
+    /// The first line shows HTTP.
+    fn http(lead: usize) -> Next {
+        if lead > 0 {
+            Next::done(Outcome::Malformed(Malformed::HttpLeadingWhitespace))
+        } else {
+            Next::Stage(Stage::Head(Lines::default()))
+        }
+    }
+}
+
+impl HeadParser {
+    /// A parser at the start of a head.
+    pub fn new() -> HeadParser {
+        HeadParser::default()
+    }
+
+    /// Forgets everything: the next buffer is a new head.
+    pub fn reset(&mut self) {
+        *self = HeadParser::default();
+    }
+
+    /// The answer for `buf`, the whole buffer so far (see the type's contract): exactly
+    /// [`parse_request_head`]'s.
+    pub fn feed(&mut self, buf: &[u8]) -> Outcome<RequestHead> {
+        if buf.len() < self.seen {
+            self.reset();
+        }
+        self.seen = buf.len();
+        loop {
+            let next = match &mut self.stage {
+                Stage::Done(outcome) => return outcome.clone(),
+                Stage::Lead { lead } => leading_whitespace(buf, lead),
+                Stage::Preface { lead, matched } => preface(buf, *lead, matched),
+                Stage::Method { lead, end } => method(buf, *lead, end),
+                Stage::Line {
+                    lead,
+                    pos,
+                    after_separator,
+                    matched,
+                } => first_line(buf, *lead, pos, after_separator, matched),
+                Stage::Head(lines) => lines.step(buf),
+            };
+            match next {
+                Next::NeedMore => return Outcome::NeedMore,
+                Next::Stage(stage) => self.stage = stage,
+            }
+        }
+    }
 }
 
 /// tchar (RFC 9110 §5.6.2).
@@ -196,81 +308,121 @@ fn is_authority_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+;=:[]%".contains(&b)
 }
 
-/// Decides whether `line` (the bytes after any leading whitespace) starts an HTTP/1 request.
-fn detect(line: &[u8]) -> Detect {
-    if line.starts_with(H2_PREFACE) {
-        return Detect::NotHttp;
+// Detection: whether the bytes after any leading whitespace start an HTTP/1 request, in the
+// order of the checks: the HTTP/2 preface, a known method and SP, then any token, separator
+// and `HTTP/` later on the line.
+
+/// Extends the leading whitespace (separators and LFs, which lenient servers skip).
+fn leading_whitespace(buf: &[u8], lead: &mut usize) -> Next {
+    let rest = buf.get(*lead..).unwrap_or_default();
+    let n = rest
+        .iter()
+        .take_while(|&&b| is_separator(b) || b == b'\n')
+        .count();
+    work!(rest.len().min(n.saturating_add(1)));
+    *lead = lead.saturating_add(n);
+    if n == rest.len() {
+        return Next::NeedMore;
     }
-    if H2_PREFACE.starts_with(line) {
-        return Detect::NeedMore;
+    Next::Stage(Stage::Preface {
+        lead: *lead,
+        matched: 0,
+    })
+}
+
+/// Compares the line with the HTTP/2 preface: that preface is not HTTP/1, any prefix of it may
+/// still become it.
+fn preface(buf: &[u8], lead: usize, matched: &mut usize) -> Next {
+    let line = buf.get(lead..).unwrap_or_default();
+    while let Some(&want) = H2_PREFACE.get(*matched) {
+        let Some(&got) = line.get(*matched) else {
+            return Next::NeedMore;
+        };
+        work!(1);
+        if got != want {
+            return Next::Stage(Stage::Method { lead, end: lead });
+        }
+        *matched = matched.saturating_add(1);
     }
-    let method_len = line.iter().take_while(|&&b| is_tchar(b)).count();
-    let Some((method, rest)) = line.split_at_checked(method_len) else {
-        return Detect::NotHttp;
-    };
-    if method.is_empty() {
-        return Detect::NotHttp;
+    Next::done(Outcome::NotThisProtocol)
+}
+
+/// Reads the method token and what follows it.
+fn method(buf: &[u8], lead: usize, end: &mut usize) -> Next {
+    let rest = buf.get(*end..).unwrap_or_default();
+    let n = rest.iter().take_while(|&&b| is_tchar(b)).count();
+    work!(rest.len().min(n.saturating_add(1)));
+    *end = end.saturating_add(n);
+    let method = buf.get(lead..*end).unwrap_or_default();
+    match buf.get(*end) {
+        None => Next::NeedMore,
+        Some(_) if method.is_empty() => Next::done(Outcome::NotThisProtocol),
+        Some(b' ') if KNOWN_METHODS.iter().any(|m| m.as_bytes() == method) => Next::http(lead),
+        Some(&b) if is_separator(b) => Next::Stage(Stage::Line {
+            lead,
+            pos: *end,
+            after_separator: false,
+            matched: 0,
+        }),
+        Some(_) => Next::done(Outcome::NotThisProtocol),
     }
-    match rest.first() {
-        None => return Detect::NeedMore,
-        Some(b' ') if KNOWN_METHODS.iter().any(|m| m.as_bytes() == method) => return Detect::Http,
-        Some(&b) if is_separator(b) => {}
-        Some(_) => return Detect::NotHttp,
-    }
-    // Any other token: HTTP once the line shows `HTTP/` after whitespace. A byte that no
-    // lenient server takes as part of a request line, or the end of the line, says "not HTTP".
-    let mut after_separator = false;
-    for (i, &b) in rest.iter().enumerate() {
+}
+
+/// Any other token: HTTP once the line shows `HTTP/` after whitespace. A byte that no lenient
+/// server takes as part of a request line, or the end of the line, says "not HTTP".
+fn first_line(
+    buf: &[u8],
+    lead: usize,
+    pos: &mut usize,
+    after_separator: &mut bool,
+    matched: &mut usize,
+) -> Next {
+    while let Some(&b) = buf.get(*pos) {
+        work!(1);
         if is_separator(b) {
-            after_separator = true;
+            *after_separator = true;
+            *pos = pos.saturating_add(1);
             continue;
         }
         if !is_lenient_target_byte(b) {
-            return Detect::NotHttp;
+            return Next::done(Outcome::NotThisProtocol);
         }
-        if after_separator && matches!(b, b'H' | b'h') {
-            let candidate = rest.get(i..).unwrap_or_default();
+        if *after_separator && matches!(b, b'H' | b'h') {
+            // Stays at this byte until the five bytes are there (or differ); the bytes already
+            // matched are not compared again.
+            let candidate = buf.get(*pos..).unwrap_or_default();
             let n = candidate.len().min(5);
-            if let (Some(got), Some(want)) = (candidate.get(..n), b"HTTP/".get(..n)) {
+            let new = (candidate.get(*matched..n), b"HTTP/".get(*matched..n));
+            work!(n.saturating_sub(*matched));
+            if let (Some(got), Some(want)) = new {
                 if got.eq_ignore_ascii_case(want) {
-                    return if n == 5 {
-                        Detect::Http
-                    } else {
-                        Detect::NeedMore
-                    };
+                    if n == 5 {
+                        return Next::http(lead);
+                    }
+                    *matched = n;
+                    return Next::NeedMore;
                 }
             }
+            *matched = 0;
         }
-        after_separator = false;
+        *after_separator = false;
+        *pos = pos.saturating_add(1);
     }
-    Detect::NeedMore
-}
-
-/// The next CRLF-terminated line starting at `start`, without its CRLF, and the position after
-/// it; `None` while the line is incomplete.
-fn next_line(buf: &[u8], start: usize) -> Result<Option<(&[u8], usize)>, Malformed> {
-    let rest = buf.get(start..).unwrap_or_default();
-    let Some(end) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
-        return Ok(None);
-    };
-    match (rest.get(end), rest.get(end.saturating_add(1))) {
-        (Some(b'\r'), Some(b'\n')) => Ok(Some((
-            rest.get(..end).unwrap_or_default(),
-            start.saturating_add(end).saturating_add(2),
-        ))),
-        (Some(b'\r'), None) => Ok(None),
-        (Some(b'\r'), Some(_)) => Err(Malformed::HttpBareCr),
-        _ => Err(Malformed::HttpBareLf),
-    }
+    Next::NeedMore
 }
 
 /// Optional whitespace (SP, HTAB) trimmed from both ends.
 pub(super) fn trim_ows(bytes: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = bytes.iter().take_while(|b| is_ows(b)).count();
-    let bytes = bytes.get(start..).unwrap_or_default();
-    let end = bytes.len() - bytes.iter().rev().take_while(|b| is_ows(b)).count();
-    bytes.get(..end).unwrap_or_default()
+    bytes.get(trim_ows_span(bytes)).unwrap_or_default()
+}
+
+/// Where `bytes` is without optional whitespace at both ends.
+fn trim_ows_span(bytes: &[u8]) -> Range<usize> {
+    let is_ows = |b: &&u8| **b == b' ' || **b == b'\t';
+    let start = bytes.iter().take_while(is_ows).count();
+    let rest = bytes.get(start..).unwrap_or_default();
+    let end = bytes.len() - rest.iter().rev().take_while(is_ows).count();
+    start..end
 }
 
 fn ascii_string(bytes: &[u8], why: Malformed) -> Result<String, Malformed> {
@@ -289,6 +441,7 @@ struct RequestLine<'a> {
 }
 
 fn parse_request_line(line: &[u8]) -> Result<RequestLine<'_>, Malformed> {
+    work!(line.len());
     let mut parts = line.splitn(3, |&b| b == b' ');
     let method = parts.next().unwrap_or_default();
     let (Some(target), version) = (parts.next(), parts.next()) else {
@@ -393,70 +546,136 @@ fn is_authority(authority: &[u8], port_required: bool) -> bool {
         && (!host.starts_with(b"[") || host.ends_with(b"]"))
 }
 
-/// Headers that matter, gathered line by line.
-#[derive(Default)]
-struct Fields<'a> {
-    host: Option<&'a [u8]>,
+/// Headers that matter, gathered line by line (the Host value as its place in the buffer).
+#[derive(Debug, Clone, Default)]
+struct Fields {
+    host: Option<Range<usize>>,
     content_length: Option<u64>,
     transfer_encoding: Option<TransferCodings>,
     upgrade: bool,
 }
 
 /// The Transfer-Encoding codings seen so far, across all Transfer-Encoding lines.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct TransferCodings {
     pub(super) count: usize,
     pub(super) chunked: usize,
     pub(super) last_is_chunked: bool,
 }
 
-fn parse_head(buf: &[u8]) -> Result<Option<RequestHead>, Malformed> {
-    let Some((line, mut pos)) = next_line(buf, 0)? else {
-        return Ok(None);
-    };
-    let request = parse_request_line(line)?;
-    let mut fields = Fields::default();
-    loop {
-        let Some((line, next)) = next_line(buf, pos)? else {
-            return Ok(None);
-        };
-        pos = next;
-        if line.is_empty() {
-            break;
-        }
-        field_line(line, request.version, &mut fields)?;
-    }
-    let framing = match (fields.content_length, fields.transfer_encoding) {
-        (_, Some(te)) if te.count == 0 || te.chunked != 1 || !te.last_is_chunked => {
-            return Err(Malformed::HttpTransferEncoding)
-        }
-        (Some(_), Some(_)) => return Err(Malformed::HttpContentLengthAndTransferEncoding),
-        (None, Some(_)) => BodyFraming::Chunked,
-        (Some(len), None) => BodyFraming::ContentLength(len),
-        (None, None) => BodyFraming::None,
-    };
-    let host = match (request.authority, fields.host) {
-        (Some(authority), Some(host)) if !same_host(authority, host) => {
-            return Err(Malformed::HttpHostMismatch)
-        }
-        (Some(authority), _) => Some(authority),
-        (None, host) => host,
-    };
-    Ok(Some(RequestHead {
-        method: ascii_string(request.method, Malformed::HttpRequestLine)?,
-        target_form: request.form,
-        version: request.version,
-        host: host
-            .map(|h| ascii_string(h, Malformed::HttpHostValue))
-            .transpose()?,
-        head_len: pos,
-        framing,
-        upgrade: fields.upgrade || request.method == b"CONNECT",
-    }))
+/// The head of a request detected as HTTP (with no leading whitespace), line by line.
+#[derive(Debug, Clone, Default)]
+struct Lines {
+    /// Start of the first line not yet complete.
+    pos: usize,
+    /// `buf[pos..scanned]` holds no CR or LF.
+    scanned: usize,
+    /// Where the request line ends (its CR), and its version, once it is checked.
+    request: Option<(usize, u8)>,
+    fields: Fields,
 }
 
-/// Checks one header line and records what matters.
-fn field_line<'a>(line: &'a [u8], version: u8, fields: &mut Fields<'a>) -> Result<(), Malformed> {
+impl Lines {
+    fn step(&mut self, buf: &[u8]) -> Next {
+        match self.parse(buf) {
+            Ok(Some(head)) => Next::done(Outcome::Found(head)),
+            Ok(None) => Next::NeedMore,
+            Err(why) => Next::done(Outcome::Malformed(why)),
+        }
+    }
+
+    /// Checks each line completed since the last call; the head at its blank line.
+    fn parse(&mut self, buf: &[u8]) -> Result<Option<RequestHead>, Malformed> {
+        loop {
+            let Some(end) = self.line_end(buf)? else {
+                return Ok(None);
+            };
+            let line = buf.get(self.pos..end).unwrap_or_default();
+            let next = end.saturating_add(2);
+            match self.request {
+                None => {
+                    let request = parse_request_line(line)?;
+                    self.request = Some((end, request.version));
+                }
+                Some((request_end, _)) if line.is_empty() => {
+                    return self.finish(buf, request_end, next).map(Some);
+                }
+                Some((_, version)) => field_line(line, self.pos, version, &mut self.fields)?,
+            }
+            self.pos = next;
+            self.scanned = next;
+        }
+    }
+
+    /// Where the line at `pos` ends (its CR), once its CRLF has arrived. Every line ends with
+    /// CRLF: the first CR or LF decides.
+    fn line_end(&mut self, buf: &[u8]) -> Result<Option<usize>, Malformed> {
+        let from = self.scanned.max(self.pos);
+        let rest = buf.get(from..).unwrap_or_default();
+        let Some(offset) = rest.iter().position(|&b| b == b'\r' || b == b'\n') else {
+            work!(rest.len());
+            self.scanned = buf.len();
+            return Ok(None);
+        };
+        work!(offset.saturating_add(1));
+        let end = from.saturating_add(offset);
+        match (buf.get(end), buf.get(end.saturating_add(1))) {
+            (Some(b'\r'), Some(b'\n')) => Ok(Some(end)),
+            (Some(b'\r'), None) => {
+                self.scanned = end;
+                Ok(None)
+            }
+            (Some(b'\r'), Some(_)) => Err(Malformed::HttpBareCr),
+            _ => Err(Malformed::HttpBareLf),
+        }
+    }
+
+    /// The head, at its blank line (`head_len` bytes with it).
+    fn finish(
+        &self,
+        buf: &[u8],
+        request_end: usize,
+        head_len: usize,
+    ) -> Result<RequestHead, Malformed> {
+        let request = parse_request_line(buf.get(..request_end).unwrap_or_default())?;
+        let fields = &self.fields;
+        let framing = match (fields.content_length, &fields.transfer_encoding) {
+            (_, Some(te)) if te.count == 0 || te.chunked != 1 || !te.last_is_chunked => {
+                return Err(Malformed::HttpTransferEncoding)
+            }
+            (Some(_), Some(_)) => return Err(Malformed::HttpContentLengthAndTransferEncoding),
+            (None, Some(_)) => BodyFraming::Chunked,
+            (Some(len), None) => BodyFraming::ContentLength(len),
+            (None, None) => BodyFraming::None,
+        };
+        let host_value = fields
+            .host
+            .clone()
+            .map(|span| buf.get(span).unwrap_or_default());
+        let host = match (request.authority, host_value) {
+            (Some(authority), Some(host)) if !same_host(authority, host) => {
+                return Err(Malformed::HttpHostMismatch)
+            }
+            (Some(authority), _) => Some(authority),
+            (None, host) => host,
+        };
+        Ok(RequestHead {
+            method: ascii_string(request.method, Malformed::HttpRequestLine)?,
+            target_form: request.form,
+            version: request.version,
+            host: host
+                .map(|h| ascii_string(h, Malformed::HttpHostValue))
+                .transpose()?,
+            head_len,
+            framing,
+            upgrade: fields.upgrade || request.method == b"CONNECT",
+        })
+    }
+}
+
+/// Checks one header line, which starts at `at` in the buffer, and records what matters.
+fn field_line(line: &[u8], at: usize, version: u8, fields: &mut Fields) -> Result<(), Malformed> {
+    work!(line.len());
     if matches!(line.first(), Some(b' ' | b'\t')) {
         return Err(Malformed::HttpObsFold);
     }
@@ -468,7 +687,9 @@ fn field_line<'a>(line: &'a [u8], version: u8, fields: &mut Fields<'a>) -> Resul
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(Malformed::HttpHeaderSyntax);
     }
-    let value = trim_ows(rest.get(1..).unwrap_or_default());
+    let raw = rest.get(1..).unwrap_or_default();
+    let span = trim_ows_span(raw);
+    let value = raw.get(span.clone()).unwrap_or_default();
     if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
         return Err(Malformed::HttpHeaderValue);
     }
@@ -479,7 +700,8 @@ fn field_line<'a>(line: &'a [u8], version: u8, fields: &mut Fields<'a>) -> Resul
         if !is_authority(value, false) {
             return Err(Malformed::HttpHostValue);
         }
-        fields.host = Some(value);
+        let raw_at = at.saturating_add(colon).saturating_add(1);
+        fields.host = Some(raw_at.saturating_add(span.start)..raw_at.saturating_add(span.end));
     } else if name.eq_ignore_ascii_case(b"content-length") {
         let len = content_length(value)?;
         if fields.content_length.is_some_and(|prev| prev != len) {
@@ -579,7 +801,8 @@ mod tests {
         NotHttp,
     }
 
-    /// Parses `input` whole and on every prefix (directly and through `sniff`).
+    /// Parses `input` whole and on every prefix (directly, through `sniff`, and with one
+    /// [`HeadParser`] fed every prefix in turn, which must answer as a fresh parse of each).
     fn run(input: &[u8]) -> Outcome<RequestHead> {
         let whole = parse_request_head(input);
         let sniffed = sniff_every_prefix(input, 1 << 20);
@@ -594,8 +817,14 @@ mod tests {
         };
         assert_eq!(sniffed, expect);
         let mut settled = false;
+        let mut parser = HeadParser::new();
         for end in 0..=input.len() {
             let got = parse_request_head(&input[..end]);
+            assert_eq!(
+                parser.feed(&input[..end]),
+                got,
+                "resumed, prefix of {end} bytes"
+            );
             if settled || got != Outcome::NeedMore {
                 assert_eq!(got, whole, "prefix of {end} bytes");
                 settled = true;

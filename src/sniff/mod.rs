@@ -7,10 +7,23 @@
 //! server could read differently from us is a violation. A missing name (a ClientHello without
 //! SNI, a request without `Host`) is not malformed.
 //!
-//! All parsers are incremental in the simplest way: they take the whole buffer held so far and
-//! are called again when more bytes arrive. For every input, the answer for a prefix is either
-//! [`Outcome::NeedMore`] or the answer for the whole input, so bytes split at any point give the
-//! same result.
+//! All parsers take the whole buffer held so far and are called again when more bytes arrive.
+//! For every input, the answer for a prefix is either [`Outcome::NeedMore`] or the answer for
+//! the whole input, so bytes split at any point give the same result.
+//!
+//! The functions ([`sniff`], [`http::parse_request_head`], [`tls::parse_client_hello`]) read the
+//! buffer from its start on every call, which costs work quadratic in its length when a message
+//! arrives in small pieces. [`Sniffer`] and [`http::HeadParser`] hold their place between calls
+//! instead and give exactly the same answers, so a message costs about the same however it is
+//! split: that is what the filter uses on a growing buffer.
+
+/// Counts `$n` bytes examined by a parser, in tests only ([`work`]); nothing otherwise.
+macro_rules! work {
+    ($n:expr) => {
+        #[cfg(test)]
+        $crate::sniff::work::add($n);
+    };
+}
 
 pub mod chunked;
 pub mod http;
@@ -18,8 +31,34 @@ pub mod pipeline;
 pub mod response;
 pub mod tls;
 
+/// The parsers' work in tests: how many bytes they examined on this thread (each byte once per
+/// look). The work-bound tests compare a message fed byte by byte with the same message parsed
+/// in one call.
+#[cfg(test)]
+pub(crate) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static BYTES: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// Records `n` bytes examined.
+    pub(crate) fn add(n: usize) {
+        BYTES.with(|b| b.set(b.get().saturating_add(n as u64)));
+    }
+
+    /// Runs `f`, returning its result and the bytes the parsers examined meanwhile.
+    pub(crate) fn measure<R>(f: impl FnOnce() -> R) -> (R, u64) {
+        let start = BYTES.with(Cell::get);
+        let result = f();
+        (result, BYTES.with(Cell::get) - start)
+    }
+}
+
 #[cfg(test)]
 mod hostile_tests;
+#[cfg(test)]
+mod resume_tests;
 // Native only (rustls); the file carries `#![cfg(not(target_arch = "wasm32"))]`.
 #[cfg(test)]
 mod real_tls_tests;
@@ -273,26 +312,102 @@ impl Sniffed {
 /// parsers still need more, the answer is [`Sniffed::TooLarge`] once `max_bytes` bytes are held
 /// or once a TLS length field proves the ClientHello (with its record headers) will end beyond
 /// `max_bytes`.
+///
+/// Each call reads `buf` from its start; on a buffer that grows, use a [`Sniffer`].
 pub fn sniff(buf: &[u8], max_bytes: usize) -> Sniffed {
-    let buf = buf.get(..max_bytes).unwrap_or(buf);
-    let full = buf.len() >= max_bytes;
-    match tls::parse_capped(buf, max_bytes) {
-        Err(tls::TooLarge) => return Sniffed::TooLarge,
-        Ok(Outcome::Found(hello)) => return Sniffed::Tls { sni: hello.sni },
-        Ok(Outcome::Malformed(why)) => return Sniffed::Malformed(why),
-        Ok(Outcome::NeedMore) if full => return Sniffed::TooLarge,
-        Ok(Outcome::NeedMore) => return Sniffed::NeedMore,
-        Ok(Outcome::NotThisProtocol) => {}
+    Sniffer::new().feed(buf, max_bytes)
+}
+
+/// [`sniff`] for a buffer that grows between calls: it keeps its place in the ClientHello or
+/// request head and does not read again what it has read.
+///
+/// # Contract
+///
+/// Each [`Sniffer::feed`] passes the whole buffer held so far — the bytes of the previous call,
+/// unchanged, followed by any new ones — and the same `max_bytes`. Its answer is then exactly
+/// `sniff(buf, max_bytes)`, on every call: the same outcome at the same byte, `NeedMore` included.
+/// No check is put off to a later call, so a malformed message is refused, and a client that is
+/// neither TLS nor HTTP is `Other`, as early as [`sniff`] says so. Once the answer is final it is
+/// returned again without parsing.
+///
+/// A buffer shorter than the previous one, or another `max_bytes`, starts over (as
+/// [`Sniffer::reset`]). A buffer whose earlier bytes changed cannot be noticed cheaply: call
+/// [`Sniffer::reset`] before feeding it.
+///
+/// # Work
+///
+/// A TLS ClientHello is walked record by record, each record once it is complete, and its body
+/// is parsed once, when it is complete; a record still arriving costs a few header and length
+/// checks per call. An HTTP request head resumes as [`http::HeadParser`] describes: each line is
+/// checked once, when its CRLF arrives. So a message fed one byte per call costs its one-call
+/// parse plus a small constant per call, where calling [`sniff`] each time costs the square of
+/// its length (a 64 KiB request head a byte at a time: about 2^31 bytes read).
+#[derive(Debug, Clone, Default)]
+pub struct Sniffer {
+    /// The cap the progress below was made under.
+    max_bytes: usize,
+    /// Length of the buffer at the last call.
+    seen: usize,
+    tls: tls::HelloParser,
+    http: http::HeadParser,
+    /// The final answer, once there is one.
+    done: Option<Sniffed>,
+}
+
+impl Sniffer {
+    /// A sniffer that has seen nothing.
+    pub fn new() -> Sniffer {
+        Sniffer::default()
     }
-    match http::parse_request_head(buf) {
-        Outcome::Found(head) => Sniffed::Http {
-            host: head.host,
-            head_len: head.head_len,
-        },
-        Outcome::Malformed(why) => Sniffed::Malformed(why),
-        Outcome::NeedMore if full => Sniffed::TooLarge,
-        Outcome::NeedMore => Sniffed::NeedMore,
-        Outcome::NotThisProtocol => Sniffed::Other,
+
+    /// Forgets everything: the next buffer is read from its start.
+    pub fn reset(&mut self) {
+        *self = Sniffer::default();
+    }
+
+    /// The answer for `buf`, the whole buffer held so far, with a cap of `max_bytes` (see the
+    /// type's contract): exactly [`sniff`]'s.
+    pub fn feed(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
+        if buf.len() < self.seen || max_bytes != self.max_bytes {
+            self.reset();
+            self.max_bytes = max_bytes;
+        }
+        self.seen = buf.len();
+        if let Some(done) = &self.done {
+            return done.clone();
+        }
+        match self.answer(buf, max_bytes) {
+            // A fresh value rather than the one returned: the common path, once per callback,
+            // then writes the tag alone instead of copying the whole answer.
+            Sniffed::NeedMore => Sniffed::NeedMore,
+            answer => {
+                self.done = Some(answer.clone());
+                answer
+            }
+        }
+    }
+
+    fn answer(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
+        let buf = buf.get(..max_bytes).unwrap_or(buf);
+        let full = buf.len() >= max_bytes;
+        match self.tls.resume(buf, max_bytes) {
+            Err(tls::TooLarge) => return Sniffed::TooLarge,
+            Ok(Outcome::Found(hello)) => return Sniffed::Tls { sni: hello.sni },
+            Ok(Outcome::Malformed(why)) => return Sniffed::Malformed(why),
+            Ok(Outcome::NeedMore) if full => return Sniffed::TooLarge,
+            Ok(Outcome::NeedMore) => return Sniffed::NeedMore,
+            Ok(Outcome::NotThisProtocol) => {}
+        }
+        match self.http.feed(buf) {
+            Outcome::Found(head) => Sniffed::Http {
+                host: head.host,
+                head_len: head.head_len,
+            },
+            Outcome::Malformed(why) => Sniffed::Malformed(why),
+            Outcome::NeedMore if full => Sniffed::TooLarge,
+            Outcome::NeedMore => Sniffed::NeedMore,
+            Outcome::NotThisProtocol => Sniffed::Other,
+        }
     }
 }
 
@@ -304,12 +419,19 @@ mod tests {
     use super::*;
 
     /// Sniffs every prefix of `input`: each answer is `NeedMore` or the final answer, and once
-    /// it is final it stays final. Returns the final answer.
+    /// it is final it stays final. One [`Sniffer`] fed every prefix in turn (the bytes arriving
+    /// one at a time) answers exactly as `sniff` on each. Returns the final answer.
     pub(crate) fn sniff_every_prefix(input: &[u8], max_bytes: usize) -> Sniffed {
         let last = sniff(input, max_bytes);
         let mut settled = false;
+        let mut sniffer = Sniffer::new();
         for end in 0..=input.len() {
             let got = sniff(&input[..end], max_bytes);
+            assert_eq!(
+                sniffer.feed(&input[..end], max_bytes),
+                got,
+                "Sniffer, prefix of {end} bytes"
+            );
             if settled {
                 assert_eq!(got, last, "prefix of {end} bytes after the answer settled");
             } else if got != Sniffed::NeedMore {

@@ -17,7 +17,7 @@
 //! `2xx` to `CONNECT`); any other answer sends the held bytes back to be checked as HTTP.
 
 use super::chunked::{self, Chunk, Walked};
-use super::http::{parse_request_head, BodyFraming, RequestHead};
+use super::http::{parse_request_head, BodyFraming, HeadParser, RequestHead};
 use super::response::{Ask, Event, Responses, Unframed};
 use super::{Malformed, Outcome};
 
@@ -153,6 +153,9 @@ pub struct Pipeline {
     refused: Option<Refusal>,
     /// The server's side.
     responses: Responses,
+    /// The request head at `offset` so far, kept between calls so that a head arriving in
+    /// pieces is read once, not again at every call.
+    head: HeadParser,
 }
 
 impl Pipeline {
@@ -168,6 +171,7 @@ impl Pipeline {
             held_during_upgrade: false,
             refused: None,
             responses: Responses::default(),
+            head: HeadParser::new(),
         };
         pipeline.enter_body(head);
         pipeline
@@ -251,8 +255,9 @@ impl Pipeline {
                     // Only the first max_head bytes count, so the answer does not depend on how
                     // the bytes were split (as in sniff()).
                     let window = rest.get(..self.max_head).unwrap_or(rest);
-                    return match parse_request_head(window) {
+                    return match self.head.feed(window) {
                         Outcome::Found(head) => {
+                            self.head.reset();
                             self.offset = self.offset.saturating_add(head.head_len);
                             self.enter_body(&head);
                             Step::Head(head)
@@ -504,6 +509,7 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     use super::*;
+    use crate::sniff::http::parse_request_head;
 
     const CAP: usize = 16384;
 

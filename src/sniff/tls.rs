@@ -27,7 +27,6 @@
 //! not recognised.
 
 use std::borrow::Cow;
-use std::ops::Range;
 
 use super::{Malformed, Outcome};
 
@@ -73,13 +72,7 @@ pub(crate) struct TooLarge;
 /// header, the handshake length right after the handshake header), so the answer for a prefix
 /// is `NeedMore` or the answer for the whole input.
 pub(crate) fn parse_capped(buf: &[u8], max_bytes: usize) -> Result<Outcome<ClientHello>, TooLarge> {
-    match buf.first() {
-        None => Ok(Outcome::NeedMore),
-        Some(&CONTENT_HANDSHAKE) => parse_records(buf, max_bytes),
-        Some(&first) if CONTENT_OTHER.contains(&first) => Ok(other_record(buf)),
-        Some(&first) if first & 0x80 != 0 => Ok(sslv2(buf)),
-        Some(_) => Ok(Outcome::NotThisProtocol),
-    }
+    HelloParser::default().resume(buf, max_bytes)
 }
 
 /// A first record of a non-handshake TLS content type: TLS if a 3.x version follows.
@@ -112,16 +105,124 @@ fn sslv2(buf: &[u8]) -> Outcome<ClientHello> {
     }
 }
 
-/// Checks the record header at the start of `rest` as far as it has arrived; its length once
-/// all five bytes are there.
-fn record_header(rest: &[u8]) -> Result<Option<usize>, Malformed> {
-    if rest.first().is_some_and(|&t| t != CONTENT_HANDSHAKE) {
+/// [`parse_capped`] over a buffer that grows between calls: records already walked are not
+/// walked again, so feeding a ClientHello byte by byte costs about what one call on the whole
+/// of it does.
+///
+/// Each call must pass the whole buffer so far, extending the one before (and the same
+/// `max_bytes`); the answer is then exactly [`parse_capped`]'s on that buffer.
+/// [`super::Sniffer`] holds one and starts it over when the buffer does not grow.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HelloParser {
+    /// Start of the first handshake record not yet complete.
+    pos: usize,
+    /// How many bytes of that record's header are already checked.
+    checked: usize,
+    /// That record's length, once its header is complete and checked.
+    len: Option<usize>,
+    /// Handshake bytes in the complete records before `pos`.
+    collected: usize,
+    /// Handshake header plus body length, once the handshake header has arrived.
+    total: Option<usize>,
+}
+
+impl HelloParser {
+    /// The answer for `buf`, which extends the buffer of the previous call.
+    pub(crate) fn resume(
+        &mut self,
+        buf: &[u8],
+        max_bytes: usize,
+    ) -> Result<Outcome<ClientHello>, TooLarge> {
+        match buf.first() {
+            None => Ok(Outcome::NeedMore),
+            Some(&CONTENT_HANDSHAKE) => self.records(buf, max_bytes),
+            Some(&first) if CONTENT_OTHER.contains(&first) => Ok(other_record(buf)),
+            Some(&first) if first & 0x80 != 0 => Ok(sslv2(buf)),
+            Some(_) => Ok(Outcome::NotThisProtocol),
+        }
+    }
+
+    /// Walks the handshake records from the first one not yet complete, reassembling the first
+    /// handshake message. Only a complete record moves the walk on; a record still arriving is
+    /// looked at again on the next call (its header and lengths only, never its body).
+    fn records(&mut self, buf: &[u8], max_bytes: usize) -> Result<Outcome<ClientHello>, TooLarge> {
+        let malformed = |why| Ok(Outcome::Malformed(why));
+        loop {
+            let len = match self.len {
+                Some(len) => len,
+                None => {
+                    let rest = buf.get(self.pos..).unwrap_or_default();
+                    match record_header(rest, self.checked) {
+                        Err(why) => return malformed(why),
+                        Ok(None) => {
+                            self.checked = rest.len();
+                            return Ok(Outcome::NeedMore);
+                        }
+                        Ok(Some(len)) => *self.len.insert(len),
+                    }
+                }
+            };
+            let body_start = self.pos.saturating_add(RECORD_HEADER_LEN);
+            let body_end = body_start.saturating_add(len);
+            // The ClientHello ends at the end of this record or later.
+            if body_end > max_bytes {
+                return Err(TooLarge);
+            }
+            let avail_end = body_end.min(buf.len());
+            let before = self.collected;
+            if self.total.is_none() {
+                let upto = buf.get(..avail_end).unwrap_or_default();
+                let (header, have) = handshake_header(upto);
+                if have >= 1 && header.first() != Some(&HANDSHAKE_CLIENT_HELLO) {
+                    return malformed(Malformed::TlsNotClientHello);
+                }
+                if have == HANDSHAKE_HEADER_LEN {
+                    let [_, a, b, c] = header;
+                    let body_len = (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c);
+                    self.total = Some(HANDSHAKE_HEADER_LEN.saturating_add(body_len));
+                }
+            }
+            let record_complete = avail_end == body_end;
+            if let Some(total) = self.total {
+                let in_this_record = total.saturating_sub(before);
+                // Bytes of the ClientHello after this record, each record carrying at most 2^14.
+                let after = in_this_record.saturating_sub(len);
+                let headers = after
+                    .div_ceil(MAX_RECORD_LEN)
+                    .saturating_mul(RECORD_HEADER_LEN);
+                if body_end.saturating_add(after).saturating_add(headers) > max_bytes {
+                    return Err(TooLarge);
+                }
+                if in_this_record < len {
+                    return malformed(Malformed::TlsTrailingHandshakeData);
+                }
+                if in_this_record == len && record_complete {
+                    return Ok(finish(buf.get(..body_end).unwrap_or_default(), total));
+                }
+            }
+            if !record_complete {
+                return Ok(Outcome::NeedMore);
+            }
+            self.collected = before.saturating_add(len);
+            self.pos = body_end;
+            self.checked = 0;
+            self.len = None;
+        }
+    }
+}
+
+/// Checks the record header at the start of `rest` as far as it has arrived, from byte `from`
+/// on (the bytes before it were checked by an earlier call); its length once all five bytes are
+/// there.
+fn record_header(rest: &[u8], from: usize) -> Result<Option<usize>, Malformed> {
+    work!(rest.len().min(RECORD_HEADER_LEN).saturating_sub(from));
+    if from < 1 && rest.first().is_some_and(|&t| t != CONTENT_HANDSHAKE) {
         return Err(Malformed::TlsRecordType);
     }
-    if rest.get(1).is_some_and(|&major| major != 3) {
+    if from < 2 && rest.get(1).is_some_and(|&major| major != 3) {
         return Err(Malformed::TlsRecordVersion);
     }
-    if rest.get(2).is_some_and(|minor| !(1..=4).contains(minor)) {
+    if from < 3 && rest.get(2).is_some_and(|minor| !(1..=4).contains(minor)) {
         return Err(Malformed::TlsRecordVersion);
     }
     let (Some(&hi), Some(&lo)) = (rest.get(3), rest.get(4)) else {
@@ -134,95 +235,57 @@ fn record_header(rest: &[u8]) -> Result<Option<usize>, Malformed> {
     Ok(Some(len))
 }
 
-/// Walks the handshake records, reassembling the first handshake message.
-fn parse_records(buf: &[u8], max_bytes: usize) -> Result<Outcome<ClientHello>, TooLarge> {
-    let malformed = |why| Ok(Outcome::Malformed(why));
-    // Where in `buf` the handshake bytes seen so far are.
-    let mut fragments: Vec<Range<usize>> = Vec::new();
-    let mut collected = 0usize;
-    // Handshake header plus body length, once the header has arrived.
-    let mut total: Option<usize> = None;
+/// The handshake bytes of the records that `records` starts with, as far as it holds them:
+/// each record's body in turn. The record headers must already be checked.
+fn handshake_fragments(records: &[u8]) -> impl Iterator<Item = &[u8]> {
     let mut pos = 0usize;
-    loop {
-        let len = match record_header(buf.get(pos..).unwrap_or_default()) {
-            Err(why) => return malformed(why),
-            Ok(None) => return Ok(Outcome::NeedMore),
-            Ok(Some(len)) => len,
-        };
-        let body_start = pos.saturating_add(RECORD_HEADER_LEN);
-        let body_end = body_start.saturating_add(len);
-        // The ClientHello ends at the end of this record or later.
-        if body_end > max_bytes {
-            return Err(TooLarge);
-        }
-        let avail_end = body_end.min(buf.len());
-        let before = collected;
-        collected = collected.saturating_add(avail_end.saturating_sub(body_start));
-        fragments.push(body_start..avail_end);
-        if total.is_none() {
-            let (header, have) = handshake_header(buf, &fragments);
-            if have >= 1 && header.first() != Some(&HANDSHAKE_CLIENT_HELLO) {
-                return malformed(Malformed::TlsNotClientHello);
-            }
-            if have == HANDSHAKE_HEADER_LEN {
-                let [_, a, b, c] = header;
-                let body_len = (usize::from(a) << 16) | (usize::from(b) << 8) | usize::from(c);
-                total = Some(HANDSHAKE_HEADER_LEN.saturating_add(body_len));
-            }
-        }
-        let record_complete = avail_end == body_end;
-        if let Some(total) = total {
-            let in_this_record = total.saturating_sub(before);
-            // Bytes of the ClientHello after this record, each record carrying at most 2^14.
-            let after = in_this_record.saturating_sub(len);
-            let headers = after
-                .div_ceil(MAX_RECORD_LEN)
-                .saturating_mul(RECORD_HEADER_LEN);
-            if body_end.saturating_add(after).saturating_add(headers) > max_bytes {
-                return Err(TooLarge);
-            }
-            if in_this_record < len {
-                return malformed(Malformed::TlsTrailingHandshakeData);
-            }
-            if in_this_record == len && record_complete {
-                return Ok(finish(buf, &fragments, total));
-            }
-        }
-        if !record_complete {
-            return Ok(Outcome::NeedMore);
-        }
-        pos = body_end;
-    }
+    std::iter::from_fn(move || {
+        let header = records.get(pos..pos.saturating_add(RECORD_HEADER_LEN))?;
+        let [_, _, _, hi, lo] = <[u8; RECORD_HEADER_LEN]>::try_from(header).ok()?;
+        let start = pos.saturating_add(RECORD_HEADER_LEN);
+        pos = start.saturating_add(usize::from(u16::from_be_bytes([hi, lo])));
+        work!(2);
+        Some(
+            records
+                .get(start..pos.min(records.len()))
+                .unwrap_or_default(),
+        )
+    })
 }
 
-/// The first (up to) four handshake bytes, and how many there are.
-fn handshake_header(buf: &[u8], fragments: &[Range<usize>]) -> ([u8; 4], usize) {
+/// The first (up to) four handshake bytes in `records`, and how many there are.
+fn handshake_header(records: &[u8]) -> ([u8; 4], usize) {
     let mut header = [0u8; HANDSHAKE_HEADER_LEN];
     let mut have = 0;
-    let bytes = fragments
-        .iter()
-        .flat_map(|range| buf.get(range.clone()).unwrap_or_default());
+    let bytes = handshake_fragments(records).flatten();
     for (slot, &byte) in header.iter_mut().zip(bytes) {
         *slot = byte;
         have += 1;
     }
+    work!(have);
     (header, have)
 }
 
-/// Parses the complete ClientHello whose `total` bytes (header included) are in `fragments`.
-fn finish(buf: &[u8], fragments: &[Range<usize>], total: usize) -> Outcome<ClientHello> {
-    let message: Cow<'_, [u8]> = match fragments {
-        [only] => Cow::Borrowed(buf.get(only.clone()).unwrap_or_default()),
-        _ => Cow::Owned(
-            fragments
-                .iter()
-                .flat_map(|range| buf.get(range.clone()).unwrap_or_default())
+/// Parses the complete ClientHello whose `total` bytes (header included) are the handshake
+/// bytes of `records`, which ends with the record that ends it.
+fn finish(records: &[u8], total: usize) -> Outcome<ClientHello> {
+    let mut fragments = handshake_fragments(records);
+    let first = fragments.next().unwrap_or_default();
+    let message: Cow<'_, [u8]> = if first.len() >= total {
+        Cow::Borrowed(first)
+    } else {
+        work!(total);
+        Cow::Owned(
+            std::iter::once(first)
+                .chain(fragments)
+                .flatten()
                 .copied()
                 .collect(),
-        ),
+        )
     };
     // The fragments end exactly at `total`; a shorter message fails as a lying length.
     let body = message.get(HANDSHAKE_HEADER_LEN..total).unwrap_or_default();
+    work!(body.len());
     match parse_body(body) {
         Ok(hello) => Outcome::Found(hello),
         Err(why) => Outcome::Malformed(why),
@@ -493,9 +556,18 @@ mod tests {
         })
     }
 
-    /// Parses `input` whole and through `sniff` on every prefix; both must agree.
+    /// Parses `input` whole and through `sniff` on every prefix; both must agree. One
+    /// [`HelloParser`] fed every prefix in turn answers as a fresh parse of each.
     fn check(input: &[u8]) -> Outcome<ClientHello> {
         let whole = parse_client_hello(input);
+        let mut parser = HelloParser::default();
+        for end in 0..=input.len() {
+            assert_eq!(
+                parser.resume(&input[..end], usize::MAX),
+                parse_capped(&input[..end], usize::MAX),
+                "resumed, prefix of {end} bytes"
+            );
+        }
         let sniffed = sniff_every_prefix(input, 1 << 20);
         let expect = match &whole {
             Outcome::Found(hello) => Sniffed::Tls {
