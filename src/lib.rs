@@ -16,6 +16,8 @@
 //! it only translates hostcalls into session events and actions into hostcalls.
 #![deny(missing_docs)]
 
+mod labels;
+pub mod name;
 pub mod policy;
 pub mod session;
 pub mod sniff;

@@ -2,8 +2,8 @@
 //! `stats_tags` (or Istio's `extraStatTags`) turn them into Prometheus labels. Without tag
 //! extraction the raw names still contain `egress_guard`.
 //!
-//! Decision and sniff counters are defined when the configuration is applied so that dashboards
-//! see them at zero; per-rule counters are defined on a rule's first match (a policy may hold
+//! Decision, sniff and malformed-kind counters are defined when the configuration is applied so
+//! that dashboards see them at zero; per-rule counters are defined on a rule's first match (a policy may hold
 //! 100,000 rules, and Envoy keeps every defined stat).
 
 use std::cell::RefCell;
@@ -37,6 +37,12 @@ impl Metrics {
         };
         for &(verdict, reason) in expected_decisions(policy) {
             metrics.decision_id(verdict, reason);
+        }
+        // Every malformed kind is defined now, at zero, so dashboards and alerts see them.
+        for kind in crate::session::malformed_kinds() {
+            lazily(&metrics.malformed, kind, || {
+                format!("kind=.={kind};.;egress_guard_malformed_total")
+            });
         }
         metrics
     }

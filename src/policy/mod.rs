@@ -27,9 +27,11 @@
 
 pub mod cidrs;
 pub mod config;
+mod de;
 mod glob;
 pub mod hosts;
-pub mod name;
+/// Name normalisation (lives at the crate root, shared with the parsers; re-exported here).
+pub use crate::name;
 pub mod ports;
 pub mod presets;
 pub mod reference;
@@ -124,83 +126,47 @@ impl<'a> From<&'a NameClass> for NameFact<'a> {
     }
 }
 
-/// What happens to the connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Verdict {
-    /// It passes.
-    Allow,
-    /// It is closed (network filter) or answered with a 403 (HTTP filter).
-    Deny,
-    /// Audit mode: it passes, and is logged and counted as a would-deny.
-    AuditDeny,
+crate::labels::labelled! {
+    /// What happens to the connection.
+    pub enum Verdict {
+        /// It passes.
+        Allow => "allow",
+        /// It is closed (network filter) or answered with a 403 (HTTP filter).
+        Deny => "deny",
+        /// Audit mode: it passes, and is logged and counted as a would-deny.
+        AuditDeny => "audit_deny",
+    }
 }
 
 impl Verdict {
-    /// `"allow"`, `"deny"` or `"audit_deny"`: the label in logs and metric names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::AuditDeny => "audit_deny",
-        }
-    }
-
     /// Whether traffic passes ([`Verdict::Allow`] and [`Verdict::AuditDeny`]).
     pub fn passes(self) -> bool {
         !matches!(self, Verdict::Deny)
     }
 }
 
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Why a decision was taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Reason {
-    /// An allow rule matched.
-    Rule,
-    /// A deny rule matched.
-    DenyRule,
-    /// No rule matched (allowlist: deny; audit: would-deny).
-    NoMatch,
-    /// Passthrough mode and no deny rule matched.
-    Passthrough,
-    /// The name or protocol head was malformed.
-    Malformed,
-    /// The client's head exceeded `sniff.max_bytes`.
-    TooLarge,
-    /// The proxy could not say where the connection or request goes; the filter fails closed.
-    /// Produced by the filter, never by [`Policy::decide`].
-    NoDestination,
-    /// A later request on an HTTP/1 connection (keep-alive or pipelined) was not allowed; the
-    /// policy's own reason goes in the log's `detail`. Produced by the filter.
-    LaterRequest,
-}
-
-impl Reason {
-    /// `"rule"`, `"deny_rule"`, `"no_match"`, `"passthrough"`, `"malformed"`, `"too_large"`,
-    /// `"no_destination"`, `"later_request"`: the label in logs and metric names.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Rule => "rule",
-            Reason::DenyRule => "deny_rule",
-            Reason::NoMatch => "no_match",
-            Reason::Passthrough => "passthrough",
-            Reason::Malformed => "malformed",
-            Reason::TooLarge => "too_large",
-            Reason::NoDestination => "no_destination",
-            Reason::LaterRequest => "later_request",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::labels::labelled! {
+    /// Why a decision was taken.
+    #[non_exhaustive]
+    pub enum Reason {
+        /// An allow rule matched.
+        Rule => "rule",
+        /// A deny rule matched.
+        DenyRule => "deny_rule",
+        /// No rule matched (allowlist: deny; audit: would-deny).
+        NoMatch => "no_match",
+        /// Passthrough mode and no deny rule matched.
+        Passthrough => "passthrough",
+        /// The name or protocol head was malformed.
+        Malformed => "malformed",
+        /// The client's head exceeded `sniff.max_bytes`.
+        TooLarge => "too_large",
+        /// The proxy could not say where the connection or request goes; the filter fails closed.
+        /// Produced by the filter, never by [`Policy::decide`].
+        NoDestination => "no_destination",
+        /// A later request on an HTTP/1 connection (keep-alive or pipelined) was not allowed; the
+        /// policy's own reason goes in the log's `detail`. Produced by the filter.
+        LaterRequest => "later_request",
     }
 }
 

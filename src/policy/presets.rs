@@ -12,7 +12,7 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use super::config::string_only;
+use super::de::string_only;
 use super::ports::PortRange;
 
 /// A built-in preset, as written in `presets`.

@@ -26,12 +26,14 @@ mod tests;
 
 use std::net::SocketAddr;
 
-pub use labels::{FilterKind, Held, NameSource, Proto, SniffOutcome};
+pub use crate::sniff::pipeline::Held;
+pub use labels::{FilterKind, NameSource, Proto, SniffOutcome};
 
-use crate::policy::name::{classify_authority, classify_sni, NameClass};
+use crate::policy::name::{classify_authority, classify_sni, MalformedName, NameClass};
 use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
 use crate::sniff::http::parse_request_head;
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
+use crate::sniff::response::Unframed;
 use crate::sniff::{Malformed, Outcome, Sniffed, Sniffer};
 
 /// What the adapter must do after an event.
@@ -141,6 +143,16 @@ impl Judged<'_> {
             NameSource::None
         }
     }
+}
+
+/// Every label a decision's malformed kind can take (`egress_guard_malformed_total{kind}`), so
+/// that the adapter defines each counter up front.
+pub fn malformed_kinds() -> impl Iterator<Item = &'static str> {
+    let parsers = Malformed::ALL.iter().map(|m| m.as_str());
+    let names = MalformedName::ALL.iter().map(|m| m.as_str());
+    let responses = Unframed::ALL.iter().map(|m| m.as_str());
+    let held = Held::ALL.iter().map(|m| m.as_str());
+    parsers.chain(names).chain(responses).chain(held)
 }
 
 /// Asks the policy about `seen` and records the decision.

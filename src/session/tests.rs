@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use super::*;
 use crate::policy::Config;
 use crate::sniff::tls::build::Hello;
+use crate::sniff::Malformed;
 
 /// Everything a session recorded, as labels.
 #[derive(Debug, Default)]
@@ -387,8 +388,50 @@ fn every_label_is_distinct() {
             .collect::<Vec<_>>(),
     );
     distinct(&Proto::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>());
-    distinct(&Held::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>());
+    distinct(&malformed_kinds().collect::<Vec<_>>());
     for (i, o) in SniffOutcome::ALL.iter().enumerate() {
         assert_eq!(o.index(), i);
+    }
+}
+
+#[test]
+fn every_malformed_kind_a_decision_can_carry_is_defined_up_front() {
+    use crate::sniff::response::Unframed;
+    let kinds: Vec<&str> = malformed_kinds().collect();
+    let refusals = [
+        Refusal::Malformed(Malformed::HttpNotARequest),
+        Refusal::Truncated,
+        Refusal::TooManyOwed,
+        Refusal::Unframed(Unframed::Unasked),
+        Refusal::HeldBytesLost,
+    ];
+    for refusal in refusals {
+        assert!(kinds.contains(&refusal.as_str()), "{refusal:?}");
+    }
+    // And every one the session produced in these tests' scenarios.
+    let p = rules("allowlist", false);
+    let mut seen = Vec::new();
+    struct Kinds<'a>(&'a mut Vec<&'static str>);
+    impl Record for Kinds<'_> {
+        fn sniffed(&mut self, _: SniffOutcome) {}
+        fn judged(&mut self, judged: &Judged<'_>) {
+            self.0.extend(judged.malformed);
+        }
+    }
+    let mut rec = Kinds(&mut seen);
+    for input in [
+        &b"GET / HTTP/1.1\r\nHost: a..b\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"\x16\x03\x01\x00\x01\x02",
+    ] {
+        let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut rec);
+        s.client(&p, input, true, 0, &mut rec);
+    }
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut rec);
+    s.client(&p, b"GET", false, 0, &mut rec);
+    s.timeout(&p, SECOND, &mut rec);
+    assert!(seen.len() >= 4, "{seen:?}");
+    for kind in seen {
+        assert!(kinds.contains(&kind), "{kind}");
     }
 }

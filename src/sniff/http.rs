@@ -42,7 +42,7 @@
 use std::ops::Range;
 
 use super::{Malformed, Outcome};
-use crate::policy::name::{classify_authority, NameClass};
+use crate::name::{classify_authority, NameClass};
 
 /// Methods that make bytes HTTP as soon as SP follows them: RFC 9110, PATCH (RFC 5789),
 /// WebDAV (RFC 4918) and the common WebDAV extensions.

@@ -63,8 +63,6 @@ mod resume_tests;
 #[cfg(test)]
 mod real_tls_tests;
 
-use std::fmt;
-
 /// What one parser made of the bytes it was given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome<T> {
@@ -78,182 +76,91 @@ pub enum Outcome<T> {
     Malformed(Malformed),
 }
 
-/// Why bytes recognised as TLS or HTTP are malformed. Each reason has a stable label
-/// ([`Malformed::as_str`]) used in counters and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Malformed {
-    /// A TLS record of another content type (alert, change_cipher_spec, application data,
-    /// heartbeat) before the ClientHello is complete, including as the very first record.
-    TlsRecordType,
-    /// A TLS record whose legacy version is not 0x0301..=0x0304.
-    TlsRecordVersion,
-    /// A TLS record whose length is 0 or over 2^14 (RFC 8446 §5.1).
-    TlsRecordLength,
-    /// The first handshake message is not a ClientHello.
-    TlsNotClientHello,
-    /// A ClientHello field overruns the handshake message: the handshake length lies.
-    TlsHandshakeLength,
-    /// More handshake bytes follow the ClientHello in its last record.
-    TlsTrailingHandshakeData,
-    /// ClientHello.legacy_version is not 3.x.
-    TlsClientHelloVersion,
-    /// ClientHello.legacy_session_id is longer than 32 bytes.
-    TlsSessionId,
-    /// ClientHello.cipher_suites is empty or of odd length.
-    TlsCipherSuites,
-    /// ClientHello.legacy_compression_methods is empty.
-    TlsCompressionMethods,
-    /// The extensions block length does not match the rest of the ClientHello, or an extension
-    /// overruns it.
-    TlsExtensions,
-    /// The same extension type (other than server_name) appears twice.
-    TlsDuplicateExtension,
-    /// The server_name extension appears twice.
-    TlsSniDuplicateExtension,
-    /// An empty server_name extension (the form a server sends) in a ClientHello.
-    TlsSniEmptyExtension,
-    /// The server_name_list length is zero or does not match its extension, or an entry
-    /// overruns it.
-    TlsSniList,
-    /// A server_name entry whose name_type is not host_name (0).
-    TlsSniNameType,
-    /// More than one entry in the server_name_list.
-    TlsSniMultipleNames,
-    /// A zero-length host_name.
-    TlsSniEmptyName,
-    /// A host_name with a byte that is not ASCII.
-    TlsSniNonAscii,
-    /// An SSLv2-compatible ClientHello (RFC 5246 Appendix E.2), which carries no extensions.
-    TlsSslv2Hello,
-    /// Whitespace or empty lines before an HTTP request line (some servers skip them, some
-    /// reject them).
-    HttpLeadingWhitespace,
-    /// The request line is not `method SP request-target SP HTTP-version CRLF`.
-    HttpRequestLine,
-    /// The request target is not a valid origin-, absolute- (http/https), authority- (only with
-    /// CONNECT, with a port) or asterisk-form (only with OPTIONS), or has a fragment.
-    HttpRequestTarget,
-    /// An HTTP version other than HTTP/1.0 and HTTP/1.1, or none (HTTP/0.9).
-    HttpBadVersion,
-    /// A line ended by LF without CR.
-    HttpBareLf,
-    /// A CR not followed by LF.
-    HttpBareCr,
-    /// A header line without a colon, with an empty or non-token name, or with whitespace
-    /// before the colon.
-    HttpHeaderSyntax,
-    /// A control byte (other than HTAB) in a header value.
-    HttpHeaderValue,
-    /// A header line starting with whitespace (obsolete line folding).
-    HttpObsFold,
-    /// More than one Host header.
-    HttpDuplicateHost,
-    /// A Host value that is empty or is not one authority (spaces, commas, `@`, ...).
-    HttpHostValue,
-    /// The request target's authority and the Host header name different hosts.
-    HttpHostMismatch,
-    /// A Content-Length that is not a decimal number, or several that differ.
-    HttpContentLength,
-    /// A Transfer-Encoding whose final coding is not a single `chunked`, or any
-    /// Transfer-Encoding in an HTTP/1.0 request.
-    HttpTransferEncoding,
-    /// Both Content-Length and Transfer-Encoding (the request-smuggling shape).
-    HttpContentLengthAndTransferEncoding,
-    /// A chunked request body that breaks the chunk syntax (later requests are then unknowable).
-    HttpChunkedBody,
-    /// Bytes after a complete request that do not start another request head.
-    HttpNotARequest,
-}
-
-impl Malformed {
-    /// Every reason, for registering one counter per reason up front.
-    pub const ALL: [Malformed; 37] = [
-        Malformed::TlsRecordType,
-        Malformed::TlsRecordVersion,
-        Malformed::TlsRecordLength,
-        Malformed::TlsNotClientHello,
-        Malformed::TlsHandshakeLength,
-        Malformed::TlsTrailingHandshakeData,
-        Malformed::TlsClientHelloVersion,
-        Malformed::TlsSessionId,
-        Malformed::TlsCipherSuites,
-        Malformed::TlsCompressionMethods,
-        Malformed::TlsExtensions,
-        Malformed::TlsDuplicateExtension,
-        Malformed::TlsSniDuplicateExtension,
-        Malformed::TlsSniEmptyExtension,
-        Malformed::TlsSniList,
-        Malformed::TlsSniNameType,
-        Malformed::TlsSniMultipleNames,
-        Malformed::TlsSniEmptyName,
-        Malformed::TlsSniNonAscii,
-        Malformed::TlsSslv2Hello,
-        Malformed::HttpLeadingWhitespace,
-        Malformed::HttpRequestLine,
-        Malformed::HttpRequestTarget,
-        Malformed::HttpBadVersion,
-        Malformed::HttpBareLf,
-        Malformed::HttpBareCr,
-        Malformed::HttpHeaderSyntax,
-        Malformed::HttpHeaderValue,
-        Malformed::HttpObsFold,
-        Malformed::HttpDuplicateHost,
-        Malformed::HttpHostValue,
-        Malformed::HttpHostMismatch,
-        Malformed::HttpContentLength,
-        Malformed::HttpTransferEncoding,
-        Malformed::HttpContentLengthAndTransferEncoding,
-        Malformed::HttpChunkedBody,
-        Malformed::HttpNotARequest,
-    ];
-
-    /// Stable snake_case label used in counters and logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Malformed::TlsRecordType => "tls_record_type",
-            Malformed::TlsRecordVersion => "tls_record_version",
-            Malformed::TlsRecordLength => "tls_record_length",
-            Malformed::TlsNotClientHello => "tls_not_client_hello",
-            Malformed::TlsHandshakeLength => "tls_handshake_length",
-            Malformed::TlsTrailingHandshakeData => "tls_trailing_handshake_data",
-            Malformed::TlsClientHelloVersion => "tls_client_hello_version",
-            Malformed::TlsSessionId => "tls_session_id",
-            Malformed::TlsCipherSuites => "tls_cipher_suites",
-            Malformed::TlsCompressionMethods => "tls_compression_methods",
-            Malformed::TlsExtensions => "tls_extensions",
-            Malformed::TlsDuplicateExtension => "tls_duplicate_extension",
-            Malformed::TlsSniDuplicateExtension => "tls_sni_duplicate_extension",
-            Malformed::TlsSniEmptyExtension => "tls_sni_empty_extension",
-            Malformed::TlsSniList => "tls_sni_list",
-            Malformed::TlsSniNameType => "tls_sni_name_type",
-            Malformed::TlsSniMultipleNames => "tls_sni_multiple_names",
-            Malformed::TlsSniEmptyName => "tls_sni_empty_name",
-            Malformed::TlsSniNonAscii => "tls_sni_non_ascii",
-            Malformed::TlsSslv2Hello => "tls_sslv2_hello",
-            Malformed::HttpLeadingWhitespace => "http_leading_whitespace",
-            Malformed::HttpRequestLine => "http_request_line",
-            Malformed::HttpRequestTarget => "http_request_target",
-            Malformed::HttpBadVersion => "http_bad_version",
-            Malformed::HttpBareLf => "http_bare_lf",
-            Malformed::HttpBareCr => "http_bare_cr",
-            Malformed::HttpHeaderSyntax => "http_header_syntax",
-            Malformed::HttpHeaderValue => "http_header_value",
-            Malformed::HttpObsFold => "http_obs_fold",
-            Malformed::HttpDuplicateHost => "http_duplicate_host",
-            Malformed::HttpHostValue => "http_host_value",
-            Malformed::HttpHostMismatch => "http_host_mismatch",
-            Malformed::HttpContentLength => "http_content_length",
-            Malformed::HttpTransferEncoding => "http_transfer_encoding",
-            Malformed::HttpContentLengthAndTransferEncoding => "http_cl_and_te",
-            Malformed::HttpChunkedBody => "http_chunked_body",
-            Malformed::HttpNotARequest => "http_not_a_request",
-        }
-    }
-}
-
-impl fmt::Display for Malformed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::labels::labelled! {
+    /// Why bytes recognised as TLS or HTTP are malformed. Each reason has a stable label
+    /// ([`Malformed::as_str`]) used in counters and logs.
+    pub enum Malformed {
+        /// A TLS record of another content type (alert, change_cipher_spec, application data,
+        /// heartbeat) before the ClientHello is complete, including as the very first record.
+        TlsRecordType => "tls_record_type",
+        /// A TLS record whose legacy version is not 0x0301..=0x0304.
+        TlsRecordVersion => "tls_record_version",
+        /// A TLS record whose length is 0 or over 2^14 (RFC 8446 §5.1).
+        TlsRecordLength => "tls_record_length",
+        /// The first handshake message is not a ClientHello.
+        TlsNotClientHello => "tls_not_client_hello",
+        /// A ClientHello field overruns the handshake message: the handshake length lies.
+        TlsHandshakeLength => "tls_handshake_length",
+        /// More handshake bytes follow the ClientHello in its last record.
+        TlsTrailingHandshakeData => "tls_trailing_handshake_data",
+        /// ClientHello.legacy_version is not 3.x.
+        TlsClientHelloVersion => "tls_client_hello_version",
+        /// ClientHello.legacy_session_id is longer than 32 bytes.
+        TlsSessionId => "tls_session_id",
+        /// ClientHello.cipher_suites is empty or of odd length.
+        TlsCipherSuites => "tls_cipher_suites",
+        /// ClientHello.legacy_compression_methods is empty.
+        TlsCompressionMethods => "tls_compression_methods",
+        /// The extensions block length does not match the rest of the ClientHello, or an extension
+        /// overruns it.
+        TlsExtensions => "tls_extensions",
+        /// The same extension type (other than server_name) appears twice.
+        TlsDuplicateExtension => "tls_duplicate_extension",
+        /// The server_name extension appears twice.
+        TlsSniDuplicateExtension => "tls_sni_duplicate_extension",
+        /// An empty server_name extension (the form a server sends) in a ClientHello.
+        TlsSniEmptyExtension => "tls_sni_empty_extension",
+        /// The server_name_list length is zero or does not match its extension, or an entry
+        /// overruns it.
+        TlsSniList => "tls_sni_list",
+        /// A server_name entry whose name_type is not host_name (0).
+        TlsSniNameType => "tls_sni_name_type",
+        /// More than one entry in the server_name_list.
+        TlsSniMultipleNames => "tls_sni_multiple_names",
+        /// A zero-length host_name.
+        TlsSniEmptyName => "tls_sni_empty_name",
+        /// A host_name with a byte that is not ASCII.
+        TlsSniNonAscii => "tls_sni_non_ascii",
+        /// An SSLv2-compatible ClientHello (RFC 5246 Appendix E.2), which carries no extensions.
+        TlsSslv2Hello => "tls_sslv2_hello",
+        /// Whitespace or empty lines before an HTTP request line (some servers skip them, some
+        /// reject them).
+        HttpLeadingWhitespace => "http_leading_whitespace",
+        /// The request line is not `method SP request-target SP HTTP-version CRLF`.
+        HttpRequestLine => "http_request_line",
+        /// The request target is not a valid origin-, absolute- (http/https), authority- (only with
+        /// CONNECT, with a port) or asterisk-form (only with OPTIONS), or has a fragment.
+        HttpRequestTarget => "http_request_target",
+        /// An HTTP version other than HTTP/1.0 and HTTP/1.1, or none (HTTP/0.9).
+        HttpBadVersion => "http_bad_version",
+        /// A line ended by LF without CR.
+        HttpBareLf => "http_bare_lf",
+        /// A CR not followed by LF.
+        HttpBareCr => "http_bare_cr",
+        /// A header line without a colon, with an empty or non-token name, or with whitespace
+        /// before the colon.
+        HttpHeaderSyntax => "http_header_syntax",
+        /// A control byte (other than HTAB) in a header value.
+        HttpHeaderValue => "http_header_value",
+        /// A header line starting with whitespace (obsolete line folding).
+        HttpObsFold => "http_obs_fold",
+        /// More than one Host header.
+        HttpDuplicateHost => "http_duplicate_host",
+        /// A Host value that is empty or is not one authority (spaces, commas, `@`, ...).
+        HttpHostValue => "http_host_value",
+        /// The request target's authority and the Host header name different hosts.
+        HttpHostMismatch => "http_host_mismatch",
+        /// A Content-Length that is not a decimal number, or several that differ.
+        HttpContentLength => "http_content_length",
+        /// A Transfer-Encoding whose final coding is not a single `chunked`, or any
+        /// Transfer-Encoding in an HTTP/1.0 request.
+        HttpTransferEncoding => "http_transfer_encoding",
+        /// Both Content-Length and Transfer-Encoding (the request-smuggling shape).
+        HttpContentLengthAndTransferEncoding => "http_cl_and_te",
+        /// A chunked request body that breaks the chunk syntax (later requests are then unknowable).
+        HttpChunkedBody => "http_chunked_body",
+        /// Bytes after a complete request that do not start another request head.
+        HttpNotARequest => "http_not_a_request",
     }
 }
 

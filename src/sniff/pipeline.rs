@@ -83,6 +83,23 @@ pub enum Refusal {
     HeldBytesLost,
 }
 
+crate::labels::labelled! {
+    /// Why held client bytes closed a connection although no request in them was malformed:
+    /// the `detail` (and malformed kind) of those decisions.
+    pub enum Held {
+        /// A ClientHello or request head stopped part-way for `sniff.timeout_ms`.
+        IncompleteAtTimeout => "incomplete_at_timeout",
+        /// Bytes waited behind an upgrade the server did not answer within `sniff.timeout_ms`.
+        UpgradeUnanswered => "upgrade_unanswered",
+        /// The client half-closed inside a ClientHello or request head.
+        Truncated => "truncated",
+        /// More requests pipelined without their responses than the tracker follows.
+        TooManyPipelined => "too_many_pipelined",
+        /// The proxy could not hand back the client bytes held behind an upgrade.
+        HeldBytesLost => "held_bytes_lost",
+    }
+}
+
 impl Later<'_> {
     /// The refusal, if this is one.
     pub fn into_refusal(self) -> Option<Refusal> {
@@ -99,10 +116,10 @@ impl Refusal {
         match self {
             Refusal::Malformed(why) => why.as_str(),
             Refusal::TooLarge => "too_large",
-            Refusal::Truncated => "truncated",
-            Refusal::TooManyOwed => "too_many_pipelined",
+            Refusal::Truncated => Held::Truncated.as_str(),
+            Refusal::TooManyOwed => Held::TooManyPipelined.as_str(),
             Refusal::Unframed(why) => why.as_str(),
-            Refusal::HeldBytesLost => "held_bytes_lost",
+            Refusal::HeldBytesLost => Held::HeldBytesLost.as_str(),
         }
     }
 }

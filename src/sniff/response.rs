@@ -37,35 +37,22 @@ pub enum Ask {
     Connect,
 }
 
-/// Why the server's side could not be followed. Each reason has a stable label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unframed {
-    /// The status line or a header line breaks HTTP/1 syntax.
-    Head,
-    /// A response head longer than [`MAX_RESPONSE_HEAD`].
-    HeadTooLarge,
-    /// Bytes arrived while no request was owed a response.
-    Unasked,
-    /// `101` to a request that did not ask to upgrade.
-    UnaskedSwitch,
-    /// A Content-Length that is not a number, or several that differ, or one beside a
-    /// Transfer-Encoding.
-    Length,
-    /// A chunked body whose framing is broken.
-    Chunked,
-}
-
-impl Unframed {
-    /// Stable label, used as the `detail` of the decision that refuses an upgrade.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unframed::Head => "response_head",
-            Unframed::HeadTooLarge => "response_head_too_large",
-            Unframed::Unasked => "response_unasked",
-            Unframed::UnaskedSwitch => "response_unasked_switch",
-            Unframed::Length => "response_length",
-            Unframed::Chunked => "response_chunked",
-        }
+crate::labels::labelled! {
+    /// Why the server's side could not be followed. Each reason has a stable label.
+    pub enum Unframed {
+        /// The status line or a header line breaks HTTP/1 syntax.
+        Head => "response_head",
+        /// A response head longer than [`MAX_RESPONSE_HEAD`].
+        HeadTooLarge => "response_head_too_large",
+        /// Bytes arrived while no request was owed a response.
+        Unasked => "response_unasked",
+        /// `101` to a request that did not ask to upgrade.
+        UnaskedSwitch => "response_unasked_switch",
+        /// A Content-Length that is not a number, or several that differ, or one beside a
+        /// Transfer-Encoding.
+        Length => "response_length",
+        /// A chunked body whose framing is broken.
+        Chunked => "response_chunked",
     }
 }
 

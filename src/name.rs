@@ -5,7 +5,6 @@
 //! with characters outside letters, digits, `-`, `_`, `.`, with an empty label, a label over 63
 //! bytes or a total over 253 bytes is malformed and matches no host pattern.
 
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Longest name accepted, without the trailing dot (RFC 1035 presentation limit).
@@ -24,44 +23,24 @@ pub enum NameClass {
     Malformed(MalformedName),
 }
 
-/// Why a name is malformed. Each kind has its own counter in the filter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum MalformedName {
-    /// Zero bytes (or only a dot).
-    Empty,
-    /// Longer than [`MAX_NAME_LEN`] bytes.
-    TooLong,
-    /// A label is empty (`a..b`, leading dot) or longer than [`MAX_LABEL_LEN`] bytes.
-    BadLabel,
-    /// A byte outside letters, digits, `-`, `_`, `.`.
-    BadByte,
-    /// A Host/authority whose port is empty, not decimal, or out of range.
-    BadPort,
-    /// A Host/authority with userinfo (`user@host`).
-    Userinfo,
-    /// A bracketed IPv6 literal that does not parse, or brackets in the wrong place.
-    BadIpv6,
-}
-
-impl MalformedName {
-    /// Stable snake_case label used in logs and counters.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MalformedName::Empty => "empty_name",
-            MalformedName::TooLong => "name_too_long",
-            MalformedName::BadLabel => "bad_label",
-            MalformedName::BadByte => "bad_byte",
-            MalformedName::BadPort => "bad_port",
-            MalformedName::Userinfo => "userinfo",
-            MalformedName::BadIpv6 => "bad_ipv6",
-        }
-    }
-}
-
-impl fmt::Display for MalformedName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+crate::labels::labelled! {
+    /// Why a name is malformed. Each kind has its own counter in the filter.
+    #[non_exhaustive]
+    pub enum MalformedName {
+        /// Zero bytes (or only a dot).
+        Empty => "empty_name",
+        /// Longer than [`MAX_NAME_LEN`] bytes.
+        TooLong => "name_too_long",
+        /// A label is empty (`a..b`, leading dot) or longer than [`MAX_LABEL_LEN`] bytes.
+        BadLabel => "bad_label",
+        /// A byte outside letters, digits, `-`, `_`, `.`.
+        BadByte => "bad_byte",
+        /// A Host/authority whose port is empty, not decimal, or out of range.
+        BadPort => "bad_port",
+        /// A Host/authority with userinfo (`user@host`).
+        Userinfo => "userinfo",
+        /// A bracketed IPv6 literal that does not parse, or brackets in the wrong place.
+        BadIpv6 => "bad_ipv6",
     }
 }
 
