@@ -8,9 +8,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use serde::Serialize;
 
+use super::record::{destination, Recorder};
 use super::report;
-use super::root::Shared;
-use super::{destination, Recorder};
+use super::state::Shared;
 use crate::policy::name::classify_authority;
 use crate::policy::{Decision, Policy, Reason, Verdict};
 use crate::session::{judge, FilterKind, NameSource, Observed, Proto};

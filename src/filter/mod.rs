@@ -1,6 +1,10 @@
-//! The proxy-wasm adapter: gathers a connection's or request's facts, asks the policy, applies the
-//! decision, logs and counts. Everything that decides lives in [`crate::policy`] and
-//! [`crate::sniff`].
+//! The proxy-wasm adapter: translates hostcalls into [`crate::session`] events (and, for the
+//! HTTP filter, one [`crate::session::judge`] per request) and their answers into hostcalls,
+//! counters and log lines. Everything that decides lives in the core.
+//!
+//! Modules, without cycles: `root` (configure, get_type, tick) uses `stream`, `http`, `state`;
+//! `stream` and `http` use `state`, `record`, `host`; `record` uses `state` and `report`; `state`
+//! uses `metrics`.
 //!
 //! One module serves both filter types: only a root context is registered, and its `get_type`
 //! picks an HTTP context when the new context has a request protocol, a stream context otherwise.
@@ -8,16 +12,11 @@
 mod host;
 mod http;
 mod metrics;
+mod record;
 mod report;
 mod root;
+mod state;
 mod stream;
-
-use std::net::SocketAddr;
-
-use proxy_wasm::hostcalls;
-
-use crate::session::{Judged, Record, SniffOutcome};
-use root::Shared;
 
 proxy_wasm::main! {{
     // Installs the SDK's logger and its panic hook, which logs a panic at critical level before
@@ -25,73 +24,3 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(proxy_wasm::types::LogLevel::Info);
     proxy_wasm::set_root_context(|_| Box::new(root::Root::new()));
 }}
-
-/// The adapter's [`Record`]: counts every sniff outcome and decision, and logs decisions as the
-/// policy's `log` setting says (nothing is formatted when nothing is logged).
-pub(crate) struct Recorder<'a> {
-    shared: &'a Shared,
-}
-
-impl<'a> Recorder<'a> {
-    pub(crate) fn new(shared: &'a Shared) -> Recorder<'a> {
-        Recorder { shared }
-    }
-}
-
-impl Record for Recorder<'_> {
-    fn sniffed(&mut self, outcome: SniffOutcome) {
-        self.shared.metrics.sniff(outcome);
-    }
-
-    fn judged(&mut self, judged: &Judged<'_>) {
-        let shared = self.shared;
-        let decision = &judged.decision;
-        if let Some(kind) = judged.malformed {
-            shared.metrics.malformed(kind);
-        }
-        shared.metrics.decision(
-            &shared.policy,
-            decision.verdict,
-            decision.reason,
-            decision.rule,
-        );
-        if !report::wanted(&shared.policy, decision) {
-            return;
-        }
-        let dst = judged.observed.dst.to_string();
-        let src = source_address();
-        report::emit(&report::Record {
-            decision: decision.verdict.as_str(),
-            reason: decision.reason.as_str(),
-            rule: report::rule_name(&shared.policy, decision),
-            dst: &dst,
-            name: judged.name(),
-            name_source: judged.name_source(),
-            proto: judged.observed.proto,
-            src: src.as_deref(),
-            filter: judged.observed.filter,
-            detail: judged.detail,
-            request: (judged.observed.request > 1).then_some(judged.observed.request),
-        });
-    }
-}
-
-/// The connection's original destination (`destination.address`, restored by `original_dst`).
-pub(crate) fn destination() -> Option<SocketAddr> {
-    property_string(&["destination", "address"])?.parse().ok()
-}
-
-fn source_address() -> Option<String> {
-    property_string(&["source", "address"])
-}
-
-/// A string property, or None if the host has none (or cannot say).
-pub(crate) fn property_string(path: &[&str]) -> Option<String> {
-    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
-    String::from_utf8(bytes).ok()
-}
-
-/// A bytes property, or None.
-pub(crate) fn property_bytes(path: &[&str]) -> Option<Vec<u8>> {
-    hostcalls::get_property(path.to_vec()).ok()?
-}

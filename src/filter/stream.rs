@@ -18,8 +18,8 @@ use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, BufferType, PeerType};
 
 use super::host;
-use super::root::{now_ns, Shared, Waiting};
-use super::{destination, property_bytes, Recorder};
+use super::record::{destination, property_bytes, Recorder};
+use super::state::{now_ns, Shared, Waiting};
 use crate::policy::{Reason, Verdict};
 use crate::session::{Action as SessionAction, Session};
 use crate::sniff::pipeline::Refusal;

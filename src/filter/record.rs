@@ -1,0 +1,80 @@
+//! The adapter's side of the session's [`Record`]: counters and the decision log; and the
+//! connection properties it reads.
+
+use std::net::SocketAddr;
+
+use proxy_wasm::hostcalls;
+
+use super::report;
+use super::state::Shared;
+use crate::session::{Judged, Record, SniffOutcome};
+
+/// The adapter's [`Record`]: counts every sniff outcome and decision, and logs decisions as the
+/// policy's `log` setting says (nothing is formatted when nothing is logged).
+pub(crate) struct Recorder<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> Recorder<'a> {
+    pub(crate) fn new(shared: &'a Shared) -> Recorder<'a> {
+        Recorder { shared }
+    }
+}
+
+impl Record for Recorder<'_> {
+    fn sniffed(&mut self, outcome: SniffOutcome) {
+        self.shared.metrics.sniff(outcome);
+    }
+
+    fn judged(&mut self, judged: &Judged<'_>) {
+        let shared = self.shared;
+        let decision = &judged.decision;
+        if let Some(kind) = judged.malformed {
+            shared.metrics.malformed(kind);
+        }
+        shared.metrics.decision(
+            &shared.policy,
+            decision.verdict,
+            decision.reason,
+            decision.rule,
+        );
+        if !report::wanted(&shared.policy, decision) {
+            return;
+        }
+        let dst = judged.observed.dst.to_string();
+        let src = source_address();
+        report::emit(&report::Record {
+            decision: decision.verdict.as_str(),
+            reason: decision.reason.as_str(),
+            rule: report::rule_name(&shared.policy, decision),
+            dst: &dst,
+            name: judged.name(),
+            name_source: judged.name_source(),
+            proto: judged.observed.proto,
+            src: src.as_deref(),
+            filter: judged.observed.filter,
+            detail: judged.detail,
+            request: (judged.observed.request > 1).then_some(judged.observed.request),
+        });
+    }
+}
+
+/// The connection's original destination (`destination.address`, restored by `original_dst`).
+pub(crate) fn destination() -> Option<SocketAddr> {
+    property_string(&["destination", "address"])?.parse().ok()
+}
+
+fn source_address() -> Option<String> {
+    property_string(&["source", "address"])
+}
+
+/// A string property, or None if the host has none (or cannot say).
+pub(crate) fn property_string(path: &[&str]) -> Option<String> {
+    let bytes = hostcalls::get_property(path.to_vec()).ok()??;
+    String::from_utf8(bytes).ok()
+}
+
+/// A bytes property, or None.
+pub(crate) fn property_bytes(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok()?
+}
