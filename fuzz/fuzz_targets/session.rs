@@ -1,0 +1,133 @@
+//! `session::Session` — the whole connection logic of the network filter — on arbitrary client
+//! and server bytes and timer ticks, under policies of every mode, driven as the adapter drives
+//! it (held bytes stay in the buffer, a split lets the front go). Checks: no panic; what reaches
+//! the server is a prefix of what the client sent; once a decision denies, the session closes
+//! and nothing more is forwarded; nothing is forwarded before a decision allowed something.
+//!
+//! Input: `[policy, split_hi, split_lo, schedule, bytes...]`: `bytes` splits at `split` into the
+//! client's stream and the server's; `schedule` picks the chunk sizes and where ticks fall.
+#![no_main]
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use egress_guard::policy::{Config, Policy, Verdict};
+use egress_guard::session::{Action, Judged, Record, Session, SniffOutcome};
+use libfuzzer_sys::fuzz_target;
+
+const POLICIES: [&str; 6] = [
+    r#"{"allow": [{"name": "ok", "hosts": ["ok.example", "*.ok.example"]}],
+        "deny": [{"name": "evil", "hosts": ["evil.example"]}], "sniff": {"max_bytes": 512}}"#,
+    r#"{"mode": "audit", "allow": [{"name": "ok", "hosts": ["ok.example"]}],
+        "deny": [{"name": "evil", "hosts": ["evil.example"]}], "sniff": {"max_bytes": 512}}"#,
+    r#"{"mode": "passthrough", "deny": [{"name": "evil", "hosts": ["evil.example"]}],
+        "sniff": {"max_bytes": 512}}"#,
+    r#"{"allow": [{"name": "ok", "hosts": ["ok.example"]}],
+        "sniff": {"max_bytes": 512, "hold_upstream": true}}"#,
+    r#"{"allow": [{"name": "any", "hosts": ["*"]}], "sniff": {"max_bytes": 1024}}"#,
+    r#"{"allow": [{"name": "ip", "cidrs": ["192.0.2.1"]}, {"name": "ok", "hosts": ["ok.example"]}],
+        "sniff": {"max_bytes": 512}}"#,
+];
+
+#[derive(Default)]
+struct Seen {
+    denied: bool,
+    allowed: bool,
+}
+
+impl Record for Seen {
+    fn sniffed(&mut self, _: SniffOutcome) {}
+    fn judged(&mut self, judged: &Judged<'_>) {
+        match judged.decision.verdict {
+            Verdict::Deny => self.denied = true,
+            Verdict::Allow | Verdict::AuditDeny => self.allowed = true,
+        }
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    let [which, hi, lo, schedule, bytes @ ..] = data else {
+        return;
+    };
+    static COMPILED: OnceLock<Vec<Policy>> = OnceLock::new();
+    let policies = COMPILED.get_or_init(|| {
+        POLICIES
+            .iter()
+            .map(|json| Policy::compile(&Config::from_json(json.as_bytes()).unwrap()).unwrap())
+            .collect()
+    });
+    let policy = &policies[usize::from(*which) % policies.len()];
+    let split = (usize::from(*hi) << 8 | usize::from(*lo)).min(bytes.len());
+    let (client, server) = bytes.split_at(split);
+    let dst: SocketAddr = "192.0.2.1:80".parse().unwrap();
+    let mut seen = Seen::default();
+    let (mut session, at_open) = Session::open(policy, dst, None, 0, &mut seen);
+    let mut closed = at_open == Action::Close;
+    let mut held: Vec<u8> = Vec::new();
+    let mut forwarded: Vec<u8> = Vec::new();
+    let (c, s) = (
+        usize::from(schedule % 7) + 1,
+        usize::from(schedule / 7 % 11) + 1,
+    );
+    let tick_every = usize::from(schedule / 77) % 4; // 0: no ticks
+    let (mut rest_c, mut rest_s, mut now, mut step) = (client, server, 0u64, 0usize);
+
+    // What the adapter does with the session's answer to client bytes.
+    let apply =
+        |action: Action, held: &mut Vec<u8>, fwd: &mut Vec<u8>, closed: &mut bool| match action {
+            Action::Continue | Action::Resume => fwd.append(held),
+            Action::Split(n) => {
+                let n = n.min(held.len());
+                fwd.extend(held.drain(..n));
+            }
+            Action::Close => *closed = true,
+            Action::Pause | Action::Recheck | Action::Nothing => {}
+        };
+    while !closed && (!rest_c.is_empty() || !rest_s.is_empty()) {
+        step += 1;
+        let before = forwarded.len();
+        if tick_every != 0 && step % tick_every == 0 {
+            now += 2_000_000_000;
+            let action = session.timeout(policy, now, &mut seen);
+            apply(action, &mut held, &mut forwarded, &mut closed);
+        } else if !rest_c.is_empty() && (step % 2 == 1 || rest_s.is_empty()) {
+            let (a, b) = rest_c.split_at(c.min(rest_c.len()));
+            rest_c = b;
+            held.extend_from_slice(a);
+            if session.passes_client_bytes() {
+                forwarded.append(&mut held);
+            } else {
+                let action = session.client(policy, &held, false, now, &mut seen);
+                apply(action, &mut held, &mut forwarded, &mut closed);
+            }
+        } else if !rest_s.is_empty() {
+            let (a, b) = rest_s.split_at(s.min(rest_s.len()));
+            rest_s = b;
+            let read = |start: usize, len: usize| a.get(start..start + len).map(<[u8]>::to_vec);
+            let action = session.server(policy, a.len(), read, &mut seen);
+            if action == Action::Recheck {
+                let action = session.client(policy, &held, false, now, &mut seen);
+                apply(action, &mut held, &mut forwarded, &mut closed);
+            } else {
+                apply(action, &mut held, &mut forwarded, &mut closed);
+            }
+        }
+        if closed {
+            assert_eq!(
+                forwarded.len(),
+                before,
+                "bytes forwarded by the step that closed"
+            );
+        }
+        if seen.denied {
+            assert!(closed && session.is_closed(), "a deny that did not close");
+        }
+        if !forwarded.is_empty() {
+            assert!(seen.allowed, "bytes forwarded before anything was allowed");
+        }
+    }
+    assert!(
+        client.starts_with(&forwarded),
+        "forwarded bytes are not the client's"
+    );
+});
