@@ -41,6 +41,9 @@ crate::labels::labelled! {
         Userinfo => "userinfo",
         /// A bracketed IPv6 literal that does not parse, or brackets in the wrong place.
         BadIpv6 => "bad_ipv6",
+        /// A name whose last label is a number (`2130706433`, `127.1`, `0x7f.1`, `0177.0.0.1`):
+        /// resolvers read such names as IPv4 addresses, and no top-level domain is numeric.
+        NumericName => "numeric_name",
     }
 }
 
@@ -106,6 +109,14 @@ fn valid_port(port: &[u8]) -> bool {
     (1..=65535).contains(&value)
 }
 
+/// A label that inet_aton would read as a number: decimal digits, or `0x` and hex digits.
+fn is_numeric_label(label: &[u8]) -> bool {
+    match label {
+        [b'0', b'x' | b'X', hex @ ..] => hex.iter().all(u8::is_ascii_hexdigit),
+        digits => !digits.is_empty() && digits.iter().all(u8::is_ascii_digit),
+    }
+}
+
 /// Classifies a bare host (no port, no brackets).
 fn classify_host(raw: &[u8]) -> NameClass {
     let host = raw.strip_suffix(b".").unwrap_or(raw);
@@ -134,6 +145,15 @@ fn classify_host(raw: &[u8]) -> NameClass {
         .any(|label| label.is_empty() || label.len() > MAX_LABEL_LEN)
     {
         return NameClass::Malformed(MalformedName::BadLabel);
+    }
+    if host
+        .rsplit(|&b| b == b'.')
+        .next()
+        .is_some_and(is_numeric_label)
+    {
+        // inet_aton and getaddrinfo read `127.1`, `2130706433`, `0x7f.0.0.1`, `0177.0.0.1` as
+        // 127.0.0.1: a "name" the policy would match as a name while the client reaches an IP.
+        return NameClass::Malformed(MalformedName::NumericName);
     }
     // Every byte is ASCII, so this conversion cannot fail; fall back to malformed regardless.
     match std::str::from_utf8(host) {
@@ -176,7 +196,21 @@ mod tests {
             (b"github.com:443", bad(MalformedName::BadByte)),
             (b"127.0.0.1", ip("127.0.0.1")),
             (b"::1", ip("::1")),
-            (b"1.2.3", name("1.2.3")),
+            // Spellings resolvers read as IPv4 addresses are not names.
+            (b"1.2.3", bad(MalformedName::NumericName)),
+            (b"2130706433", bad(MalformedName::NumericName)),
+            (b"127.1", bad(MalformedName::NumericName)),
+            (b"0x7f.1", bad(MalformedName::NumericName)),
+            (b"0x7F000001", bad(MalformedName::NumericName)),
+            (b"0177.0.0.1", bad(MalformedName::NumericName)),
+            (b"127.0.0.01", bad(MalformedName::NumericName)),
+            (b"a.b.0x10", bad(MalformedName::NumericName)),
+            (b"1.2.3.4.", ip("1.2.3.4")),
+            // Numbers elsewhere in a name are fine; hex without 0x is a word.
+            (b"1.2.3.example", name("1.2.3.example")),
+            (b"123.cafe", name("123.cafe")),
+            (b"0x7f.example", name("0x7f.example")),
+            (b"a.0x", bad(MalformedName::NumericName)), // inet_aton reads a bare 0x as 0
         ];
         for (raw, want) in cases {
             assert_eq!(

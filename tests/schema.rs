@@ -181,7 +181,7 @@ fn documented_examples_are_valid_for_both() {
         json!({"presets": presets::all().iter().map(|p| p.name).collect::<Vec<_>>()}),
         json!({"sniff": {"max_bytes": 512, "timeout_ms": 60000, "hold_upstream": true}}),
         json!({"sniff": {"max_bytes": 65536, "timeout_ms": 1}}),
-        json!({"allow": [{"hosts": ["999.1.1.1", "1.2.3"]}]}),
+        json!({"allow": [{"hosts": ["999.example", "1.2.3.example"]}]}),
     ] {
         let text = value.to_string();
         parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));

@@ -100,6 +100,11 @@ impl fmt::Display for PatternError {
             PatternErrorKind::BadName(MalformedName::TooLong) => {
                 write!(f, "{p:?} is not a host name: longer than 253 bytes")
             }
+            PatternErrorKind::BadName(MalformedName::NumericName) => write!(
+                f,
+                "{p:?} is not a host name: resolvers read a name ending in a number as an IPv4 \
+                 address (use cidrs)"
+            ),
             PatternErrorKind::BadName(_) => write!(
                 f,
                 "{p:?} is not a host name: a label is empty or longer than 63 bytes"
@@ -407,7 +412,7 @@ mod tests {
             ("[A-C].x", "[a-c].x", PatternKind::Glob),
             ("{a,b}.x", "{a,b}.x", PatternKind::Glob),
             ("under_score.x", "under_score.x", PatternKind::Exact),
-            ("1.2.3", "1.2.3", PatternKind::Exact),
+            ("1.2.3.example", "1.2.3.example", PatternKind::Exact),
         ];
         for (raw, text, kind) in cases {
             let p = HostPattern::parse(raw).unwrap();
@@ -432,6 +437,16 @@ mod tests {
             (
                 "::1",
                 "\"::1\" is an IP address, not a host name: use cidrs",
+            ),
+            (
+                "127.1",
+                "\"127.1\" is not a host name: resolvers read a name ending in a number as an \
+                 IPv4 address (use cidrs)",
+            ),
+            (
+                "*.0x7f",
+                "\"*.0x7f\" is not a host name: resolvers read a name ending in a number as an \
+                 IPv4 address (use cidrs)",
             ),
             (
                 "[::1]",

@@ -246,6 +246,8 @@ pub struct Policy {
     rules: Vec<RuleInfo>,
     /// Rule ids below this are deny rules.
     deny_rules: RuleId,
+    /// Some deny rule has CIDRs (an IP literal sent as a name can then be denied).
+    deny_cidrs: bool,
     presets: Vec<Preset>,
     /// Rules with neither hosts nor cidrs.
     port_only: PortIndex,
@@ -357,11 +359,16 @@ impl Policy {
             hosts: flat.iter().map(|r| r.hosts.len()).sum(),
             cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
         };
+        let deny_cidrs = flat
+            .iter()
+            .take(config.deny.len())
+            .any(|r| !r.cidrs.is_empty());
         Ok(Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
             deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
+            deny_cidrs,
             presets: config.presets.clone(),
             port_only: PortIndex::build(port_only, ports),
             cidrs: cidr_index.build(ports),
@@ -390,6 +397,12 @@ impl Policy {
     /// Which decisions are logged.
     pub fn log(&self) -> LogLevel {
         self.log
+    }
+
+    /// Whether some deny rule has CIDRs: then an IP literal the client sends as its name (an
+    /// SNI, a Host, a `CONNECT` authority) can be denied, so an allow cannot be taken at open.
+    pub fn has_deny_cidrs(&self) -> bool {
+        self.deny_cidrs
     }
 
     /// Every rule, indexed by [`RuleId`]: deny rules, allow rules, preset rules.

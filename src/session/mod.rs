@@ -178,6 +178,21 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
         port: seen.dst.port(),
         name,
     });
+    if let (None, Some(NameClass::IpLiteral(literal)), true) =
+        (seen.anomaly, seen.name, decision.verdict != Verdict::Deny)
+    {
+        // An IP literal as the name (SNI, Host, a CONNECT authority) is where a forward proxy
+        // would connect: the deny rules apply to it too (`CONNECT 169.254.169.254:80` through
+        // an allowed proxy). Only deny rules: an allow rule speaks for the destination only.
+        let as_destination = policy.decide(&Facts {
+            ip: *literal,
+            port: seen.dst.port(),
+            name: NameFact::Absent,
+        });
+        if as_destination.reason == Reason::DenyRule {
+            decision = as_destination;
+        }
+    }
     if seen.request > 1 && decision.verdict != Verdict::Allow && detail.is_none() {
         // A later request the policy refuses closes a connection already allowed: its own
         // reason, with the policy's reason as the detail.
@@ -263,11 +278,20 @@ impl Session {
             let action = session.settle(verdict);
             return (session, action);
         }
-        if policy.decide_early(dst.ip(), dst.port()).is_some() {
-            // The name cannot change this decision: take it now, without holding a byte.
+        if let Some(early) = policy.decide_early(dst.ip(), dst.port()) {
+            // No name can change this decision: take it now, without holding a byte.
             let seen = Observed::nameless(dst, Proto::Other, None, 1);
             let verdict = judge(policy, &seen, rec).verdict;
             let action = session.settle(verdict);
+            if early.verdict != Verdict::Deny && policy.has_deny_cidrs() {
+                // Except that an IP literal sent as the name (an SNI, a Host, a CONNECT
+                // authority) meets the deny rules: the first bytes are still looked at, as
+                // after a timeout, without holding the connection.
+                session.phase = Phase::Sniffing {
+                    held: false,
+                    after_timeout: true,
+                };
+            }
             return (session, action);
         }
         let held = policy.sniff().hold_upstream;

@@ -435,3 +435,50 @@ fn every_malformed_kind_a_decision_can_carry_is_defined_up_front() {
         assert!(kinds.contains(&kind), "{kind}");
     }
 }
+
+#[test]
+fn an_ip_literal_as_the_name_meets_the_deny_rules() {
+    let p = policy(
+        r#"{"allow": [{"name": "proxy", "cidrs": ["10.0.0.9"], "hosts": ["ok.example"]}],
+            "deny": [{"name": "metadata", "cidrs": ["169.254.169.254", "fd00:ec2::254"]}]}"#,
+    );
+    let proxy = "10.0.0.9:80";
+    for (input, want) in [
+        (
+            &b"CONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: 169.254.169.254:80\r\n\r\n"[..],
+            "deny/deny_rule",
+        ),
+        (
+            b"GET http://169.254.169.254/latest/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+            "deny/deny_rule",
+        ),
+        (
+            b"GET / HTTP/1.1\r\nHost: [fd00:ec2::254]\r\n\r\n",
+            "deny/deny_rule",
+        ),
+        // Any other literal: decided on the destination, as before.
+        (
+            b"CONNECT 192.0.2.7:443 HTTP/1.1\r\nHost: 192.0.2.7:443\r\n\r\n",
+            "allow/rule",
+        ),
+    ] {
+        // Allowed at open by the CIDR rule, without holding; the first bytes are still read.
+        let (_, action, log) = feed(&p, proxy, input);
+        let last = log.decisions.last().unwrap();
+        assert_eq!(last, want, "{:?}", String::from_utf8_lossy(input));
+        assert_eq!(action == Action::Close, want.starts_with("deny"));
+    }
+    // And the same through tls_inspector's SNI.
+    let mut log = Log::default();
+    let (_, action) = Session::open(
+        &p,
+        dst("10.0.0.9:443"),
+        Some(b"169.254.169.254"),
+        0,
+        &mut log,
+    );
+    assert_eq!(
+        (action, log.decisions.as_slice()),
+        (Action::Close, &["deny/deny_rule".to_string()][..])
+    );
+}
