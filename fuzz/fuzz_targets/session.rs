@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
     while !closed && (!rest_c.is_empty() || !rest_s.is_empty()) {
         step += 1;
         let before = forwarded.len();
-        if tick_every != 0 && step % tick_every == 0 {
+        if tick_every != 0 && step % (tick_every + 1) == 0 {
             now += 2_000_000_000;
             let action = session.timeout(policy, now, &mut seen);
             apply(action, &mut held, &mut forwarded, &mut closed);

@@ -216,6 +216,10 @@ enum Phase {
     /// on IP and port; the first bytes are still checked so a late name cannot slip past a deny
     /// rule.
     Sniffing { held: bool, after_timeout: bool },
+    /// Allowed at open on IP and port, under a policy with deny CIDRs: the first bytes are read
+    /// only for an IP literal sent as the name, which the deny rules may refuse; anything else
+    /// leaves the decision as it is.
+    Peeking,
     /// Decided: bytes flow (on HTTP/1, each later request is checked before its bytes go).
     Allowed,
     /// An allowed HTTP/1 connection holding client bytes: a later request head is incomplete,
@@ -285,12 +289,9 @@ impl Session {
             let action = session.settle(verdict);
             if early.verdict != Verdict::Deny && policy.has_deny_cidrs() {
                 // Except that an IP literal sent as the name (an SNI, a Host, a CONNECT
-                // authority) meets the deny rules: the first bytes are still looked at, as
-                // after a timeout, without holding the connection.
-                session.phase = Phase::Sniffing {
-                    held: false,
-                    after_timeout: true,
-                };
+                // authority) meets the deny rules: the first bytes are still looked at, without
+                // holding the connection.
+                session.phase = Phase::Peeking;
             }
             return (session, action);
         }
@@ -351,9 +352,53 @@ impl Session {
             Phase::Sniffing { after_timeout, .. } => {
                 self.sniffing(policy, buf, eos, after_timeout, now_ns, rec)
             }
+            Phase::Peeking => self.peek(policy, buf, eos, now_ns, rec),
             Phase::Allowed | Phase::Holding { .. } => self.follow(policy, buf, eos, now_ns, rec),
             Phase::Denied => Action::Pause,
         }
+    }
+
+    /// The first bytes of a connection allowed at open: only an IP-literal name can deny it.
+    fn peek<R: Record + ?Sized>(
+        &mut self,
+        policy: &Policy,
+        buf: &[u8],
+        eos: bool,
+        now_ns: u64,
+        rec: &mut R,
+    ) -> Action {
+        let max_bytes = usize::try_from(policy.sniff().max_bytes).unwrap_or(usize::MAX);
+        let sniffed = self.sniffer.feed(buf, max_bytes);
+        if matches!(sniffed, Sniffed::NeedMore) && !eos {
+            if self.deadline.is_none() {
+                self.deadline = Some(deadline(policy, now_ns));
+            }
+            return Action::Pause;
+        }
+        let seen = observe(&sniffed);
+        let Some(NameClass::IpLiteral(literal)) = seen.name else {
+            return self.settle(Verdict::Allow);
+        };
+        let as_destination = policy.decide(&Facts {
+            ip: literal,
+            port: self.dst.port(),
+            name: NameFact::Absent,
+        });
+        if as_destination.reason != Reason::DenyRule {
+            return self.settle(Verdict::Allow);
+        }
+        rec.sniffed(seen.outcome);
+        let observed = Observed {
+            dst: self.dst,
+            name: seen.name.as_ref(),
+            source: seen.source,
+            proto: seen.proto,
+            filter: FilterKind::Network,
+            anomaly: None,
+            request: 1,
+        };
+        let verdict = judge(policy, &observed, rec).verdict;
+        self.settle(verdict)
     }
 
     /// `len` bytes from the server; `read(start, len)` returns some of them (or `None` if the
@@ -436,6 +481,12 @@ impl Session {
                 } else {
                     Action::Nothing
                 }
+            }
+            Phase::Peeking => {
+                // The first bytes never finished a ClientHello or request head: the decision
+                // taken at open stands, and what was held goes.
+                self.phase = Phase::Allowed;
+                Action::Resume
             }
             Phase::Allowed | Phase::Denied => Action::Nothing,
         }

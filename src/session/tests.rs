@@ -468,6 +468,30 @@ fn an_ip_literal_as_the_name_meets_the_deny_rules() {
         assert_eq!(last, want, "{:?}", String::from_utf8_lossy(input));
         assert_eq!(action == Action::Close, want.starts_with("deny"));
     }
+    // Anything else on such a connection leaves the decision taken at open: a bare word and a
+    // half-close, garbage, a name, an unfinished head at the timeout.
+    for (input, eos) in [
+        (&b"SELECT 1"[..], true),
+        (b"\x16\x03\x01\x00\x01\x02", true),
+        (b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", false),
+    ] {
+        let mut log = Log::default();
+        let (mut s, _) = Session::open(&p, dst(proxy), None, 0, &mut log);
+        assert_eq!(s.client(&p, input, eos, 0, &mut log), Action::Continue);
+        assert!(s.passes_client_bytes());
+        assert_eq!(log.decisions, ["allow/rule"]);
+    }
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(proxy), None, 0, &mut log);
+    assert_eq!(
+        s.client(&p, b"GET / HTTP/1.1\r\nHo", false, 0, &mut log),
+        Action::Pause
+    );
+    let at = s.deadline().expect("a deadline for the unfinished head");
+    assert_eq!(s.timeout(&p, at, &mut log), Action::Resume);
+    assert!(s.passes_client_bytes());
+    assert_eq!(log.decisions, ["allow/rule"]);
+
     // And the same through tls_inspector's SNI.
     let mut log = Log::default();
     let (_, action) = Session::open(
