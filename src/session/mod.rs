@@ -31,7 +31,7 @@ pub use labels::{FilterKind, NameSource, Proto, SniffOutcome};
 
 use crate::policy::name::{classify_authority, classify_sni, MalformedName, NameClass};
 use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
-use crate::sniff::http::parse_request_head;
+use crate::sniff::http::{parse_request_head, KNOWN_METHODS};
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
 use crate::sniff::response::Unframed;
 use crate::sniff::{Malformed, Outcome, Sniffed, Sniffer};
@@ -369,6 +369,11 @@ impl Session {
     ) -> Action {
         let max_bytes = usize::try_from(policy.sniff().max_bytes).unwrap_or(usize::MAX);
         let sniffed = self.sniffer.feed(buf, max_bytes);
+        if matches!(sniffed, Sniffed::NeedMore) && !could_name_an_ip(buf) {
+            // Not a ClientHello, nor a request with a method a proxy acts on: nothing in it can
+            // change the decision, and it must not wait (a text protocol's first line).
+            return self.settle(Verdict::Allow);
+        }
         if matches!(sniffed, Sniffed::NeedMore) && !eos {
             if self.deadline.is_none() {
                 self.deadline = Some(deadline(policy, now_ns));
@@ -637,6 +642,24 @@ impl Session {
             self.deadline = None;
         }
     }
+}
+
+/// Whether unfinished first bytes may still turn out to carry a name: a TLS handshake record, or
+/// the start of a request with a well-known method (what a forward proxy acts on).
+fn could_name_an_ip(buf: &[u8]) -> bool {
+    if buf.first() == Some(&0x16) {
+        return true;
+    }
+    let token = buf.split(|&b| b == b' ').next().unwrap_or_default();
+    let complete = token.len() < buf.len();
+    KNOWN_METHODS.iter().any(|m| {
+        let m = m.as_bytes();
+        if complete {
+            m == token
+        } else {
+            m.starts_with(token)
+        }
+    })
 }
 
 fn deadline(policy: &Policy, now_ns: u64) -> u64 {

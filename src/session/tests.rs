@@ -471,7 +471,9 @@ fn an_ip_literal_as_the_name_meets_the_deny_rules() {
     // Anything else on such a connection leaves the decision taken at open: a bare word and a
     // half-close, garbage, a name, an unfinished head at the timeout.
     for (input, eos) in [
-        (&b"SELECT 1"[..], true),
+        (&b"SELECT 1"[..], false),
+        (b"SELECT 1", true),
+        (b"PING", false),
         (b"\x16\x03\x01\x00\x01\x02", true),
         (b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", false),
     ] {
