@@ -67,12 +67,17 @@ fn run_os(args: &[&OsStr]) -> Run {
     }
 }
 
-/// Writes `text` to a fresh file under Cargo's per-test temporary directory.
+/// Writes `text` to a fresh `.json` file under Cargo's per-test temporary directory.
 fn temp_file(text: &str) -> PathBuf {
+    temp_file_ext(text, "json")
+}
+
+/// Writes `text` to a fresh file with extension `ext` under Cargo's per-test temporary directory.
+fn temp_file_ext(text: &str, ext: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cli-{}-{n}.json", std::process::id()));
+        .join(format!("cli-{}-{n}.{ext}", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -175,20 +180,405 @@ fn check_several_files() {
     assert!(r.stdout.contains(": ok: "));
 }
 
+/// Every shipped file that runs egress-guard: the policy is read out of each filter and
+/// WasmPlugin, every copy is valid, and copies of one file agree.
 #[test]
-fn check_hints_at_the_configuration_inside_envoy_yaml() {
-    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/sidecar-outbound.yaml");
-    let r = run(&["check", yaml]);
-    assert_eq!(r.code, 1);
-    let mut lines = r.stderr.lines();
-    assert_eq!(
-        lines.next(),
-        Some(format!("{yaml}: expected value at line 1 column 1").as_str())
+fn check_reads_envoy_configs_and_istio_manifests() {
+    let mut files = Vec::new();
+    for dir in ["envoy", "examples/istio"] {
+        for name in yaml_files(&PathBuf::from(ROOT).join(dir)) {
+            if name != "mesh-config.yaml" {
+                files.push(format!("{ROOT}/{dir}/{name}"));
+            }
+        }
+    }
+    assert_eq!(files.len(), 8);
+    let mut args = vec!["check", "--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let r = run(&args);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let sidecar = format!("{ROOT}/envoy/istio-sidecar-outbound.yaml");
+    assert!(
+        r.stdout.contains(&format!(
+            "{sidecar}:74: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
+             cidrs=3 presets=1\n  presets: pypi\n  sniff:   max_bytes=16384 timeout_ms=3000 \
+             hold_upstream=false\n  log:     denied\n  copies:  also at lines 141, 185, 195 (the \
+             same policy)\n"
+        )),
+        "{}",
+        r.stdout
     );
-    assert!(lines
-        .next()
+
+    args[1] = "--json";
+    let r = run(&args);
+    assert_eq!(r.code, 0);
+    let report = json(&r.stdout);
+    assert_eq!(
+        (report["ok"].clone(), report["errors"].clone()),
+        (json("true"), json("0"))
+    );
+    let kinds = report["files"]
+        .as_array()
         .unwrap()
-        .starts_with(&format!("{yaml}: hint: ")));
+        .iter()
+        .map(|f| {
+            let copies = f["copies"].as_array().unwrap();
+            let kinds = copies
+                .iter()
+                .map(|c| c["kind"].as_str().unwrap())
+                .collect::<Vec<_>>();
+            (
+                f["file"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                kinds,
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        kinds,
+        [
+            ("egress-gateway.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "istio-sidecar-outbound.yaml".to_string(),
+                vec!["wasm_filter"; 4]
+            ),
+            ("osm-sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "sidecar-outbound-http.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
+            ("sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "egress-guard-http-passthrough-only.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
+            ("egress-guard-http.yaml".to_string(), vec!["wasm_plugin"]),
+            ("egress-guard-network.yaml".to_string(), vec!["wasm_filter"]),
+        ]
+    );
+    let copies = report["files"][1]["copies"].as_array().unwrap();
+    assert_eq!(copies[1]["same_as"], 74);
+    assert_eq!(
+        copies[3]["path"],
+        "static_resources.listeners[2].default_filter_chain.filters[0].typed_config.config"
+    );
+}
+
+const DISAGREEING: &str = r#"apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: egress-guard-network}
+spec:
+  configPatches:
+  - applyTo: EXTENSION_CONFIG
+    patch:
+      operation: ADD
+      value:
+        name: egress-guard
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            root_id: egress-guard
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: '{"allow": [{"name": "gh", "hosts": ["*.github.com"], "ports": [443]}]}'
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: egress-guard-http}
+spec:
+  pluginName: egress-guard
+  pluginConfig:
+    allow:
+    - {name: gh, hosts: ["*.github.com"], ports: [443, 80]}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: another-plugin}
+spec:
+  pluginName: something-else
+  pluginConfig: {whatever: 1}
+"#;
+
+#[test]
+fn check_reports_copies_that_disagree() {
+    let path = temp_file_ext(DISAGREEING, "yaml");
+    let p = path.to_str().unwrap();
+    let r = run(&["check", p]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "{p}:24: this copy of the policy differs from the one at line 13: \
+             allow[0].ports[1] is absent there, 80 here\n"
+        )
+    );
+    // Both copies are valid: each is summarised.
+    assert!(
+        r.stdout
+            .starts_with(&format!("{p}:13: ok: mode=allowlist rules=1")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("\n{p}:24: ok: mode=allowlist rules=1")),
+        "{}",
+        r.stdout
+    );
+
+    let r = run(&["check", "--json", p]);
+    assert_eq!(r.code, 1);
+    let report = json(&r.stdout);
+    assert_eq!(
+        report["files"][0]["copies"].as_array().unwrap().len(),
+        2,
+        "the other plugin is not ours"
+    );
+    assert_eq!(
+        report["files"][0]["disagreements"],
+        json(
+            r#"[{"line": 24, "differs_from_line": 13, "at": "allow[0].ports[1]",
+                  "message": "allow[0].ports[1] is absent there, 80 here"}]"#
+        )
+    );
+
+    // The same policy written differently (YAML flow vs JSON text, key order) agrees.
+    let same = DISAGREEING.replace("ports: [443, 80]", "ports: [\"443\"]");
+    let path = temp_file_ext(&same, "yaml");
+    let r = run(&["check", path.to_str().unwrap()]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+}
+
+#[test]
+fn check_reports_each_copys_errors_with_its_line() {
+    let text = DISAGREEING
+        .replace(
+            r#"["*.github.com"], "ports": [443]"#,
+            r#"["a..b"], "ports": [0]"#,
+        )
+        .replace("ports: [443, 80]}", "ports: [443]}\n    - {}");
+    let path = temp_file_ext(&text, "yml");
+    let p = path.to_str().unwrap();
+    let r = run(&["check", p]);
+    assert_eq!(r.code, 1);
+    let lines = r.stderr.lines().collect::<Vec<_>>();
+    assert_eq!(
+        lines,
+        [
+            format!("{p}:13: allow[0].hosts[0]: \"a..b\" is not a host name: a label is empty or longer than 63 bytes"),
+            format!("{p}:13: allow[0].ports[0]: 0 is not a port (1-65535)"),
+            format!("{p}:24: allow[1]: a rule needs at least one of hosts, cidrs, ports"),
+            format!("{p}:24: this copy of the policy differs from the one at line 13: allow[0].hosts[0] is \"a..b\" there, \"*.github.com\" here"),
+        ]
+    );
+}
+
+#[test]
+fn check_reads_json_envoy_configs_and_ecds_files() {
+    let ecds = r#"{"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": "egress-guard", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+          "config": {"root_id": "egress-guard", "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": "{\"mode\": \"audit\", \"presets\": [\"npm\"]}"}}}}]}"#;
+    let r = run_with(&["check", "-"], Some(ecds));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("<stdin>:4: ok: mode=audit rules=1"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn check_files_without_a_policy() {
+    let mesh = format!("{ROOT}/examples/istio/mesh-config.yaml");
+    let r = run(&["check", &mesh]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with(&format!("{mesh}: no egress-guard policy found: ")),
+        "{}",
+        r.stderr
+    );
+
+    let r = run_with(&["check", "-"], Some("a: [1, 2\nb: 3\n"));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("<stdin>: not a JSON policy, and not YAML: line "),
+        "{}",
+        r.stderr
+    );
+
+    // A configuration egress-guard cannot read (not a StringValue).
+    let bytes_value = DISAGREEING.replace(
+        "type.googleapis.com/google.protobuf.StringValue",
+        "type.googleapis.com/google.protobuf.BytesValue",
+    );
+    let r = run_with(&["check", "-"], Some(&bytes_value));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("<stdin>:13: line 16: the configuration is not a type.googleapis.com/google.protobuf.StringValue"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("differs"),
+        "an unreadable copy is not compared: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_reports_every_error_in_a_policy() {
+    let policy = r#"{"mode": "block",
+        "allow": [{"cidrs": ["10.0.0.300/8"]}, {"name": "db", "ports": [5432]}, {}, {"name": "db", "hosts": ["x.example"]}],
+        "deny": [{"name": "Metadata", "cidrs": ["169.254.169.254"]}],
+        "presets": ["pypi", "pip"], "log": "some"}"#;
+    let first = egress_guard::policy::Policy::from_json(policy.as_bytes()).unwrap_err();
+    let r = run_with(&["check", "-"], Some(policy));
+    assert_eq!(r.code, 1);
+    let lines = r.stderr.lines().collect::<Vec<_>>();
+    assert_eq!(
+        lines[0],
+        format!("<stdin>: {first}"),
+        "the first is the filter's own"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "<stdin>: allow[0].cidrs[0]: \"10.0.0.300/8\" is not a CIDR",
+            "<stdin>: allow[2]: a rule needs at least one of hosts, cidrs, ports",
+            "<stdin>: deny[0].name: \"Metadata\" is not a valid rule name: use 1-64 characters from a-z, 0-9, \"-\" and \"_\"",
+            "<stdin>: presets[1]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
+            "<stdin>: log: unknown variant `some`, expected one of `none`, `denied`, `all`",
+            "<stdin>: allow[3].name: \"db\" is already used by allow[1]",
+        ]
+    );
+    // Within a rule too: field by field, entry by entry.
+    let policy2 = r#"{"allow": [{"name": "Bad", "hosts": ["a..b", "ok.com", "x y"], "cidrs": ["1.2.3.4/33"],
+        "ports": [0, "9-1", 443], "bogus": 1}, {"hosts": []}], "sniff": {"max_bytes": 1, "timeout_ms": 0}}"#;
+    let r = run_with(&["check", "-"], Some(policy2));
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.lines().collect::<Vec<_>>(),
+        [
+            "<stdin>: allow[0].name: \"Bad\" is not a valid rule name: use 1-64 characters from a-z, 0-9, \"-\" and \"_\"",
+            "<stdin>: allow[0].hosts[0]: \"a..b\" is not a host name: a label is empty or longer than 63 bytes",
+            "<stdin>: allow[0].hosts[2]: \"x y\" is not a host pattern: ' ' cannot appear in a host name",
+            "<stdin>: allow[0].cidrs[0]: \"1.2.3.4/33\" is not a CIDR",
+            "<stdin>: allow[0].ports[0]: 0 is not a port (1-65535)",
+            "<stdin>: allow[0].ports[1]: \"9-1\" is not a port range: 9 is greater than 1",
+            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`",
+            "<stdin>: allow[1].hosts: an empty list is not allowed: omit the key",
+            "<stdin>: sniff.max_bytes: 1 is out of range 512-65536",
+            "<stdin>: sniff.timeout_ms: 0 is out of range 1-60000",
+        ]
+    );
+
+    let r = run_with(&["check", "--json", "-"], Some(policy));
+    let report = json(&r.stdout);
+    assert_eq!(report["errors"], 7);
+    assert_eq!(
+        report["files"][0]["copies"][0]["errors"][6],
+        json(
+            r#"{"path": "allow[3].name", "kind": "duplicate", "message": "\"db\" is already used by allow[1]"}"#
+        )
+    );
+}
+
+const LINTED: &str = r#"{
+  "allow": [
+    {"name": "gh", "hosts": ["github.*", "*.github.io"], "ports": [443]},
+    {"name": "gh-api", "hosts": ["api.github.com"], "ports": [443]},
+    {"name": "everything-ssh", "ports": [22]},
+    {"name": "any-db", "cidrs": ["0.0.0.0/0"], "ports": [5432]},
+    {"name": "github", "hosts": ["*.github.com"], "ports": [443]},
+    {"name": "github-again", "hosts": ["*.github.com"], "ports": [443]},
+    {"name": "uploads", "hosts": ["uploads.github.com"], "ports": [443]}
+  ],
+  "deny": [{"name": "all-of-it", "hosts": ["*"]}]
+}"#;
+
+#[test]
+fn check_warnings_strict_and_json() {
+    let r = run_with(&["check", "-"], Some(LINTED));
+    assert_eq!(r.code, 0, "warnings alone exit 0");
+    assert!(r.stdout.starts_with("<stdin>: ok: "));
+    let warnings = r.stderr.lines().collect::<Vec<_>>();
+    assert_eq!(
+        [
+            "<stdin>: warning: allow[0].hosts[0]: \"github.*\" has a wildcard in the registrable domain, so it also matches other people's domains (github.attacker.com) [wildcard-domain]",
+            "<stdin>: warning: allow[0].hosts[1]: \"*.github.io\" matches every name under the public suffix \"github.io\", where anyone can register a domain (attacker.github.io) [wildcard-public-suffix]",
+            "<stdin>: warning: allow[0]: allow[0] (\"gh\") is shadowed: it matches nothing that deny[0] (\"all-of-it\"), earlier, does not match too: it never allows anything (deny rules come first) [shadowed]",
+        ],
+        warnings[..3],
+        "{}",
+        r.stderr
+    );
+    // Every rule with host patterns is under the deny rule's "*"; those with only ports or
+    // CIDRs are not.
+    let shadowed = warnings
+        .iter()
+        .filter(|w| w.ends_with("[shadowed]"))
+        .map(|w| w.split(": ").nth(2).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        shadowed,
+        ["allow[0]", "allow[1]", "allow[4]", "allow[5]", "allow[6]"]
+    );
+
+    // Without the deny-all rule, the rest shows.
+    let without = LINTED.replace(r#"[{"name": "all-of-it", "hosts": ["*"]}]"#, "[]");
+    let r = run_with(&["check", "--json", "-"], Some(&without));
+    assert_eq!(r.code, 0);
+    let report = json(&r.stdout);
+    let found = report["files"][0]["copies"][0]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}",
+                w["path"].as_str().unwrap(),
+                w["code"].as_str().unwrap()
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        [
+            "allow[0].hosts[0] wildcard-domain",
+            "allow[0].hosts[1] wildcard-public-suffix",
+            "allow[2].ports ports-only",
+            "allow[3].cidrs[0] cidr-everything",
+            "allow[5] duplicate",
+            "allow[6] shadowed",
+        ]
+    );
+    assert_eq!(report["warnings"], 6);
+
+    let r = run_with(&["check", "--strict", "-"], Some(&without));
+    assert_eq!(r.code, 1, "--strict makes warnings errors");
+    let r = run_with(&["check", "--strict", "--json", "-"], Some(&without));
+    assert_eq!((r.code, json(&r.stdout)["ok"].clone()), (1, json("false")));
+
+    let passthrough =
+        r#"{"mode": "passthrough", "allow": [{"hosts": ["a.example"]}], "presets": ["npm"]}"#;
+    let r = run_with(&["check", "-"], Some(passthrough));
+    assert_eq!(r.code, 0);
+    assert_eq!(
+        r.stderr.matches("[passthrough-allow]").count(),
+        2,
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -243,7 +633,8 @@ fn explain_allow_by_rule_and_by_preset() {
             r#"{"decision": "allow", "passes": true, "reason": "rule", "rule": "preset-pypi",
                 "rule_kind": "allow", "preset": "pypi", "dst": "151.101.0.223:443",
                 "name": "pypi.org", "name_source": "sni", "name_given": "PyPI.org.",
-                "name_class": "name", "detail": null, "mode": "allowlist", "at_open": null}"#
+                "name_class": "name", "detail": null, "mode": "allowlist", "at_open": null,
+                "port": null, "any_destination": false}"#
         )
     );
 }
@@ -293,7 +684,7 @@ fn explain_audit_passes() {
         "--sni",
         "evil.example",
     ]);
-    assert_eq!(r.code, 0, "audit would-denies pass");
+    assert_eq!(r.code, 4, "audit would-denies have their own exit code");
     assert!(r.stdout.starts_with(
         "decision  audit_deny\nreason    no_match: no allow rule matched; audit mode lets it pass \
          and logs a would-deny\n"
@@ -443,8 +834,9 @@ fn explain_errors() {
     );
 
     for args in [
-        &["explain", DEFAULT][..],
-        &["explain", DEFAULT, "--dst", "1.2.3.4"],
+        &["explain", DEFAULT, "--dst", "1.2.3.4"][..],
+        &["explain", DEFAULT, "--dst", "1.2.3.4:443", "--port", "443"],
+        &["explain", DEFAULT, "--port", "0", "--sni", "a"],
         &["explain", DEFAULT, "--dst", "example.com:443"],
         &[
             "explain",
@@ -521,4 +913,306 @@ fn help_and_version() {
     }
     let r = run(&[]);
     assert_eq!(r.code, 2);
+}
+
+// --- render ----------------------------------------------------------------------------------
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A fresh empty directory under Cargo's per-test temporary directory.
+fn temp_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
+/// The `*.yaml` files of a directory, sorted.
+fn yaml_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect::<Vec<_>>();
+    names.sort();
+    names
+}
+
+/// The shipped manifests and configs are exactly what `render` makes of the example policies:
+/// one policy per set, and they cannot drift apart.
+#[test]
+fn render_reproduces_the_shipped_files() {
+    for (policy, flag, shipped) in [
+        ("examples/policies/default.json", "--envoy", "envoy"),
+        (
+            "examples/policies/istio-mesh.json",
+            "--istio",
+            "examples/istio",
+        ),
+    ] {
+        let out = temp_dir("render");
+        let policy = format!("{ROOT}/{policy}");
+        let r = run(&["render", &policy, flag, "--out", out.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.stderr, "");
+        let shipped = PathBuf::from(ROOT).join(shipped);
+        let names = yaml_files(&shipped);
+        assert!(names.len() >= 4, "{names:?}");
+        assert_eq!(yaml_files(&out), names, "render writes every shipped file");
+        assert_eq!(
+            r.stdout,
+            names
+                .iter()
+                .map(|n| format!("{}\n", out.join(n).display()))
+                .collect::<String>()
+        );
+        for name in &names {
+            let rendered = std::fs::read_to_string(out.join(name)).unwrap();
+            let expected = std::fs::read_to_string(shipped.join(name)).unwrap();
+            assert!(
+                rendered == expected,
+                "{name}: render {policy} {flag} differs from the shipped file; run `egress-guard \
+                 render {policy} {flag} --out {}`",
+                shipped.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn render_puts_another_policy_in_every_copy() {
+    let policy =
+        r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
+    for (flag, copies) in [("--envoy", 8), ("--istio", 3)] {
+        let out = temp_dir("render-other");
+        let r = run_with(
+            &["render", "-", flag, "--out", out.to_str().unwrap()],
+            Some(policy),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        // `check` finds the policy in every copy: 4 in the Istio-shaped sidecar (one anchor,
+        // three aliases), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config.
+        let mut found = 0;
+        for name in yaml_files(&out) {
+            let path = out.join(&name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("\"github\""),
+                "{name} still has the old policy"
+            );
+            if name == "mesh-config.yaml" {
+                continue;
+            }
+            let r = run(&["check", "--json", path.to_str().unwrap()]);
+            assert_eq!(r.code, 0, "{name}: {}", r.stdout);
+            let report = json(&r.stdout);
+            for copy in report["files"][0]["copies"].as_array().unwrap() {
+                assert_eq!(copy["summary"]["mode"], "audit", "{name}");
+                found += 1;
+            }
+        }
+        assert_eq!(found, copies, "{flag}");
+    }
+}
+
+#[test]
+fn render_one_file_to_stdout_with_image_or_module() {
+    let r = run(&[
+        "render",
+        DEFAULT,
+        "--istio",
+        "--file",
+        "egress-guard-http.yaml",
+        "--image",
+        "oci://ghcr.io/acme/egress-guard:1.2.3",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("# egress-guard's HTTP filter"));
+    assert!(r
+        .stdout
+        .contains("  url: \"oci://ghcr.io/acme/egress-guard:1.2.3\"\n"));
+    assert!(!r.stdout.contains("registry.example.com"));
+    assert!(r
+        .stdout
+        .contains("  pluginConfig:\n    {\n      \"mode\": \"allowlist\",\n"));
+
+    let r = run(&[
+        "render",
+        DEFAULT,
+        "--envoy",
+        "--file",
+        "sidecar-outbound.yaml",
+        "--module",
+        "/etc/envoy/egress_guard.wasm",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r
+        .stdout
+        .contains("local: {filename: \"/etc/envoy/egress_guard.wasm\"}"));
+}
+
+#[test]
+fn render_refuses_what_it_cannot_do() {
+    // An invalid policy: the filter's error, nothing written.
+    let out = temp_dir("render-bad");
+    let r = run_with(
+        &["render", "-", "--envoy", "--out", out.to_str().unwrap()],
+        Some(r#"{"mode": "block"}"#),
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("<stdin>: mode: unknown variant `block`"),
+        "{}",
+        r.stderr
+    );
+    assert!(yaml_files(&out).is_empty());
+
+    for args in [
+        &["render", DEFAULT][..],                   // neither --istio nor --envoy
+        &["render", DEFAULT, "--istio", "--envoy"], // both
+        &["render", DEFAULT, "--envoy"],            // several files, no --out
+        &["render", DEFAULT, "--envoy", "--file", "nope.yaml"], // unknown file
+        &["render", DEFAULT, "--envoy", "--image", "oci://x/y"], // --image is Istio's
+    ] {
+        let r = run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stdout, "", "{args:?}");
+    }
+}
+
+/// `n` host rules of typical length, one per line:
+/// `{"name": "svc-00001", "hosts": ["api.svc-00001.example.com"], "ports": [443]}`.
+fn many_host_rules(n: usize) -> String {
+    let rules = (0..n)
+        .map(|i| {
+            format!(
+                "    {{\"name\": \"svc-{i:05}\", \"hosts\": [\"api.svc-{i:05}.example.com\"], \
+                 \"ports\": [443]}}"
+            )
+        })
+        .collect::<Vec<_>>();
+    format!(
+        "{{\n  \"mode\": \"allowlist\",\n  \"allow\": [\n{}\n  ]\n}}\n",
+        rules.join(",\n")
+    )
+}
+
+/// The numbers docs/cli.md gives: 16,000 such rules fit in a Kubernetes object (1.5 MiB), 17,000
+/// do not; client-side `kubectl apply` (a 256 KiB annotation) takes 2,700, not 2,800.
+#[test]
+fn render_size_limits_are_the_documented_ones() {
+    let file = "egress-guard-http-passthrough-only.yaml";
+    let render = |n: usize| {
+        let policy = temp_file(&many_host_rules(n));
+        run(&[
+            "render",
+            policy.to_str().unwrap(),
+            "--istio",
+            "--file",
+            file,
+        ])
+    };
+    let r = render(2_700);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let r = render(2_800);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("too large for client-side `kubectl apply`"),
+        "{}",
+        r.stderr
+    );
+    let r = render(16_000);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = render(17_000);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stdout, "");
+    assert!(
+        r.stderr
+            .contains("over the 1572864 bytes (1.5 MiB) a Kubernetes object can hold"),
+        "{}",
+        r.stderr
+    );
+}
+
+// --- explain without --dst ---------------------------------------------------------------------
+
+#[test]
+fn explain_without_dst_when_no_ip_changes_it() {
+    let builds = format!("{ROOT}/examples/policies/presets-build-hosts.json");
+    let r = run(&["explain", &builds, "--sni", "pypi.org", "--port", "443"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.starts_with("decision  allow\nreason    rule: an allow rule matched\nrule      preset-pypi (allow rule from preset pypi)\ndst       any IP, port 443 (the decision is the same for every destination IP)\n"), "{}", r.stdout);
+    let (code, v) = explain_json(&builds, &["--sni", "pypi.org", "--port", "443"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (&v["dst"], &v["port"], &v["any_destination"]),
+        (&json("null"), &json("443"), &json("true"))
+    );
+
+    // A name no rule allows, on any port: denied everywhere (no CIDR rule in this policy).
+    let r = run(&["explain", &builds, "--host", "evil.example"]);
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stdout.contains(
+            "\ndst       any (the decision is the same for every destination IP and port)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    // Audit: its own exit code.
+    let audit = temp_file(r#"{"mode": "audit", "presets": ["pypi"]}"#);
+    let (code, v) = explain_json(audit.to_str().unwrap(), &["--sni", "evil.example"]);
+    assert_eq!((code, v["decision"].as_str()), (4, Some("audit_deny")));
+}
+
+#[test]
+fn explain_without_dst_says_what_the_decision_depends_on() {
+    // The default policy denies the metadata IP whatever the name: IP-dependent.
+    let r = run(&[
+        "explain",
+        DEFAULT,
+        "--sni",
+        "api.github.com",
+        "--port",
+        "443",
+    ]);
+    assert_eq!(r.code, 5);
+    assert_eq!(
+        r.stdout,
+        "decision  depends on the destination IP (give --dst)\n  \
+         allow      rule github              e.g. --dst 0.0.0.0:443\n  \
+         deny       deny_rule cloud-metadata e.g. --dst 169.254.169.254:443 (in 169.254.169.254/32, fd00:ec2::254/128)\n"
+    );
+    let (code, v) = explain_json(DEFAULT, &["--sni", "api.github.com"]);
+    assert_eq!(code, 5);
+    assert_eq!(v["depends_on"], json(r#"["ip", "port"]"#));
+    assert_eq!(v["decision"], json("null"));
+    let outcomes = v["outcomes"].as_array().unwrap();
+    assert!(outcomes.contains(&json(r#"{"decision": "deny", "reason": "no_match", "rule": null, "cidrs": [], "example_dst": "0.0.0.0:1"}"#)), "{v}");
+    assert!(outcomes.contains(&json(r#"{"decision": "allow", "reason": "rule", "rule": "orders-db", "cidrs": ["203.0.113.0/24"], "example_dst": "203.0.113.0:5432"}"#)), "{v}");
+
+    // Only the port matters: presets have no CIDRs.
+    let builds = format!("{ROOT}/examples/policies/presets-build-hosts.json");
+    let (code, v) = explain_json(&builds, &["--sni", "pypi.org"]);
+    assert_eq!((code, v["depends_on"].clone()), (5, json(r#"["port"]"#)));
+
+    // Every IP is covered, not a sample: a /32 deep inside an allowed /8 is found.
+    let nested = temp_file(
+        r#"{"allow": [{"name": "net", "cidrs": ["10.0.0.0/8"]}], "deny": [{"name": "one", "cidrs": ["10.200.3.77"]}]}"#,
+    );
+    let (code, v) = explain_json(nested.to_str().unwrap(), &["--port", "80"]);
+    assert_eq!(code, 5);
+    let rules = v["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["rule"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(rules, [json("null"), json(r#""net""#), json(r#""one""#)]);
 }

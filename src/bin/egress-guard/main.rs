@@ -17,9 +17,15 @@ mod check;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;
 #[cfg(not(target_arch = "wasm32"))]
+mod container;
+#[cfg(not(target_arch = "wasm32"))]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
+mod lint;
+#[cfg(not(target_arch = "wasm32"))]
 mod presets;
+#[cfg(not(target_arch = "wasm32"))]
+mod render;
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> std::process::ExitCode {
