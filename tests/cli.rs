@@ -1216,3 +1216,403 @@ fn explain_without_dst_says_what_the_decision_depends_on() {
         .collect::<Vec<_>>();
     assert_eq!(rules, [json("null"), json(r#""net""#), json(r#""one""#)]);
 }
+
+// --- suggest and replay ------------------------------------------------------------------------
+
+const ENVOY_PREFIX: &str = "[2026-11-22 05:47:53.796][18][info][wasm] \
+    [source/extensions/common/wasm/context.cc:1151] wasm log egress-guard egress-guard \
+    egress-guard: ";
+const ISTIO_PREFIX: &str = "2026-11-22T05:47:53.796Z\tinfo\tenvoy wasm \
+    external/envoy/source/extensions/common/wasm/context.cc:1192\twasm log egress-guard: ";
+
+/// A decision line as the filter writes it (src/filter/report.rs).
+fn record(decision: &str, reason: &str, dst: &str, name: Option<&str>, proto: &str) -> String {
+    serde_json::json!({
+        "decision": decision, "reason": reason, "rule": null, "dst": dst, "name": name,
+        "name_source": if name.is_some() { "sni" } else { "none" }, "proto": proto,
+        "src": "10.0.0.5:40000", "filter": "network"
+    })
+    .to_string()
+}
+
+/// An audit-mode log: every prefix the lines can have, other lines, denials.
+fn audit_log() -> Vec<String> {
+    let a = |dst: &str, name: Option<&str>, proto: &str| {
+        record("audit_deny", "no_match", dst, name, proto)
+    };
+    vec![
+        "[2026-11-22 05:47:50.000][1][info][main] [source/server/server.cc:1] starting main dispatch loop".to_string(),
+        format!("{ENVOY_PREFIX}{}", a("140.82.112.3:443", Some("api.github.com"), "tls")),
+        format!("{ISTIO_PREFIX}{}\tthread=20", a("140.82.112.4:443", Some("codeload.github.com"), "tls")),
+        format!("[pod/web-1/istio-proxy] 2026-11-22T05:47:53.796123456Z {}", a("140.82.112.5:443", Some("uploads.github.com"), "tls")),
+        a("140.82.112.6:443", Some("github.com"), "tls"),
+        serde_json::json!({"level": "info", "msg": format!("wasm log: {}", a("140.82.112.6:443", Some("github.com"), "tls"))}).to_string(),
+        format!("{ENVOY_PREFIX}{}", a("199.232.1.1:80", Some("deb.debian.org"), "http")),
+        format!("{ENVOY_PREFIX}{}", a("199.232.1.1:443", Some("deb.debian.org"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("199.232.1.2:80", Some("security.debian.org"), "http")),
+        format!("{ENVOY_PREFIX}{}", a("185.199.108.1:443", Some("one.github.io"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("185.199.108.2:443", Some("two.github.io"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("185.199.108.3:443", Some("three.github.io"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("203.0.113.7:5432", None, "other")),
+        format!("{ENVOY_PREFIX}{}", a("203.0.113.9:5432", None, "other")),
+        format!("{ENVOY_PREFIX}{}", record("allow", "rule", "[2001:db8::5]:22", None, "other")),
+        // Denials are never suggested.
+        format!("{ENVOY_PREFIX}{}", record("deny", "deny_rule", "169.254.169.254:80", None, "http")),
+        format!("{ENVOY_PREFIX}{}", record("deny", "malformed", "140.82.112.3:443", None, "tls")),
+        format!("{ENVOY_PREFIX}{}", record("deny", "no_match", "192.0.2.66:443", Some("evil.example"), "tls")),
+        "[2026-11-22 05:47:54.000][18][info][wasm] cut: {\"decision\":\"allow\",\"rea".to_string(),
+    ]
+}
+
+const SUGGESTED: &str = r#"{
+  "mode": "allowlist",
+  "allow": [
+    {"name": "debian-org-80", "hosts": ["security.debian.org"], "ports": [80]},
+    {"name": "debian-org-80-443", "hosts": ["deb.debian.org"], "ports": [80, 443]},
+    {"name": "github-com", "hosts": ["github.com", "*.github.com"], "ports": [443]},
+    {"name": "one-github-io", "hosts": ["one.github.io"], "ports": [443]},
+    {"name": "three-github-io", "hosts": ["three.github.io"], "ports": [443]},
+    {"name": "two-github-io", "hosts": ["two.github.io"], "ports": [443]},
+    {"name": "cidrs-22", "cidrs": ["2001:db8::5/128"], "ports": [22]},
+    {"name": "cidrs-5432", "cidrs": ["203.0.113.7/32", "203.0.113.9/32"], "ports": [5432]}
+  ]
+}
+"#;
+
+#[test]
+fn suggest_allows_what_passed() {
+    let log = temp_file_ext(&(audit_log().join("\n") + "\n"), "log");
+    let r = run(&["suggest", log.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, SUGGESTED);
+    assert_eq!(
+        r.stderr,
+        "egress-guard suggest: 19 lines read from 1 input: 17 decision records (1 allow, 13 \
+         audit_deny, 3 deny), 14 used (allow and audit_deny); 1 other line skipped, 1 unreadable \
+         record\n8 rules:\n  \
+         debian-org-80                1 host                 ports 80           1 connection\n  \
+         debian-org-80-443            1 host                 ports 80,443       2 connections\n  \
+         github-com                   2 hosts (1 wildcard)   ports 443          5 connections\n  \
+         one-github-io                1 host                 ports 443          1 connection\n  \
+         three-github-io              1 host                 ports 443          1 connection\n  \
+         two-github-io                1 host                 ports 443          1 connection\n  \
+         cidrs-22                     1 cidr                 ports 22           1 connection\n  \
+         cidrs-5432                   2 cidrs                ports 5432         2 connections\n"
+    );
+    // It is a policy the filter accepts, and it allows every connection it was made from.
+    let policy = temp_file(&r.stdout);
+    let r = run(&["check", "--strict", policy.to_str().unwrap()]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let r = run(&[
+        "replay",
+        log.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0);
+    let report = json(&r.stdout);
+    assert_eq!(
+        (
+            report["newly_denied"].clone(),
+            report["no_longer_audit_deny"].clone()
+        ),
+        (json("0"), json("13"))
+    );
+
+    // The same lines in another order, from standard input: the same policy.
+    let mut shuffled = audit_log();
+    shuffled.reverse();
+    let r = run_with(&["suggest", "-"], Some(&shuffled.join("\n")));
+    assert_eq!(r.stdout, SUGGESTED);
+}
+
+#[test]
+fn suggest_wildcards_and_prefixes() {
+    let log = temp_file_ext(&audit_log().join("\n"), "log");
+    let log = log.to_str().unwrap();
+    // Three children of github.com make *.github.com; with 4 needed, the names stay.
+    let r = run(&["suggest", log, "--wildcard-threshold", "4"]);
+    assert!(r.stdout.contains(r#"{"name": "github-com", "hosts": ["github.com", "api.github.com", "codeload.github.com", "uploads.github.com"], "ports": [443]}"#), "{}", r.stdout);
+    let r = run(&["suggest", log, "--wildcard-threshold", "0"]);
+    assert!(!r.stdout.contains("*."), "{}", r.stdout);
+    // github.io is a public suffix: its sites are never merged, whatever the threshold.
+    let r = run(&["suggest", log, "--wildcard-threshold", "1"]);
+    assert!(!r.stdout.contains("*.github.io"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(r#""hosts": ["*.debian.org"], "ports": [80, 443]"#),
+        "{}",
+        r.stdout
+    );
+    // Name-less destinations by /24 (and /64 for IPv6).
+    let r = run(&["suggest", log, "--prefix-len", "24", "--prefix-len6", "64"]);
+    assert!(
+        r.stdout
+            .contains(r#"{"name": "cidrs-5432", "cidrs": ["203.0.113.0/24"], "ports": [5432]}"#),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(r#"{"name": "cidrs-22", "cidrs": ["2001:db8::/64"], "ports": [22]}"#),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["suggest", log, "--prefix-len", "33"]);
+    assert_eq!(r.code, 2);
+}
+
+/// YAML documents as JSON values (saphyr, the CLI's own YAML reader).
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    use saphyr::{LoadableYamlNode, Scalar, Yaml};
+    fn convert(node: &Yaml<'_>) -> serde_json::Value {
+        match node {
+            Yaml::Value(Scalar::String(s)) => serde_json::Value::String(s.to_string()),
+            Yaml::Value(Scalar::Integer(i)) => serde_json::json!(i),
+            Yaml::Value(Scalar::Boolean(b)) => serde_json::json!(b),
+            Yaml::Value(Scalar::Null) => serde_json::Value::Null,
+            Yaml::Sequence(items) => items.iter().map(convert).collect(),
+            Yaml::Mapping(map) => map
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), convert(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => panic!("unexpected YAML node {other:?}"),
+        }
+    }
+    Yaml::load_from_str(text)
+        .unwrap()
+        .iter()
+        .map(convert)
+        .collect()
+}
+
+/// A CRD schema from tests/integration/data, closed as tests/integration/istio.py closes them
+/// (an object listing its properties accepts no others).
+fn istio_schema(key: &str) -> serde_json::Value {
+    fn close(schema: &mut serde_json::Value) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                for value in map.values_mut() {
+                    close(value);
+                }
+                if map.contains_key("properties")
+                    && !map.contains_key("additionalProperties")
+                    && map.get("x-kubernetes-preserve-unknown-fields") != Some(&json("true"))
+                {
+                    map.insert("additionalProperties".into(), json("false"));
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(close),
+            _ => {}
+        }
+    }
+    let all = json(
+        &std::fs::read_to_string(format!(
+            "{ROOT}/tests/integration/data/istio-crd-schemas.json"
+        ))
+        .unwrap(),
+    );
+    let mut schema = all[key].clone();
+    assert!(schema.is_object(), "no schema {key}");
+    close(&mut schema);
+    schema
+}
+
+#[test]
+fn suggest_istio_service_entries_match_the_crd_schema() {
+    let log = temp_file_ext(&audit_log().join("\n"), "log");
+    let r = run(&[
+        "suggest",
+        log.to_str().unwrap(),
+        "--format",
+        "istio",
+        "--prefix-len",
+        "24",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let docs = yaml_docs(&r.stdout);
+    assert_eq!(docs.len(), 8);
+    let validator =
+        jsonschema::draft7::new(&istio_schema("networking.istio.io/v1/ServiceEntry")).unwrap();
+    for doc in &docs {
+        assert_eq!(
+            (doc["apiVersion"].as_str(), doc["kind"].as_str()),
+            (Some("networking.istio.io/v1"), Some("ServiceEntry"))
+        );
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{name}"
+        );
+        let spec = serde_json::json!({"spec": doc["spec"]});
+        let errors = validator
+            .iter_errors(&spec)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        assert_eq!(doc["spec"]["resolution"], "NONE");
+    }
+    let github = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "egress-guard-github-com")
+        .unwrap();
+    assert_eq!(
+        github["spec"]["hosts"],
+        json(r#"["github.com", "*.github.com"]"#)
+    );
+    assert_eq!(
+        github["spec"]["ports"],
+        json(r#"[{"number": 443, "name": "tls-443", "protocol": "TLS"}]"#)
+    );
+    let debian = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "egress-guard-debian-org-80-443")
+        .unwrap();
+    assert_eq!(
+        debian["spec"]["ports"][0],
+        json(r#"{"number": 80, "name": "http-80", "protocol": "HTTP"}"#)
+    );
+    let db = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "egress-guard-cidrs-5432")
+        .unwrap();
+    assert_eq!(db["spec"]["addresses"], json(r#"["203.0.113.0/24"]"#));
+    assert_eq!(db["spec"]["ports"][0]["protocol"], "TCP");
+
+    // A schema violation is caught: the validator is not vacuous.
+    let bad = serde_json::json!({"spec": {"hosts": ["x"], "resolution": "SOMETIMES"}});
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn suggest_cilium_network_policy() {
+    let mut lines = audit_log();
+    // A name two labels under a wildcard's parent: Cilium's `*` does not span dots.
+    lines.push(record(
+        "audit_deny",
+        "no_match",
+        "140.82.112.9:443",
+        Some("a.b.github.com"),
+        "tls",
+    ));
+    let log = temp_file_ext(&lines.join("\n"), "log");
+    let r = run(&["suggest", log.to_str().unwrap(), "--format", "cilium"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let docs = yaml_docs(&r.stdout);
+    assert_eq!(docs.len(), 1);
+    let policy = &docs[0];
+    assert_eq!(
+        (policy["apiVersion"].as_str(), policy["kind"].as_str()),
+        (Some("cilium.io/v2"), Some("CiliumNetworkPolicy"))
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 9, "DNS, then one per rule");
+    assert_eq!(
+        egress[0]["toPorts"][0]["rules"]["dns"],
+        json(r#"[{"matchPattern": "*"}]"#)
+    );
+    let github = egress
+        .iter()
+        .find(|e| e["toFQDNs"][0]["matchName"] == "github.com")
+        .unwrap();
+    assert_eq!(
+        github["toFQDNs"],
+        json(
+            r#"[{"matchName": "github.com"}, {"matchPattern": "*.github.com"}, {"matchName": "a.b.github.com"}]"#
+        )
+    );
+    assert_eq!(
+        github["toPorts"],
+        json(r#"[{"ports": [{"port": "443", "protocol": "TCP"}]}]"#)
+    );
+    let db = egress
+        .iter()
+        .find(|e| e.get("toCIDR").is_some() && e["toPorts"][0]["ports"][0]["port"] == "5432")
+        .unwrap();
+    assert_eq!(
+        db["toCIDR"],
+        json(r#"["203.0.113.7/32", "203.0.113.9/32"]"#)
+    );
+}
+
+#[test]
+fn replay_shows_what_a_new_policy_changes() {
+    let log = temp_file_ext(&audit_log().join("\n"), "log");
+    let log = log.to_str().unwrap();
+    let r = run(&["replay", log, "--policy", DEFAULT]);
+    assert_eq!(r.code, 3, "something would be newly denied");
+    assert!(
+        r.stdout.starts_with(
+            "newly denied: 4 connections\n\
+             \x20      1  -                    [2001:db8::5]:22   allow (rule) -> deny (no_match)\n\
+             \x20      1  one.github.io        185.199.108.1:443  audit_deny (no_match) -> deny (no_match)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("\nno longer audit_deny: 10 connections\n       2  github.com           140.82.112.6:443   audit_deny (no_match) -> allow (rule github)\n"), "{}", r.stdout);
+    assert!(r.stderr.starts_with("egress-guard replay: 17 decision records from 19 lines (1 other line skipped, 1 unreadable); 3 unchanged, 14 changed, 0 undecidable"), "{}", r.stderr);
+
+    let r = run(&["replay", log, "--policy", DEFAULT, "--json"]);
+    assert_eq!(r.code, 3);
+    let report = json(&r.stdout);
+    assert_eq!(
+        [
+            &report["newly_denied"],
+            &report["newly_allowed"],
+            &report["no_longer_audit_deny"],
+            &report["unchanged"]
+        ],
+        [&json("4"), &json("0"), &json("10"), &json("3")]
+    );
+    let evil = serde_json::json!({"change": "newly_allowed", "count": 1, "name": "evil.example", "dst": "192.0.2.66:443",
+        "old": {"decision": "deny", "reason": "no_match", "rule": null},
+        "new": {"decision": "allow", "reason": "passthrough", "rule": null}});
+    // A passthrough policy lets the denied name through; the metadata deny rule still holds and
+    // malformed input stays denied.
+    let passthrough = format!("{ROOT}/examples/policies/istio-allow-any.json");
+    let r = run(&["replay", log, "--policy", &passthrough, "--json"]);
+    assert_eq!(r.code, 0, "nothing newly denied");
+    let report = json(&r.stdout);
+    assert_eq!(
+        report["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["change"] == "newly_allowed")
+            .collect::<Vec<_>>(),
+        [&evil]
+    );
+
+    // Malformed input is denied whatever the policy; an invalid policy is exit 1.
+    let r = run(&["replay", log, "--policy", "-"]);
+    assert_eq!(r.code, 1);
+}
+
+#[test]
+fn replay_notes_logs_without_allowed_connections() {
+    let line = format!(
+        "{ENVOY_PREFIX}{}",
+        record(
+            "deny",
+            "no_match",
+            "192.0.2.66:443",
+            Some("evil.example"),
+            "tls"
+        )
+    );
+    let r = run_with(&["replay", "-", "--policy", DEFAULT], Some(&line));
+    assert_eq!(r.code, 0);
+    assert_eq!(r.stdout, "no change\n");
+    assert!(
+        r.stderr
+            .contains("\nnote: the logs hold no allowed connection"),
+        "{}",
+        r.stderr
+    );
+}

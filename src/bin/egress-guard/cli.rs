@@ -142,6 +142,51 @@ enum Command {
         #[arg(long, value_name = "PATH", requires = "envoy")]
         module: Option<String>,
     },
+    /// Write a policy that allows what decision logs show passing
+    ///
+    /// Reads egress-guard's decision lines from Envoy logs or `kubectl logs` output (behind
+    /// Envoy's or Istio's prefix, or bare JSON lines; other lines are counted and skipped) and
+    /// allows what was allowed or audit_denied (never what was denied): names grouped by
+    /// registrable domain, `*.parent` where at least N children of parent were seen, CIDR rules
+    /// for connections without a name, the ports seen. A summary goes to standard error.
+    #[command(after_help = AFTER_HELP)]
+    Suggest {
+        /// Log files (- for standard input)
+        #[arg(value_name = "LOG", required = true)]
+        logs: Vec<PathBuf>,
+        /// Output: egress-guard's JSON policy, Istio ServiceEntries, or a Cilium
+        /// CiliumNetworkPolicy (toFQDNs and toPorts)
+        #[arg(long, value_enum, default_value = "json")]
+        format: crate::suggest::Format,
+        /// Use *.parent once this many distinct names directly under parent were seen (0: never)
+        #[arg(long, value_name = "N", default_value_t = 3)]
+        wildcard_threshold: usize,
+        /// Prefix length of the CIDR rules for IPv4 destinations without a name
+        #[arg(long, value_name = "BITS", default_value_t = 32, value_parser = clap::value_parser!(u8).range(0..=32))]
+        prefix_len: u8,
+        /// Prefix length of the CIDR rules for IPv6 destinations without a name
+        #[arg(long, value_name = "BITS", default_value_t = 128, value_parser = clap::value_parser!(u8).range(0..=128))]
+        prefix_len6: u8,
+    },
+    /// Decide every logged connection with a new policy and show what would change
+    ///
+    /// Each decision line's destination, name and protocol are decided again by NEW (the
+    /// filter's own Policy::decide). Printed: newly denied, newly allowed, and audit would-deny
+    /// changes, grouped by name and destination with counts. Exit 3 when a connection would be
+    /// newly denied. A log written with "log": "denied" holds no allowed connection: collect
+    /// with "all" (or in audit mode) to see what a new policy would newly deny.
+    #[command(after_help = AFTER_HELP)]
+    Replay {
+        /// Log files (- for standard input)
+        #[arg(value_name = "LOG", required = true)]
+        logs: Vec<PathBuf>,
+        /// The new policy (JSON)
+        #[arg(long, value_name = "NEW", required = true)]
+        policy: PathBuf,
+        /// Print one JSON report instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// A failure that ends the command with [`Exit::Usage`].
@@ -249,6 +294,20 @@ pub fn main() -> ExitCode {
             image,
             module,
         }),
+        Command::Suggest {
+            logs,
+            format,
+            wildcard_threshold,
+            prefix_len,
+            prefix_len6,
+        } => crate::suggest::run(&crate::suggest::Options {
+            logs,
+            format,
+            wildcard_threshold,
+            prefix_len,
+            prefix_len6,
+        }),
+        Command::Replay { logs, policy, json } => crate::replay::run(&logs, &policy, json),
     };
     match result {
         Ok(exit) => exit.into(),
