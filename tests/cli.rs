@@ -516,7 +516,7 @@ fn check_warnings_strict_and_json() {
         [
             "<stdin>: warning: allow[0].hosts[0]: \"github.*\" has a wildcard in the registrable domain, so it also matches other people's domains (github.attacker.com) [wildcard-domain]",
             "<stdin>: warning: allow[0].hosts[1]: \"*.github.io\" matches every name under the public suffix \"github.io\", where anyone can register a domain (attacker.github.io) [wildcard-public-suffix]",
-            "<stdin>: warning: allow[0]: allow[0] (\"gh\") is shadowed: it matches nothing that deny[0] (\"all-of-it\"), earlier, does not match too: it never allows anything (deny rules come first) [shadowed]",
+            "<stdin>: warning: allow[0]: allow[0] (\"gh\") is shadowed by deny[0] (\"all-of-it\"): that earlier rule matches everything it matches, so it never allows anything (deny rules come first) [shadowed]",
         ],
         warnings[..3],
         "{}",
@@ -1615,4 +1615,52 @@ fn replay_notes_logs_without_allowed_connections() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn explain_without_dst_bounds_its_work_and_its_output() {
+    let policy = |n: usize| {
+        let rules = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"name": "r{i}", "cidrs": ["10.{}.{}.0/24"], "ports": [{}]}}"#,
+                    i / 256,
+                    i % 256,
+                    1000 + 2 * i
+                )
+            })
+            .collect::<Vec<_>>();
+        temp_file(&format!(r#"{{"allow": [{}]}}"#, rules.join(", ")))
+    };
+    let big = policy(2_100);
+    let r = run(&["explain", big.to_str().unwrap(), "--sni", "x.example"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("destinations to decide without --dst; give --port (or --dst)"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&[
+        "explain",
+        big.to_str().unwrap(),
+        "--sni",
+        "x.example",
+        "--port",
+        "1000",
+    ]);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+
+    let small = policy(20);
+    let r = run(&["explain", small.to_str().unwrap(), "--sni", "x.example"]);
+    assert_eq!(r.code, 5);
+    assert_eq!(r.stdout.lines().count(), 12, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .ends_with("  and 11 more outcomes (--json lists them all)\n"),
+        "{}",
+        r.stdout
+    );
+    let (_, v) = explain_json(small.to_str().unwrap(), &["--sni", "x.example"]);
+    assert_eq!(v["outcomes"].as_array().unwrap().len(), 21);
 }

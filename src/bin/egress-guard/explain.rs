@@ -88,6 +88,18 @@ pub fn run(
             return Ok(Exit::Invalid);
         }
     };
+    if let Destination::Any(port) = destination {
+        let points = boundary_ips(&config)
+            .len()
+            .saturating_mul(boundary_ports(&config, port).len());
+        if points > MAX_SCAN {
+            return Err(UsageError(format!(
+                "{}: the policy's CIDRs and port ranges make {points} destinations to decide \
+                 without --dst; give --port (or --dst)",
+                input.label
+            )));
+        }
+    }
     let dst = match destination {
         Destination::Given(dst) => dst,
         Destination::Any(port) => match Scan::new(&policy, &config, port, name).single() {
@@ -116,6 +128,12 @@ pub fn run(
     out(&text)?;
     Ok(exit_for(explanation.decision.verdict))
 }
+
+/// The most destinations `explain` decides without `--dst` (a few seconds at most).
+const MAX_SCAN: usize = 4_000_000;
+
+/// The most outcomes the text form lists.
+const MAX_SHOWN: usize = 10;
 
 /// One JSON line.
 fn json_line<T: Serialize>(value: &T) -> Result<String, UsageError> {
@@ -309,7 +327,7 @@ impl Scan {
             _ => "the destination IP (give --dst)",
         };
         let mut text = format!("decision  depends on {on}\n");
-        for (d, dst, cidrs) in &self.outcomes {
+        for (d, dst, cidrs) in self.outcomes.iter().take(MAX_SHOWN) {
             let rule = d
                 .rule
                 .and_then(|id| policy.rule(id))
@@ -327,6 +345,14 @@ impl Scan {
                 d.verdict.as_str(),
                 format!("{}{rule}", d.reason)
             );
+        }
+        if let Some(more) = self
+            .outcomes
+            .len()
+            .checked_sub(MAX_SHOWN)
+            .filter(|&n| n > 0)
+        {
+            let _ = writeln!(text, "  and {more} more outcomes (--json lists them all)");
         }
         text
     }

@@ -429,25 +429,26 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
 }
 
 fn shadow_warning(first: &LintRule, rule: &LintRule) -> Warning {
-    let same = same_match(first, rule);
-    let (code, what) = if same {
-        ("duplicate", "matches exactly what")
-    } else {
-        ("shadowed", "is shadowed: it matches nothing that")
-    };
     let consequence = match (first.allow, rule.allow) {
         (false, true) => "never allows anything (deny rules come first)",
         _ => "never decides a connection",
     };
-    let message = if same {
-        format!(
-            "{} {what} {}, earlier, matches: it {consequence}",
-            rule.label, first.label
+    let (code, message) = if same_match(first, rule) {
+        (
+            "duplicate",
+            format!(
+                "{} matches exactly what {}, earlier, matches: it {consequence}",
+                rule.label, first.label
+            ),
         )
     } else {
-        format!(
-            "{} {what} {}, earlier, does not match too: it {consequence}",
-            rule.label, first.label
+        (
+            "shadowed",
+            format!(
+                "{} is shadowed by {}: that earlier rule matches everything it matches, so it \
+                 {consequence}",
+                rule.label, first.label
+            ),
         )
     };
     Warning {
