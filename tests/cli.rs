@@ -67,12 +67,17 @@ fn run_os(args: &[&OsStr]) -> Run {
     }
 }
 
-/// Writes `text` to a fresh file under Cargo's per-test temporary directory.
+/// Writes `text` to a fresh `.json` file under Cargo's per-test temporary directory.
 fn temp_file(text: &str) -> PathBuf {
+    temp_file_ext(text, "json")
+}
+
+/// Writes `text` to a fresh file with extension `ext` under Cargo's per-test temporary directory.
+fn temp_file_ext(text: &str, ext: &str) -> PathBuf {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("cli-{}-{n}.json", std::process::id()));
+        .join(format!("cli-{}-{n}.{ext}", std::process::id()));
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -175,20 +180,405 @@ fn check_several_files() {
     assert!(r.stdout.contains(": ok: "));
 }
 
+/// Every shipped file that runs egress-guard: the policy is read out of each filter and
+/// WasmPlugin, every copy is valid, and copies of one file agree.
 #[test]
-fn check_hints_at_the_configuration_inside_envoy_yaml() {
-    let yaml = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/sidecar-outbound.yaml");
-    let r = run(&["check", yaml]);
-    assert_eq!(r.code, 1);
-    let mut lines = r.stderr.lines();
-    assert_eq!(
-        lines.next(),
-        Some(format!("{yaml}: expected value at line 1 column 1").as_str())
+fn check_reads_envoy_configs_and_istio_manifests() {
+    let mut files = Vec::new();
+    for dir in ["envoy", "examples/istio"] {
+        for name in yaml_files(&PathBuf::from(ROOT).join(dir)) {
+            if name != "mesh-config.yaml" {
+                files.push(format!("{ROOT}/{dir}/{name}"));
+            }
+        }
+    }
+    assert_eq!(files.len(), 8);
+    let mut args = vec!["check", "--strict"];
+    args.extend(files.iter().map(String::as_str));
+    let r = run(&args);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let sidecar = format!("{ROOT}/envoy/istio-sidecar-outbound.yaml");
+    assert!(
+        r.stdout.contains(&format!(
+            "{sidecar}:74: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
+             cidrs=3 presets=1\n  presets: pypi\n  sniff:   max_bytes=16384 timeout_ms=3000 \
+             hold_upstream=false\n  log:     denied\n  copies:  also at lines 141, 185, 195 (the \
+             same policy)\n"
+        )),
+        "{}",
+        r.stdout
     );
-    assert!(lines
-        .next()
+
+    args[1] = "--json";
+    let r = run(&args);
+    assert_eq!(r.code, 0);
+    let report = json(&r.stdout);
+    assert_eq!(
+        (report["ok"].clone(), report["errors"].clone()),
+        (json("true"), json("0"))
+    );
+    let kinds = report["files"]
+        .as_array()
         .unwrap()
-        .starts_with(&format!("{yaml}: hint: ")));
+        .iter()
+        .map(|f| {
+            let copies = f["copies"].as_array().unwrap();
+            let kinds = copies
+                .iter()
+                .map(|c| c["kind"].as_str().unwrap())
+                .collect::<Vec<_>>();
+            (
+                f["file"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('/')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                kinds,
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        kinds,
+        [
+            ("egress-gateway.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "istio-sidecar-outbound.yaml".to_string(),
+                vec!["wasm_filter"; 4]
+            ),
+            ("osm-sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "sidecar-outbound-http.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
+            ("sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "egress-guard-http-passthrough-only.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
+            ("egress-guard-http.yaml".to_string(), vec!["wasm_plugin"]),
+            ("egress-guard-network.yaml".to_string(), vec!["wasm_filter"]),
+        ]
+    );
+    let copies = report["files"][1]["copies"].as_array().unwrap();
+    assert_eq!(copies[1]["same_as"], 74);
+    assert_eq!(
+        copies[3]["path"],
+        "static_resources.listeners[2].default_filter_chain.filters[0].typed_config.config"
+    );
+}
+
+const DISAGREEING: &str = r#"apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: egress-guard-network}
+spec:
+  configPatches:
+  - applyTo: EXTENSION_CONFIG
+    patch:
+      operation: ADD
+      value:
+        name: egress-guard
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm
+          config:
+            root_id: egress-guard
+            configuration:
+              "@type": type.googleapis.com/google.protobuf.StringValue
+              value: '{"allow": [{"name": "gh", "hosts": ["*.github.com"], "ports": [443]}]}'
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: egress-guard-http}
+spec:
+  pluginName: egress-guard
+  pluginConfig:
+    allow:
+    - {name: gh, hosts: ["*.github.com"], ports: [443, 80]}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {name: another-plugin}
+spec:
+  pluginName: something-else
+  pluginConfig: {whatever: 1}
+"#;
+
+#[test]
+fn check_reports_copies_that_disagree() {
+    let path = temp_file_ext(DISAGREEING, "yaml");
+    let p = path.to_str().unwrap();
+    let r = run(&["check", p]);
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "{p}:24: this copy of the policy differs from the one at line 13: \
+             allow[0].ports[1] is absent there, 80 here\n"
+        )
+    );
+    // Both copies are valid: each is summarised.
+    assert!(
+        r.stdout
+            .starts_with(&format!("{p}:13: ok: mode=allowlist rules=1")),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(&format!("\n{p}:24: ok: mode=allowlist rules=1")),
+        "{}",
+        r.stdout
+    );
+
+    let r = run(&["check", "--json", p]);
+    assert_eq!(r.code, 1);
+    let report = json(&r.stdout);
+    assert_eq!(
+        report["files"][0]["copies"].as_array().unwrap().len(),
+        2,
+        "the other plugin is not ours"
+    );
+    assert_eq!(
+        report["files"][0]["disagreements"],
+        json(
+            r#"[{"line": 24, "differs_from_line": 13, "at": "allow[0].ports[1]",
+                  "message": "allow[0].ports[1] is absent there, 80 here"}]"#
+        )
+    );
+
+    // The same policy written differently (YAML flow vs JSON text, key order) agrees.
+    let same = DISAGREEING.replace("ports: [443, 80]", "ports: [\"443\"]");
+    let path = temp_file_ext(&same, "yaml");
+    let r = run(&["check", path.to_str().unwrap()]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+}
+
+#[test]
+fn check_reports_each_copys_errors_with_its_line() {
+    let text = DISAGREEING
+        .replace(
+            r#"["*.github.com"], "ports": [443]"#,
+            r#"["a..b"], "ports": [0]"#,
+        )
+        .replace("ports: [443, 80]}", "ports: [443]}\n    - {}");
+    let path = temp_file_ext(&text, "yml");
+    let p = path.to_str().unwrap();
+    let r = run(&["check", p]);
+    assert_eq!(r.code, 1);
+    let lines = r.stderr.lines().collect::<Vec<_>>();
+    assert_eq!(
+        lines,
+        [
+            format!("{p}:13: allow[0].hosts[0]: \"a..b\" is not a host name: a label is empty or longer than 63 bytes"),
+            format!("{p}:13: allow[0].ports[0]: 0 is not a port (1-65535)"),
+            format!("{p}:24: allow[1]: a rule needs at least one of hosts, cidrs, ports"),
+            format!("{p}:24: this copy of the policy differs from the one at line 13: allow[0].hosts[0] is \"a..b\" there, \"*.github.com\" here"),
+        ]
+    );
+}
+
+#[test]
+fn check_reads_json_envoy_configs_and_ecds_files() {
+    let ecds = r#"{"resources": [{"@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        "name": "egress-guard", "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm",
+          "config": {"root_id": "egress-guard", "configuration": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": "{\"mode\": \"audit\", \"presets\": [\"npm\"]}"}}}}]}"#;
+    let r = run_with(&["check", "-"], Some(ecds));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("<stdin>:4: ok: mode=audit rules=1"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn check_files_without_a_policy() {
+    let mesh = format!("{ROOT}/examples/istio/mesh-config.yaml");
+    let r = run(&["check", &mesh]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with(&format!("{mesh}: no egress-guard policy found: ")),
+        "{}",
+        r.stderr
+    );
+
+    let r = run_with(&["check", "-"], Some("a: [1, 2\nb: 3\n"));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("<stdin>: not a JSON policy, and not YAML: line "),
+        "{}",
+        r.stderr
+    );
+
+    // A configuration egress-guard cannot read (not a StringValue).
+    let bytes_value = DISAGREEING.replace(
+        "type.googleapis.com/google.protobuf.StringValue",
+        "type.googleapis.com/google.protobuf.BytesValue",
+    );
+    let r = run_with(&["check", "-"], Some(&bytes_value));
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.starts_with("<stdin>:13: line 16: the configuration is not a type.googleapis.com/google.protobuf.StringValue"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("differs"),
+        "an unreadable copy is not compared: {}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_reports_every_error_in_a_policy() {
+    let policy = r#"{"mode": "block",
+        "allow": [{"cidrs": ["10.0.0.300/8"]}, {"name": "db", "ports": [5432]}, {}, {"name": "db", "hosts": ["x.example"]}],
+        "deny": [{"name": "Metadata", "cidrs": ["169.254.169.254"]}],
+        "presets": ["pypi", "pip"], "log": "some"}"#;
+    let first = egress_guard::policy::Policy::from_json(policy.as_bytes()).unwrap_err();
+    let r = run_with(&["check", "-"], Some(policy));
+    assert_eq!(r.code, 1);
+    let lines = r.stderr.lines().collect::<Vec<_>>();
+    assert_eq!(
+        lines[0],
+        format!("<stdin>: {first}"),
+        "the first is the filter's own"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "<stdin>: allow[0].cidrs[0]: \"10.0.0.300/8\" is not a CIDR",
+            "<stdin>: allow[2]: a rule needs at least one of hosts, cidrs, ports",
+            "<stdin>: deny[0].name: \"Metadata\" is not a valid rule name: use 1-64 characters from a-z, 0-9, \"-\" and \"_\"",
+            "<stdin>: presets[1]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
+            "<stdin>: log: unknown variant `some`, expected one of `none`, `denied`, `all`",
+            "<stdin>: allow[3].name: \"db\" is already used by allow[1]",
+        ]
+    );
+    // Within a rule too: field by field, entry by entry.
+    let policy2 = r#"{"allow": [{"name": "Bad", "hosts": ["a..b", "ok.com", "x y"], "cidrs": ["1.2.3.4/33"],
+        "ports": [0, "9-1", 443], "bogus": 1}, {"hosts": []}], "sniff": {"max_bytes": 1, "timeout_ms": 0}}"#;
+    let r = run_with(&["check", "-"], Some(policy2));
+    assert_eq!(r.code, 1);
+    assert_eq!(
+        r.stderr.lines().collect::<Vec<_>>(),
+        [
+            "<stdin>: allow[0].name: \"Bad\" is not a valid rule name: use 1-64 characters from a-z, 0-9, \"-\" and \"_\"",
+            "<stdin>: allow[0].hosts[0]: \"a..b\" is not a host name: a label is empty or longer than 63 bytes",
+            "<stdin>: allow[0].hosts[2]: \"x y\" is not a host pattern: ' ' cannot appear in a host name",
+            "<stdin>: allow[0].cidrs[0]: \"1.2.3.4/33\" is not a CIDR",
+            "<stdin>: allow[0].ports[0]: 0 is not a port (1-65535)",
+            "<stdin>: allow[0].ports[1]: \"9-1\" is not a port range: 9 is greater than 1",
+            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`",
+            "<stdin>: allow[1].hosts: an empty list is not allowed: omit the key",
+            "<stdin>: sniff.max_bytes: 1 is out of range 512-65536",
+            "<stdin>: sniff.timeout_ms: 0 is out of range 1-60000",
+        ]
+    );
+
+    let r = run_with(&["check", "--json", "-"], Some(policy));
+    let report = json(&r.stdout);
+    assert_eq!(report["errors"], 7);
+    assert_eq!(
+        report["files"][0]["copies"][0]["errors"][6],
+        json(
+            r#"{"path": "allow[3].name", "kind": "duplicate", "message": "\"db\" is already used by allow[1]"}"#
+        )
+    );
+}
+
+const LINTED: &str = r#"{
+  "allow": [
+    {"name": "gh", "hosts": ["github.*", "*.github.io"], "ports": [443]},
+    {"name": "gh-api", "hosts": ["api.github.com"], "ports": [443]},
+    {"name": "everything-ssh", "ports": [22]},
+    {"name": "any-db", "cidrs": ["0.0.0.0/0"], "ports": [5432]},
+    {"name": "github", "hosts": ["*.github.com"], "ports": [443]},
+    {"name": "github-again", "hosts": ["*.github.com"], "ports": [443]},
+    {"name": "uploads", "hosts": ["uploads.github.com"], "ports": [443]}
+  ],
+  "deny": [{"name": "all-of-it", "hosts": ["*"]}]
+}"#;
+
+#[test]
+fn check_warnings_strict_and_json() {
+    let r = run_with(&["check", "-"], Some(LINTED));
+    assert_eq!(r.code, 0, "warnings alone exit 0");
+    assert!(r.stdout.starts_with("<stdin>: ok: "));
+    let warnings = r.stderr.lines().collect::<Vec<_>>();
+    assert_eq!(
+        [
+            "<stdin>: warning: allow[0].hosts[0]: \"github.*\" has a wildcard in the registrable domain, so it also matches other people's domains (github.attacker.com) [wildcard-domain]",
+            "<stdin>: warning: allow[0].hosts[1]: \"*.github.io\" matches every name under the public suffix \"github.io\", where anyone can register a domain (attacker.github.io) [wildcard-public-suffix]",
+            "<stdin>: warning: allow[0]: allow[0] (\"gh\") is shadowed by deny[0] (\"all-of-it\"): that earlier rule matches everything it matches, so it never allows anything (deny rules come first) [shadowed]",
+        ],
+        warnings[..3],
+        "{}",
+        r.stderr
+    );
+    // Every rule with host patterns is under the deny rule's "*"; those with only ports or
+    // CIDRs are not.
+    let shadowed = warnings
+        .iter()
+        .filter(|w| w.ends_with("[shadowed]"))
+        .map(|w| w.split(": ").nth(2).unwrap())
+        .collect::<Vec<_>>();
+    assert_eq!(
+        shadowed,
+        ["allow[0]", "allow[1]", "allow[4]", "allow[5]", "allow[6]"]
+    );
+
+    // Without the deny-all rule, the rest shows.
+    let without = LINTED.replace(r#"[{"name": "all-of-it", "hosts": ["*"]}]"#, "[]");
+    let r = run_with(&["check", "--json", "-"], Some(&without));
+    assert_eq!(r.code, 0);
+    let report = json(&r.stdout);
+    let found = report["files"][0]["copies"][0]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            format!(
+                "{} {}",
+                w["path"].as_str().unwrap(),
+                w["code"].as_str().unwrap()
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        found,
+        [
+            "allow[0].hosts[0] wildcard-domain",
+            "allow[0].hosts[1] wildcard-public-suffix",
+            "allow[2].ports ports-only",
+            "allow[3].cidrs[0] cidr-everything",
+            "allow[5] duplicate",
+            "allow[6] shadowed",
+        ]
+    );
+    assert_eq!(report["warnings"], 6);
+
+    let r = run_with(&["check", "--strict", "-"], Some(&without));
+    assert_eq!(r.code, 1, "--strict makes warnings errors");
+    let r = run_with(&["check", "--strict", "--json", "-"], Some(&without));
+    assert_eq!((r.code, json(&r.stdout)["ok"].clone()), (1, json("false")));
+
+    let passthrough =
+        r#"{"mode": "passthrough", "allow": [{"hosts": ["a.example"]}], "presets": ["npm"]}"#;
+    let r = run_with(&["check", "-"], Some(passthrough));
+    assert_eq!(r.code, 0);
+    assert_eq!(
+        r.stderr.matches("[passthrough-allow]").count(),
+        2,
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -243,7 +633,8 @@ fn explain_allow_by_rule_and_by_preset() {
             r#"{"decision": "allow", "passes": true, "reason": "rule", "rule": "preset-pypi",
                 "rule_kind": "allow", "preset": "pypi", "dst": "151.101.0.223:443",
                 "name": "pypi.org", "name_source": "sni", "name_given": "PyPI.org.",
-                "name_class": "name", "detail": null, "mode": "allowlist", "at_open": null}"#
+                "name_class": "name", "detail": null, "mode": "allowlist", "at_open": null,
+                "port": null, "any_destination": false}"#
         )
     );
 }
@@ -293,7 +684,7 @@ fn explain_audit_passes() {
         "--sni",
         "evil.example",
     ]);
-    assert_eq!(r.code, 0, "audit would-denies pass");
+    assert_eq!(r.code, 4, "audit would-denies have their own exit code");
     assert!(r.stdout.starts_with(
         "decision  audit_deny\nreason    no_match: no allow rule matched; audit mode lets it pass \
          and logs a would-deny\n"
@@ -443,8 +834,9 @@ fn explain_errors() {
     );
 
     for args in [
-        &["explain", DEFAULT][..],
-        &["explain", DEFAULT, "--dst", "1.2.3.4"],
+        &["explain", DEFAULT, "--dst", "1.2.3.4"][..],
+        &["explain", DEFAULT, "--dst", "1.2.3.4:443", "--port", "443"],
+        &["explain", DEFAULT, "--port", "0", "--sni", "a"],
         &["explain", DEFAULT, "--dst", "example.com:443"],
         &[
             "explain",
@@ -521,4 +913,754 @@ fn help_and_version() {
     }
     let r = run(&[]);
     assert_eq!(r.code, 2);
+}
+
+// --- render ----------------------------------------------------------------------------------
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// A fresh empty directory under Cargo's per-test temporary directory.
+fn temp_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{label}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&path);
+    std::fs::create_dir_all(&path).unwrap();
+    path
+}
+
+/// The `*.yaml` files of a directory, sorted.
+fn yaml_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect::<Vec<_>>();
+    names.sort();
+    names
+}
+
+/// The shipped manifests and configs are exactly what `render` makes of the example policies:
+/// one policy per set, and they cannot drift apart.
+#[test]
+fn render_reproduces_the_shipped_files() {
+    for (policy, flag, shipped) in [
+        ("examples/policies/default.json", "--envoy", "envoy"),
+        (
+            "examples/policies/istio-mesh.json",
+            "--istio",
+            "examples/istio",
+        ),
+    ] {
+        let out = temp_dir("render");
+        let policy = format!("{ROOT}/{policy}");
+        let r = run(&["render", &policy, flag, "--out", out.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(r.stderr, "");
+        let shipped = PathBuf::from(ROOT).join(shipped);
+        let names = yaml_files(&shipped);
+        assert!(names.len() >= 4, "{names:?}");
+        assert_eq!(yaml_files(&out), names, "render writes every shipped file");
+        assert_eq!(
+            r.stdout,
+            names
+                .iter()
+                .map(|n| format!("{}\n", out.join(n).display()))
+                .collect::<String>()
+        );
+        for name in &names {
+            let rendered = std::fs::read_to_string(out.join(name)).unwrap();
+            let expected = std::fs::read_to_string(shipped.join(name)).unwrap();
+            assert!(
+                rendered == expected,
+                "{name}: render {policy} {flag} differs from the shipped file; run `egress-guard \
+                 render {policy} {flag} --out {}`",
+                shipped.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn render_puts_another_policy_in_every_copy() {
+    let policy =
+        r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
+    for (flag, copies) in [("--envoy", 8), ("--istio", 3)] {
+        let out = temp_dir("render-other");
+        let r = run_with(
+            &["render", "-", flag, "--out", out.to_str().unwrap()],
+            Some(policy),
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        // `check` finds the policy in every copy: 4 in the Istio-shaped sidecar (one anchor,
+        // three aliases), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config.
+        let mut found = 0;
+        for name in yaml_files(&out) {
+            let path = out.join(&name);
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("\"github\""),
+                "{name} still has the old policy"
+            );
+            if name == "mesh-config.yaml" {
+                continue;
+            }
+            let r = run(&["check", "--json", path.to_str().unwrap()]);
+            assert_eq!(r.code, 0, "{name}: {}", r.stdout);
+            let report = json(&r.stdout);
+            for copy in report["files"][0]["copies"].as_array().unwrap() {
+                assert_eq!(copy["summary"]["mode"], "audit", "{name}");
+                found += 1;
+            }
+        }
+        assert_eq!(found, copies, "{flag}");
+    }
+}
+
+#[test]
+fn render_one_file_to_stdout_with_image_or_module() {
+    let r = run(&[
+        "render",
+        DEFAULT,
+        "--istio",
+        "--file",
+        "egress-guard-http.yaml",
+        "--image",
+        "oci://ghcr.io/acme/egress-guard:1.2.3",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("# egress-guard's HTTP filter"));
+    assert!(r
+        .stdout
+        .contains("  url: \"oci://ghcr.io/acme/egress-guard:1.2.3\"\n"));
+    assert!(!r.stdout.contains("registry.example.com"));
+    assert!(r
+        .stdout
+        .contains("  pluginConfig:\n    {\n      \"mode\": \"allowlist\",\n"));
+
+    let r = run(&[
+        "render",
+        DEFAULT,
+        "--envoy",
+        "--file",
+        "sidecar-outbound.yaml",
+        "--module",
+        "/etc/envoy/egress_guard.wasm",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r
+        .stdout
+        .contains("local: {filename: \"/etc/envoy/egress_guard.wasm\"}"));
+}
+
+#[test]
+fn render_refuses_what_it_cannot_do() {
+    // An invalid policy: the filter's error, nothing written.
+    let out = temp_dir("render-bad");
+    let r = run_with(
+        &["render", "-", "--envoy", "--out", out.to_str().unwrap()],
+        Some(r#"{"mode": "block"}"#),
+    );
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .starts_with("<stdin>: mode: unknown variant `block`"),
+        "{}",
+        r.stderr
+    );
+    assert!(yaml_files(&out).is_empty());
+
+    for args in [
+        &["render", DEFAULT][..],                   // neither --istio nor --envoy
+        &["render", DEFAULT, "--istio", "--envoy"], // both
+        &["render", DEFAULT, "--envoy"],            // several files, no --out
+        &["render", DEFAULT, "--envoy", "--file", "nope.yaml"], // unknown file
+        &["render", DEFAULT, "--envoy", "--image", "oci://x/y"], // --image is Istio's
+    ] {
+        let r = run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stdout, "", "{args:?}");
+    }
+}
+
+/// `n` host rules of typical length, one per line:
+/// `{"name": "svc-00001", "hosts": ["api.svc-00001.example.com"], "ports": [443]}`.
+fn many_host_rules(n: usize) -> String {
+    let rules = (0..n)
+        .map(|i| {
+            format!(
+                "    {{\"name\": \"svc-{i:05}\", \"hosts\": [\"api.svc-{i:05}.example.com\"], \
+                 \"ports\": [443]}}"
+            )
+        })
+        .collect::<Vec<_>>();
+    format!(
+        "{{\n  \"mode\": \"allowlist\",\n  \"allow\": [\n{}\n  ]\n}}\n",
+        rules.join(",\n")
+    )
+}
+
+/// The numbers docs/cli.md gives: 16,000 such rules fit in a Kubernetes object (1.5 MiB), 17,000
+/// do not; client-side `kubectl apply` (a 256 KiB annotation) takes 2,700, not 2,800.
+#[test]
+fn render_size_limits_are_the_documented_ones() {
+    let file = "egress-guard-http-passthrough-only.yaml";
+    let render = |n: usize| {
+        let policy = temp_file(&many_host_rules(n));
+        run(&[
+            "render",
+            policy.to_str().unwrap(),
+            "--istio",
+            "--file",
+            file,
+        ])
+    };
+    let r = render(2_700);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let r = render(2_800);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("too large for client-side `kubectl apply`"),
+        "{}",
+        r.stderr
+    );
+    let r = render(16_000);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = render(17_000);
+    assert_eq!(r.code, 1);
+    assert_eq!(r.stdout, "");
+    assert!(
+        r.stderr
+            .contains("over the 1572864 bytes (1.5 MiB) a Kubernetes object can hold"),
+        "{}",
+        r.stderr
+    );
+}
+
+// --- explain without --dst ---------------------------------------------------------------------
+
+#[test]
+fn explain_without_dst_when_no_ip_changes_it() {
+    let builds = format!("{ROOT}/examples/policies/presets-build-hosts.json");
+    let r = run(&["explain", &builds, "--sni", "pypi.org", "--port", "443"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert!(r.stdout.starts_with("decision  allow\nreason    rule: an allow rule matched\nrule      preset-pypi (allow rule from preset pypi)\ndst       any IP, port 443 (the decision is the same for every destination IP)\n"), "{}", r.stdout);
+    let (code, v) = explain_json(&builds, &["--sni", "pypi.org", "--port", "443"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        (&v["dst"], &v["port"], &v["any_destination"]),
+        (&json("null"), &json("443"), &json("true"))
+    );
+
+    // A name no rule allows, on any port: denied everywhere (no CIDR rule in this policy).
+    let r = run(&["explain", &builds, "--host", "evil.example"]);
+    assert_eq!(r.code, 3);
+    assert!(
+        r.stdout.contains(
+            "\ndst       any (the decision is the same for every destination IP and port)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+
+    // Audit: its own exit code.
+    let audit = temp_file(r#"{"mode": "audit", "presets": ["pypi"]}"#);
+    let (code, v) = explain_json(audit.to_str().unwrap(), &["--sni", "evil.example"]);
+    assert_eq!((code, v["decision"].as_str()), (4, Some("audit_deny")));
+}
+
+#[test]
+fn explain_without_dst_says_what_the_decision_depends_on() {
+    // The default policy denies the metadata IP whatever the name: IP-dependent.
+    let r = run(&[
+        "explain",
+        DEFAULT,
+        "--sni",
+        "api.github.com",
+        "--port",
+        "443",
+    ]);
+    assert_eq!(r.code, 5);
+    assert_eq!(
+        r.stdout,
+        "decision  depends on the destination IP (give --dst)\n  \
+         allow      rule github              e.g. --dst 0.0.0.0:443\n  \
+         deny       deny_rule cloud-metadata e.g. --dst 169.254.169.254:443 (in 169.254.169.254/32, fd00:ec2::254/128)\n"
+    );
+    let (code, v) = explain_json(DEFAULT, &["--sni", "api.github.com"]);
+    assert_eq!(code, 5);
+    assert_eq!(v["depends_on"], json(r#"["ip", "port"]"#));
+    assert_eq!(v["decision"], json("null"));
+    let outcomes = v["outcomes"].as_array().unwrap();
+    assert!(outcomes.contains(&json(r#"{"decision": "deny", "reason": "no_match", "rule": null, "cidrs": [], "example_dst": "0.0.0.0:1"}"#)), "{v}");
+    assert!(outcomes.contains(&json(r#"{"decision": "allow", "reason": "rule", "rule": "orders-db", "cidrs": ["203.0.113.0/24"], "example_dst": "203.0.113.0:5432"}"#)), "{v}");
+
+    // Only the port matters: presets have no CIDRs.
+    let builds = format!("{ROOT}/examples/policies/presets-build-hosts.json");
+    let (code, v) = explain_json(&builds, &["--sni", "pypi.org"]);
+    assert_eq!((code, v["depends_on"].clone()), (5, json(r#"["port"]"#)));
+
+    // Every IP is covered, not a sample: a /32 deep inside an allowed /8 is found.
+    let nested = temp_file(
+        r#"{"allow": [{"name": "net", "cidrs": ["10.0.0.0/8"]}], "deny": [{"name": "one", "cidrs": ["10.200.3.77"]}]}"#,
+    );
+    let (code, v) = explain_json(nested.to_str().unwrap(), &["--port", "80"]);
+    assert_eq!(code, 5);
+    let rules = v["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["rule"].clone())
+        .collect::<Vec<_>>();
+    assert_eq!(rules, [json("null"), json(r#""net""#), json(r#""one""#)]);
+}
+
+// --- suggest and replay ------------------------------------------------------------------------
+
+const ENVOY_PREFIX: &str = "[2026-11-22 05:47:53.796][18][info][wasm] \
+    [source/extensions/common/wasm/context.cc:1151] wasm log egress-guard egress-guard \
+    egress-guard: ";
+const ISTIO_PREFIX: &str = "2026-11-22T05:47:53.796Z\tinfo\tenvoy wasm \
+    external/envoy/source/extensions/common/wasm/context.cc:1192\twasm log egress-guard: ";
+
+/// A decision line as the filter writes it (src/filter/report.rs).
+fn record(decision: &str, reason: &str, dst: &str, name: Option<&str>, proto: &str) -> String {
+    serde_json::json!({
+        "decision": decision, "reason": reason, "rule": null, "dst": dst, "name": name,
+        "name_source": if name.is_some() { "sni" } else { "none" }, "proto": proto,
+        "src": "10.0.0.5:40000", "filter": "network"
+    })
+    .to_string()
+}
+
+/// An audit-mode log: every prefix the lines can have, other lines, denials.
+fn audit_log() -> Vec<String> {
+    let a = |dst: &str, name: Option<&str>, proto: &str| {
+        record("audit_deny", "no_match", dst, name, proto)
+    };
+    vec![
+        "[2026-11-22 05:47:50.000][1][info][main] [source/server/server.cc:1] starting main dispatch loop".to_string(),
+        format!("{ENVOY_PREFIX}{}", a("140.82.112.3:443", Some("api.github.com"), "tls")),
+        format!("{ISTIO_PREFIX}{}\tthread=20", a("140.82.112.4:443", Some("codeload.github.com"), "tls")),
+        format!("[pod/web-1/istio-proxy] 2026-11-22T05:47:53.796123456Z {}", a("140.82.112.5:443", Some("uploads.github.com"), "tls")),
+        a("140.82.112.6:443", Some("github.com"), "tls"),
+        serde_json::json!({"level": "info", "msg": format!("wasm log: {}", a("140.82.112.6:443", Some("github.com"), "tls"))}).to_string(),
+        format!("{ENVOY_PREFIX}{}", a("199.232.1.1:80", Some("deb.debian.org"), "http")),
+        format!("{ENVOY_PREFIX}{}", a("199.232.1.1:443", Some("deb.debian.org"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("199.232.1.2:80", Some("security.debian.org"), "http")),
+        format!("{ENVOY_PREFIX}{}", a("185.199.108.1:443", Some("one.github.io"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("185.199.108.2:443", Some("two.github.io"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("185.199.108.3:443", Some("three.github.io"), "tls")),
+        format!("{ENVOY_PREFIX}{}", a("203.0.113.7:5432", None, "other")),
+        format!("{ENVOY_PREFIX}{}", a("203.0.113.9:5432", None, "other")),
+        format!("{ENVOY_PREFIX}{}", record("allow", "rule", "[2001:db8::5]:22", None, "other")),
+        // Denials are never suggested.
+        format!("{ENVOY_PREFIX}{}", record("deny", "deny_rule", "169.254.169.254:80", None, "http")),
+        format!("{ENVOY_PREFIX}{}", record("deny", "malformed", "140.82.112.3:443", None, "tls")),
+        format!("{ENVOY_PREFIX}{}", record("deny", "no_match", "192.0.2.66:443", Some("evil.example"), "tls")),
+        "[2026-11-22 05:47:54.000][18][info][wasm] cut: {\"decision\":\"allow\",\"rea".to_string(),
+    ]
+}
+
+const SUGGESTED: &str = r#"{
+  "mode": "allowlist",
+  "allow": [
+    {"name": "debian-org-80", "hosts": ["security.debian.org"], "ports": [80]},
+    {"name": "debian-org-80-443", "hosts": ["deb.debian.org"], "ports": [80, 443]},
+    {"name": "github-com", "hosts": ["github.com", "*.github.com"], "ports": [443]},
+    {"name": "one-github-io", "hosts": ["one.github.io"], "ports": [443]},
+    {"name": "three-github-io", "hosts": ["three.github.io"], "ports": [443]},
+    {"name": "two-github-io", "hosts": ["two.github.io"], "ports": [443]},
+    {"name": "cidrs-22", "cidrs": ["2001:db8::5/128"], "ports": [22]},
+    {"name": "cidrs-5432", "cidrs": ["203.0.113.7/32", "203.0.113.9/32"], "ports": [5432]}
+  ]
+}
+"#;
+
+#[test]
+fn suggest_allows_what_passed() {
+    let log = temp_file_ext(&(audit_log().join("\n") + "\n"), "log");
+    let r = run(&["suggest", log.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, SUGGESTED);
+    assert_eq!(
+        r.stderr,
+        "egress-guard suggest: 19 lines read from 1 input: 17 decision records (1 allow, 13 \
+         audit_deny, 3 deny), 14 used (allow and audit_deny); 1 other line skipped, 1 unreadable \
+         record\n8 rules:\n  \
+         debian-org-80                1 host                 ports 80           1 connection\n  \
+         debian-org-80-443            1 host                 ports 80,443       2 connections\n  \
+         github-com                   2 hosts (1 wildcard)   ports 443          5 connections\n  \
+         one-github-io                1 host                 ports 443          1 connection\n  \
+         three-github-io              1 host                 ports 443          1 connection\n  \
+         two-github-io                1 host                 ports 443          1 connection\n  \
+         cidrs-22                     1 cidr                 ports 22           1 connection\n  \
+         cidrs-5432                   2 cidrs                ports 5432         2 connections\n"
+    );
+    // It is a policy the filter accepts, and it allows every connection it was made from.
+    let policy = temp_file(&r.stdout);
+    let r = run(&["check", "--strict", policy.to_str().unwrap()]);
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    let r = run(&[
+        "replay",
+        log.to_str().unwrap(),
+        "--policy",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0);
+    let report = json(&r.stdout);
+    assert_eq!(
+        (
+            report["newly_denied"].clone(),
+            report["no_longer_audit_deny"].clone()
+        ),
+        (json("0"), json("13"))
+    );
+
+    // The same lines in another order, from standard input: the same policy.
+    let mut shuffled = audit_log();
+    shuffled.reverse();
+    let r = run_with(&["suggest", "-"], Some(&shuffled.join("\n")));
+    assert_eq!(r.stdout, SUGGESTED);
+}
+
+#[test]
+fn suggest_wildcards_and_prefixes() {
+    let log = temp_file_ext(&audit_log().join("\n"), "log");
+    let log = log.to_str().unwrap();
+    // Three children of github.com make *.github.com; with 4 needed, the names stay.
+    let r = run(&["suggest", log, "--wildcard-threshold", "4"]);
+    assert!(r.stdout.contains(r#"{"name": "github-com", "hosts": ["github.com", "api.github.com", "codeload.github.com", "uploads.github.com"], "ports": [443]}"#), "{}", r.stdout);
+    let r = run(&["suggest", log, "--wildcard-threshold", "0"]);
+    assert!(!r.stdout.contains("*."), "{}", r.stdout);
+    // github.io is a public suffix: its sites are never merged, whatever the threshold.
+    let r = run(&["suggest", log, "--wildcard-threshold", "1"]);
+    assert!(!r.stdout.contains("*.github.io"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains(r#""hosts": ["*.debian.org"], "ports": [80, 443]"#),
+        "{}",
+        r.stdout
+    );
+    // Name-less destinations by /24 (and /64 for IPv6).
+    let r = run(&["suggest", log, "--prefix-len", "24", "--prefix-len6", "64"]);
+    assert!(
+        r.stdout
+            .contains(r#"{"name": "cidrs-5432", "cidrs": ["203.0.113.0/24"], "ports": [5432]}"#),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout
+            .contains(r#"{"name": "cidrs-22", "cidrs": ["2001:db8::/64"], "ports": [22]}"#),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["suggest", log, "--prefix-len", "33"]);
+    assert_eq!(r.code, 2);
+}
+
+/// YAML documents as JSON values (saphyr, the CLI's own YAML reader).
+fn yaml_docs(text: &str) -> Vec<serde_json::Value> {
+    use saphyr::{LoadableYamlNode, Scalar, Yaml};
+    fn convert(node: &Yaml<'_>) -> serde_json::Value {
+        match node {
+            Yaml::Value(Scalar::String(s)) => serde_json::Value::String(s.to_string()),
+            Yaml::Value(Scalar::Integer(i)) => serde_json::json!(i),
+            Yaml::Value(Scalar::Boolean(b)) => serde_json::json!(b),
+            Yaml::Value(Scalar::Null) => serde_json::Value::Null,
+            Yaml::Sequence(items) => items.iter().map(convert).collect(),
+            Yaml::Mapping(map) => map
+                .iter()
+                .map(|(k, v)| (k.as_str().unwrap().to_string(), convert(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+            other => panic!("unexpected YAML node {other:?}"),
+        }
+    }
+    Yaml::load_from_str(text)
+        .unwrap()
+        .iter()
+        .map(convert)
+        .collect()
+}
+
+/// A CRD schema from tests/integration/data, closed as tests/integration/istio.py closes them
+/// (an object listing its properties accepts no others).
+fn istio_schema(key: &str) -> serde_json::Value {
+    fn close(schema: &mut serde_json::Value) {
+        match schema {
+            serde_json::Value::Object(map) => {
+                for value in map.values_mut() {
+                    close(value);
+                }
+                if map.contains_key("properties")
+                    && !map.contains_key("additionalProperties")
+                    && map.get("x-kubernetes-preserve-unknown-fields") != Some(&json("true"))
+                {
+                    map.insert("additionalProperties".into(), json("false"));
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(close),
+            _ => {}
+        }
+    }
+    let all = json(
+        &std::fs::read_to_string(format!(
+            "{ROOT}/tests/integration/data/istio-crd-schemas.json"
+        ))
+        .unwrap(),
+    );
+    let mut schema = all[key].clone();
+    assert!(schema.is_object(), "no schema {key}");
+    close(&mut schema);
+    schema
+}
+
+#[test]
+fn suggest_istio_service_entries_match_the_crd_schema() {
+    let log = temp_file_ext(&audit_log().join("\n"), "log");
+    let r = run(&[
+        "suggest",
+        log.to_str().unwrap(),
+        "--format",
+        "istio",
+        "--prefix-len",
+        "24",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let docs = yaml_docs(&r.stdout);
+    assert_eq!(docs.len(), 8);
+    let validator =
+        jsonschema::draft7::new(&istio_schema("networking.istio.io/v1/ServiceEntry")).unwrap();
+    for doc in &docs {
+        assert_eq!(
+            (doc["apiVersion"].as_str(), doc["kind"].as_str()),
+            (Some("networking.istio.io/v1"), Some("ServiceEntry"))
+        );
+        let name = doc["metadata"]["name"].as_str().unwrap();
+        assert!(
+            name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+            "{name}"
+        );
+        let spec = serde_json::json!({"spec": doc["spec"]});
+        let errors = validator
+            .iter_errors(&spec)
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+        assert_eq!(doc["spec"]["resolution"], "NONE");
+    }
+    let github = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "egress-guard-github-com")
+        .unwrap();
+    assert_eq!(
+        github["spec"]["hosts"],
+        json(r#"["github.com", "*.github.com"]"#)
+    );
+    assert_eq!(
+        github["spec"]["ports"],
+        json(r#"[{"number": 443, "name": "tls-443", "protocol": "TLS"}]"#)
+    );
+    let debian = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "egress-guard-debian-org-80-443")
+        .unwrap();
+    assert_eq!(
+        debian["spec"]["ports"][0],
+        json(r#"{"number": 80, "name": "http-80", "protocol": "HTTP"}"#)
+    );
+    let db = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "egress-guard-cidrs-5432")
+        .unwrap();
+    assert_eq!(db["spec"]["addresses"], json(r#"["203.0.113.0/24"]"#));
+    assert_eq!(db["spec"]["ports"][0]["protocol"], "TCP");
+
+    // A schema violation is caught: the validator is not vacuous.
+    let bad = serde_json::json!({"spec": {"hosts": ["x"], "resolution": "SOMETIMES"}});
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn suggest_cilium_network_policy() {
+    let mut lines = audit_log();
+    // A name two labels under a wildcard's parent: Cilium's `*` does not span dots.
+    lines.push(record(
+        "audit_deny",
+        "no_match",
+        "140.82.112.9:443",
+        Some("a.b.github.com"),
+        "tls",
+    ));
+    let log = temp_file_ext(&lines.join("\n"), "log");
+    let r = run(&["suggest", log.to_str().unwrap(), "--format", "cilium"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let docs = yaml_docs(&r.stdout);
+    assert_eq!(docs.len(), 1);
+    let policy = &docs[0];
+    assert_eq!(
+        (policy["apiVersion"].as_str(), policy["kind"].as_str()),
+        (Some("cilium.io/v2"), Some("CiliumNetworkPolicy"))
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert_eq!(egress.len(), 9, "DNS, then one per rule");
+    assert_eq!(
+        egress[0]["toPorts"][0]["rules"]["dns"],
+        json(r#"[{"matchPattern": "*"}]"#)
+    );
+    let github = egress
+        .iter()
+        .find(|e| e["toFQDNs"][0]["matchName"] == "github.com")
+        .unwrap();
+    assert_eq!(
+        github["toFQDNs"],
+        json(
+            r#"[{"matchName": "github.com"}, {"matchPattern": "*.github.com"}, {"matchName": "a.b.github.com"}]"#
+        )
+    );
+    assert_eq!(
+        github["toPorts"],
+        json(r#"[{"ports": [{"port": "443", "protocol": "TCP"}]}]"#)
+    );
+    let db = egress
+        .iter()
+        .find(|e| e.get("toCIDR").is_some() && e["toPorts"][0]["ports"][0]["port"] == "5432")
+        .unwrap();
+    assert_eq!(
+        db["toCIDR"],
+        json(r#"["203.0.113.7/32", "203.0.113.9/32"]"#)
+    );
+}
+
+#[test]
+fn replay_shows_what_a_new_policy_changes() {
+    let log = temp_file_ext(&audit_log().join("\n"), "log");
+    let log = log.to_str().unwrap();
+    let r = run(&["replay", log, "--policy", DEFAULT]);
+    assert_eq!(r.code, 3, "something would be newly denied");
+    assert!(
+        r.stdout.starts_with(
+            "newly denied: 4 connections\n\
+             \x20      1  -                    [2001:db8::5]:22   allow (rule) -> deny (no_match)\n\
+             \x20      1  one.github.io        185.199.108.1:443  audit_deny (no_match) -> deny (no_match)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("\nno longer audit_deny: 10 connections\n       2  github.com           140.82.112.6:443   audit_deny (no_match) -> allow (rule github)\n"), "{}", r.stdout);
+    assert!(r.stderr.starts_with("egress-guard replay: 17 decision records from 19 lines (1 other line skipped, 1 unreadable); 3 unchanged, 14 changed, 0 undecidable"), "{}", r.stderr);
+
+    let r = run(&["replay", log, "--policy", DEFAULT, "--json"]);
+    assert_eq!(r.code, 3);
+    let report = json(&r.stdout);
+    assert_eq!(
+        [
+            &report["newly_denied"],
+            &report["newly_allowed"],
+            &report["no_longer_audit_deny"],
+            &report["unchanged"]
+        ],
+        [&json("4"), &json("0"), &json("10"), &json("3")]
+    );
+    let evil = serde_json::json!({"change": "newly_allowed", "count": 1, "name": "evil.example", "dst": "192.0.2.66:443",
+        "old": {"decision": "deny", "reason": "no_match", "rule": null},
+        "new": {"decision": "allow", "reason": "passthrough", "rule": null}});
+    // A passthrough policy lets the denied name through; the metadata deny rule still holds and
+    // malformed input stays denied.
+    let passthrough = format!("{ROOT}/examples/policies/istio-allow-any.json");
+    let r = run(&["replay", log, "--policy", &passthrough, "--json"]);
+    assert_eq!(r.code, 0, "nothing newly denied");
+    let report = json(&r.stdout);
+    assert_eq!(
+        report["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["change"] == "newly_allowed")
+            .collect::<Vec<_>>(),
+        [&evil]
+    );
+
+    // Malformed input is denied whatever the policy; an invalid policy is exit 1.
+    let r = run(&["replay", log, "--policy", "-"]);
+    assert_eq!(r.code, 1);
+}
+
+#[test]
+fn replay_notes_logs_without_allowed_connections() {
+    let line = format!(
+        "{ENVOY_PREFIX}{}",
+        record(
+            "deny",
+            "no_match",
+            "192.0.2.66:443",
+            Some("evil.example"),
+            "tls"
+        )
+    );
+    let r = run_with(&["replay", "-", "--policy", DEFAULT], Some(&line));
+    assert_eq!(r.code, 0);
+    assert_eq!(r.stdout, "no change\n");
+    assert!(
+        r.stderr
+            .contains("\nnote: the logs hold no allowed connection"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn explain_without_dst_bounds_its_work_and_its_output() {
+    let policy = |n: usize| {
+        let rules = (0..n)
+            .map(|i| {
+                format!(
+                    r#"{{"name": "r{i}", "cidrs": ["10.{}.{}.0/24"], "ports": [{}]}}"#,
+                    i / 256,
+                    i % 256,
+                    1000 + 2 * i
+                )
+            })
+            .collect::<Vec<_>>();
+        temp_file(&format!(r#"{{"allow": [{}]}}"#, rules.join(", ")))
+    };
+    let big = policy(2_100);
+    let r = run(&["explain", big.to_str().unwrap(), "--sni", "x.example"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("destinations to decide without --dst; give --port (or --dst)"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&[
+        "explain",
+        big.to_str().unwrap(),
+        "--sni",
+        "x.example",
+        "--port",
+        "1000",
+    ]);
+    assert_eq!(r.code, 5, "{}", r.stderr);
+
+    let small = policy(20);
+    let r = run(&["explain", small.to_str().unwrap(), "--sni", "x.example"]);
+    assert_eq!(r.code, 5);
+    assert_eq!(r.stdout.lines().count(), 12, "{}", r.stdout);
+    assert!(
+        r.stdout
+            .ends_with("  and 11 more outcomes (--json lists them all)\n"),
+        "{}",
+        r.stdout
+    );
+    let (_, v) = explain_json(small.to_str().unwrap(), &["--sni", "x.example"]);
+    assert_eq!(v["outcomes"].as_array().unwrap().len(), 21);
 }

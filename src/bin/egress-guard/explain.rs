@@ -1,13 +1,23 @@
-//! `explain CONFIG --dst IP:PORT [--sni NAME | --host NAME] [--json]`: one decision, explained.
+//! `explain CONFIG [--dst IP:PORT | --port PORT] [--sni NAME | --host NAME] [--json]`: one
+//! decision, explained.
+//!
+//! Without `--dst` the decision is taken for every destination IP (and every port, unless
+//! `--port` is given) at once: when they all decide alike, that is the answer; otherwise the
+//! command says what the decision depends on, with an example destination for each outcome.
+//! "Every IP" is exact: a decision can only change where a CIDR of the policy starts or ends,
+//! so deciding at each such boundary (and at the start of each address family) covers them all;
+//! likewise for ports and the rules' port ranges.
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use egress_guard::policy::{
-    classify_authority, classify_sni, Decision, Facts, MalformedName, Mode, NameClass, NameFact,
-    Policy, Reason, RuleInfo,
+    classify_authority, classify_sni, Config, Decision, Facts, MalformedName, Mode, NameClass,
+    NameFact, Policy, Reason, RuleInfo, Verdict,
 };
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::cli::{err, out, read_input, Exit, UsageError};
@@ -44,34 +54,326 @@ impl GivenName {
     }
 }
 
+/// The destination, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// `--dst IP:PORT`.
+    Given(SocketAddr),
+    /// No `--dst`: any IP, on this port (`--port`) or any.
+    Any(Option<u16>),
+}
+
+/// The exit code for a decision.
+pub fn exit_for(verdict: Verdict) -> Exit {
+    match verdict {
+        Verdict::Allow => Exit::Ok,
+        Verdict::Deny => Exit::Denied,
+        Verdict::AuditDeny => Exit::AuditDeny,
+    }
+}
+
 pub fn run(
     config: &Path,
-    dst: SocketAddr,
+    destination: Destination,
     name: &GivenName,
     json: bool,
 ) -> Result<Exit, UsageError> {
     let input = read_input(config)?;
-    let policy = match Policy::from_json(&input.bytes) {
-        Ok(policy) => policy,
+    let parsed = Config::from_json(&input.bytes)
+        .and_then(|config| Policy::compile(&config).map(|policy| (config, policy)));
+    let (config, policy) = match parsed {
+        Ok(both) => both,
         Err(e) => {
             err(&format!("{}: {e}", input.label));
             return Ok(Exit::Invalid);
         }
     };
-    let explanation = Explanation::new(&policy, dst, name);
+    if let Destination::Any(port) = destination {
+        let points = boundary_ips(&config)
+            .len()
+            .saturating_mul(boundary_ports(&config, port).len());
+        if points > MAX_SCAN {
+            return Err(UsageError(format!(
+                "{}: the policy's CIDRs and port ranges make {points} destinations to decide \
+                 without --dst; give --port (or --dst)",
+                input.label
+            )));
+        }
+    }
+    let dst = match destination {
+        Destination::Given(dst) => dst,
+        Destination::Any(port) => match Scan::new(&policy, &config, port, name).single() {
+            Ok(dst) => dst,
+            Err(scan) => {
+                let text = if json {
+                    json_line(&scan.report(&policy))?
+                } else {
+                    scan.text(&policy)
+                };
+                out(&text)?;
+                return Ok(Exit::Depends);
+            }
+        },
+    };
+    let mut explanation = Explanation::new(&policy, dst, name);
+    if let Destination::Any(port) = destination {
+        explanation.any = Some(port);
+        explanation.early_any = Some(any_early(&policy, &config, port));
+    }
     let text = if json {
-        serde_json::to_string(&explanation.report())
-            .map(|line| line + "\n")
-            .map_err(|e| UsageError(format!("cannot format JSON: {e}")))?
+        json_line(&explanation.report())?
     } else {
         explanation.text()
     };
     out(&text)?;
-    Ok(if explanation.passes() {
-        Exit::Ok
-    } else {
-        Exit::Denied
-    })
+    Ok(exit_for(explanation.decision.verdict))
+}
+
+/// The most destinations `explain` decides without `--dst` (a few seconds at most).
+const MAX_SCAN: usize = 4_000_000;
+
+/// The most outcomes the text form lists.
+const MAX_SHOWN: usize = 10;
+
+/// One JSON line.
+fn json_line<T: Serialize>(value: &T) -> Result<String, UsageError> {
+    serde_json::to_string(value)
+        .map(|line| line + "\n")
+        .map_err(|e| UsageError(format!("cannot format JSON: {e}")))
+}
+
+/// Every IP at which some CIDR of the configuration starts or ends (just past its end), and the
+/// start of each address family: deciding at each covers every IP (see the module doc).
+fn boundary_ips(config: &Config) -> Vec<IpAddr> {
+    let mut ips = BTreeSet::new();
+    ips.insert(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    ips.insert(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+    // Just past the IPv4-mapped block, which decides as IPv4.
+    ips.insert(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 1, 0, 0)));
+    for net in config
+        .allow
+        .iter()
+        .chain(&config.deny)
+        .flat_map(|r| &r.cidrs)
+    {
+        ips.insert(net.network());
+        let after = match net {
+            IpNet::V4(n) => u32::from(n.broadcast())
+                .checked_add(1)
+                .map(|x| IpAddr::V4(Ipv4Addr::from(x))),
+            IpNet::V6(n) => u128::from(n.broadcast())
+                .checked_add(1)
+                .map(|x| IpAddr::V6(Ipv6Addr::from(x))),
+        };
+        ips.extend(after);
+    }
+    ips.into_iter().collect()
+}
+
+/// Every port at which some rule's port range starts or ends (just past its end), and 1.
+fn boundary_ports(config: &Config, port: Option<u16>) -> Vec<u16> {
+    if let Some(port) = port {
+        return vec![port];
+    }
+    let mut ports = BTreeSet::from([1u16]);
+    let presets = config
+        .presets
+        .iter()
+        .flat_map(|p| p.info().rules)
+        .flat_map(|r| r.ports.iter());
+    for range in config
+        .allow
+        .iter()
+        .chain(&config.deny)
+        .flat_map(|r| &r.ports)
+        .chain(presets)
+    {
+        ports.insert(range.lo.max(1));
+        ports.extend(range.hi.checked_add(1));
+    }
+    ports.into_iter().collect()
+}
+
+/// The decision at connection open over every destination: the same for all, or `None` when
+/// it differs between them.
+fn any_early(policy: &Policy, config: &Config, port: Option<u16>) -> Option<Option<Decision>> {
+    let mut seen = None;
+    for ip in boundary_ips(config) {
+        for port in boundary_ports(config, port) {
+            let early = policy.decide_early(ip, port);
+            match seen {
+                None => seen = Some(early),
+                Some(first) if first != early => return None,
+                Some(_) => {}
+            }
+        }
+    }
+    seen
+}
+
+/// One decision per boundary destination, for `explain` without `--dst`.
+struct Scan {
+    /// Distinct decisions, each with the first destination that gave it, and the deciding
+    /// rule's CIDRs when that destination matched the rule by IP.
+    outcomes: Vec<(Decision, SocketAddr, Vec<IpNet>)>,
+    /// Whether some port decides differently for two IPs.
+    by_ip: bool,
+    /// Whether some IP decides differently on two ports.
+    by_port: bool,
+}
+
+/// What `explain` prints when the decision depends on the destination.
+#[derive(Debug, Serialize)]
+struct DependsReport<'a> {
+    /// Always `null`: there is no single decision.
+    decision: Option<&'static str>,
+    /// `ip`, `port`, or both.
+    depends_on: Vec<&'static str>,
+    /// Each distinct decision, with a destination that gets it.
+    outcomes: Vec<Outcome<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Outcome<'a> {
+    decision: &'static str,
+    reason: &'static str,
+    rule: Option<&'a str>,
+    /// The deciding rule's CIDRs, when it decides by IP (the outcome's IPs are in them);
+    /// empty for an outcome elsewhere.
+    cidrs: Vec<String>,
+    example_dst: String,
+}
+
+impl Scan {
+    fn new(policy: &Policy, config: &Config, port: Option<u16>, given: &GivenName) -> Scan {
+        let class = classify(given);
+        let name = class.as_ref().map_or(NameFact::Absent, NameFact::from);
+        let ips = boundary_ips(config);
+        let ports = boundary_ports(config, port);
+        let mut outcomes: Vec<(Decision, SocketAddr, Vec<IpNet>)> = Vec::new();
+        let mut by_ip = false;
+        let mut by_port = false;
+        let mut per_ip: Vec<Option<Decision>> = vec![None; ips.len()];
+        for &port in &ports {
+            let mut first: Option<Decision> = None;
+            for (i, &ip) in ips.iter().enumerate() {
+                let decision = policy.decide(&Facts { ip, port, name });
+                if !outcomes.iter().any(|(d, ..)| *d == decision) {
+                    let cidrs = rule_cidrs(config, decision.rule)
+                        .filter(|nets| nets.iter().any(|n| n.contains(&ip)))
+                        .map(<[IpNet]>::to_vec)
+                        .unwrap_or_default();
+                    outcomes.push((decision, SocketAddr::new(ip, port), cidrs));
+                }
+                by_ip |= first.is_some_and(|f| f != decision);
+                first = first.or(Some(decision));
+                if let Some(slot) = per_ip.get_mut(i) {
+                    by_port |= slot.is_some_and(|d| d != decision);
+                    *slot = slot.or(Some(decision));
+                }
+            }
+        }
+        Scan {
+            outcomes,
+            by_ip,
+            by_port,
+        }
+    }
+
+    /// The one destination to explain when every destination decides alike.
+    fn single(self) -> Result<SocketAddr, Scan> {
+        match self.outcomes.as_slice() {
+            [(_, dst, _)] => Ok(*dst),
+            _ => Err(self),
+        }
+    }
+
+    fn depends_on(&self) -> Vec<&'static str> {
+        let mut on = Vec::new();
+        if self.by_ip {
+            on.push("ip");
+        }
+        if self.by_port {
+            on.push("port");
+        }
+        on
+    }
+
+    fn report<'p>(&self, policy: &'p Policy) -> DependsReport<'p> {
+        DependsReport {
+            decision: None,
+            depends_on: self.depends_on(),
+            outcomes: self
+                .outcomes
+                .iter()
+                .map(|(d, dst, cidrs)| Outcome {
+                    decision: d.verdict.as_str(),
+                    reason: d.reason.as_str(),
+                    rule: d
+                        .rule
+                        .and_then(|id| policy.rule(id))
+                        .map(|r| r.name.as_str()),
+                    cidrs: cidrs.iter().map(ToString::to_string).collect(),
+                    example_dst: dst.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    fn text(&self, policy: &Policy) -> String {
+        let on = match (self.by_ip, self.by_port) {
+            (true, true) => "the destination IP and port (give --dst)",
+            (false, true) => "the destination port (give --port or --dst)",
+            _ => "the destination IP (give --dst)",
+        };
+        let mut text = format!("decision  depends on {on}\n");
+        for (d, dst, cidrs) in self.outcomes.iter().take(MAX_SHOWN) {
+            let rule = d
+                .rule
+                .and_then(|id| policy.rule(id))
+                .map(|r| format!(" {}", r.name))
+                .unwrap_or_default();
+            let place = if cidrs.is_empty() {
+                String::new()
+            } else {
+                let nets = cidrs.iter().map(ToString::to_string).collect::<Vec<_>>();
+                format!(" (in {})", nets.join(", "))
+            };
+            let _ = writeln!(
+                text,
+                "  {:<10} {:<24} e.g. --dst {dst}{place}",
+                d.verdict.as_str(),
+                format!("{}{rule}", d.reason)
+            );
+        }
+        if let Some(more) = self
+            .outcomes
+            .len()
+            .checked_sub(MAX_SHOWN)
+            .filter(|&n| n > 0)
+        {
+            let _ = writeln!(text, "  and {more} more outcomes (--json lists them all)");
+        }
+        text
+    }
+}
+
+/// The CIDRs of the rule with id `id` (deny rules, then allow rules; preset rules have none).
+fn rule_cidrs(config: &Config, id: Option<u32>) -> Option<&[IpNet]> {
+    let id = usize::try_from(id?).ok()?;
+    let rule = match id.checked_sub(config.deny.len()) {
+        None => config.deny.get(id)?,
+        Some(i) => config.allow.get(i)?,
+    };
+    Some(&rule.cidrs)
+}
+
+fn classify(given: &GivenName) -> Option<NameClass> {
+    match given {
+        GivenName::Sni(raw) => Some(classify_sni(raw)),
+        GivenName::Host(raw) => Some(classify_authority(raw)),
+        GivenName::None => None,
+    }
 }
 
 /// One decision, with everything that went into it.
@@ -85,6 +387,10 @@ pub struct Explanation<'p> {
     decision: Decision,
     /// The network filter's decision at connection open, if the name cannot change it.
     early: Option<Decision>,
+    /// Without `--dst`: every IP decides alike (on this port, or on every port).
+    any: Option<Option<u16>>,
+    /// Without `--dst`: the decision at open over every destination, `None` if it differs.
+    early_any: Option<Option<Option<Decision>>>,
 }
 
 /// The `--json` form. Field names follow the filter's log line (`decision`, `reason`, `rule`,
@@ -103,8 +409,13 @@ pub struct Report<'a> {
     pub rule_kind: Option<&'static str>,
     /// The preset that supplied the deciding rule.
     pub preset: Option<&'static str>,
-    /// `ip:port`.
-    pub dst: String,
+    /// `ip:port`; `null` without `--dst` (the decision is the same for every IP).
+    pub dst: Option<String>,
+    /// Without `--dst`: the port given with `--port`, or `null` for every port.
+    pub port: Option<u16>,
+    /// Whether the decision is the same for every destination IP (and port, without `--port`):
+    /// `true` without `--dst` (otherwise `explain` says what it depends on).
+    pub any_destination: bool,
     /// The normalised name, when the given name is a well-formed host name.
     pub name: Option<&'a str>,
     /// `sni`, `host` or `none`.
@@ -118,7 +429,8 @@ pub struct Report<'a> {
     /// The configuration's mode.
     pub mode: &'static str,
     /// The network filter's decision when the connection opens, before reading a byte; `null`
-    /// when it must first read the SNI or Host.
+    /// when it must first read the SNI or Host (or, without `--dst`, when that differs between
+    /// destinations).
     pub at_open: Option<EarlyReport<'a>>,
 }
 
@@ -135,11 +447,7 @@ pub struct EarlyReport<'a> {
 
 impl<'p> Explanation<'p> {
     pub fn new(policy: &'p Policy, dst: SocketAddr, given: &'p GivenName) -> Explanation<'p> {
-        let class = match given {
-            GivenName::Sni(raw) => Some(classify_sni(raw)),
-            GivenName::Host(raw) => Some(classify_authority(raw)),
-            GivenName::None => None,
-        };
+        let class = classify(given);
         let decision = policy.decide(&Facts {
             ip: dst.ip(),
             port: dst.port(),
@@ -152,12 +460,22 @@ impl<'p> Explanation<'p> {
             class,
             decision,
             early: policy.decide_early(dst.ip(), dst.port()),
+            any: None,
+            early_any: None,
         }
     }
 
     /// Whether the connection passes (allow, or audit's would-deny).
     pub fn passes(&self) -> bool {
         self.decision.verdict.passes()
+    }
+
+    /// The decision at open, as far as it is one decision.
+    fn early(&self) -> Option<Decision> {
+        match self.early_any {
+            Some(any) => any.flatten(),
+            None => self.early,
+        }
     }
 
     fn rule(&self, decision: &Decision) -> Option<&'p RuleInfo> {
@@ -189,14 +507,16 @@ impl<'p> Explanation<'p> {
             rule: rule.map(|r| r.name.as_str()),
             rule_kind: rule.map(|r| r.kind.as_str()),
             preset: rule.and_then(|r| r.preset),
-            dst: self.dst.to_string(),
+            dst: self.any.is_none().then(|| self.dst.to_string()),
+            port: self.any.flatten(),
+            any_destination: self.any.is_some(),
             name,
             name_source: self.given.source(),
             name_given: self.given_text(),
             name_class,
             detail,
             mode: self.policy.mode().as_str(),
-            at_open: self.early.as_ref().map(|early| EarlyReport {
+            at_open: self.early().as_ref().map(|early| EarlyReport {
                 decision: early.verdict.as_str(),
                 reason: early.reason.as_str(),
                 rule: self.rule(early).map(|r| r.name.as_str()),
@@ -216,7 +536,7 @@ impl<'p> Explanation<'p> {
             &format!("{}: {}", self.decision.reason, self.why()),
         );
         line("rule", &self.rule_text());
-        line("dst", &self.dst.to_string());
+        line("dst", &self.dst_text());
         line("name", &self.name_text());
         line("mode", self.policy.mode().as_str());
         line("at open", &self.at_open_text());
@@ -237,6 +557,18 @@ impl<'p> Explanation<'p> {
                  slip past a deny rule)"
             }
             _ => "",
+        }
+    }
+
+    fn dst_text(&self) -> String {
+        match self.any {
+            None => self.dst.to_string(),
+            Some(None) => {
+                "any (the decision is the same for every destination IP and port)".to_string()
+            }
+            Some(Some(port)) => {
+                format!("any IP, port {port} (the decision is the same for every destination IP)")
+            }
         }
     }
 
@@ -279,12 +611,20 @@ impl<'p> Explanation<'p> {
 
     fn at_open_text(&self) -> String {
         let malformed = matches!(self.class, Some(NameClass::Malformed(_)));
-        match &self.early {
+        if self.early_any == Some(None) {
+            return "it depends on the destination: give --dst to see whether the network \
+                    filter decides when the connection opens"
+                .to_string();
+        }
+        let port = match self.any {
+            Some(None) => "this port".to_string(),
+            _ => format!("port {}", self.dst.port()),
+        };
+        match &self.early() {
             None => format!(
-                "no: a host rule applies to port {}, so the network filter needs the name: the \
+                "no: a host rule applies to {port}, so the network filter needs the name: the \
                  SNI from tls_inspector if the listener has one, otherwise it reads the \
-                 client's first bytes",
-                self.dst.port()
+                 client's first bytes"
             ),
             Some(early) if *early == self.decision || !malformed => {
                 "yes: the network filter decides when the connection opens, without reading a \
