@@ -12,8 +12,8 @@ use egress_guard::policy::{Config, ConfigError, ConfigErrorKind, Policy};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cli::{err, out, read_input, Exit, UsageError};
 use crate::container::{self, CopyKind};
+use crate::io::{err, out, read_input, Exit, UsageError};
 use crate::lint::{lint, Warning};
 
 /// Checks every file; reports each. Exit: 2 if a file could not be read, else 1 if one is

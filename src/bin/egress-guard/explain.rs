@@ -20,7 +20,7 @@ use egress_guard::policy::{
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::cli::{err, out, read_input, Exit, UsageError};
+use crate::io::{err, out, read_input, Exit, UsageError};
 
 /// The name the connection carries, as given on the command line (raw bytes: a malformed name
 /// may not be UTF-8).

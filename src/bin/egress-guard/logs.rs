@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::cli::{read_input, UsageError};
+use crate::io::{read_input, UsageError};
 
 /// One decision, as logged.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

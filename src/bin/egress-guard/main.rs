@@ -27,6 +27,8 @@ mod container;
 #[cfg(not(target_arch = "wasm32"))]
 mod explain;
 #[cfg(not(target_arch = "wasm32"))]
+mod io;
+#[cfg(not(target_arch = "wasm32"))]
 mod lint;
 #[cfg(not(target_arch = "wasm32"))]
 mod logs;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use egress_guard::policy::presets::{self, PresetInfo};
 
-use crate::cli::{out, Exit, UsageError};
+use crate::io::{out, Exit, UsageError};
 
 pub fn run(name: Option<&str>) -> Result<Exit, UsageError> {
     let all = presets::all();

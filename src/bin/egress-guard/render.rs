@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use egress_guard::policy::Policy;
 use serde_json::Value;
 
-use crate::cli::{err, out, read_input, Exit, UsageError};
 use crate::container::{self, CopyKind};
+use crate::io::{err, out, read_input, Exit, UsageError};
 
 /// A shipped file used as a template.
 #[derive(Debug, Clone, Copy)]
@@ -66,10 +66,6 @@ pub const ISTIO: &[Template] = &[
     Template {
         name: "egress-guard-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-network.yaml"),
-    },
-    Template {
-        name: "mesh-config.yaml",
-        text: include_str!("../../../examples/istio/mesh-config.yaml"),
     },
 ];
 
@@ -389,8 +385,7 @@ mod tests {
     #[test]
     fn every_template_that_runs_egress_guard_has_a_slot() {
         for t in ENVOY.iter().chain(ISTIO) {
-            let expected = usize::from(t.name != "mesh-config.yaml");
-            assert_eq!(slot_count(t), expected, "{}", t.name);
+            assert_eq!(slot_count(t), 1, "{}", t.name);
         }
     }
 

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use egress_guard::policy::{classify_sni, Facts, NameFact, Policy, Verdict};
 use serde::Serialize;
 
-use crate::cli::{err, out, read_input, Exit, UsageError};
+use crate::io::{err, out, read_input, Exit, UsageError};
 use crate::logs::{self, Record};
 
 /// A kind of change, in the order they are printed.

@@ -18,7 +18,7 @@ use egress_guard::policy::{canonical_ip, Policy};
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::cli::{err, out, Exit, UsageError};
+use crate::io::{err, out, Exit, UsageError};
 use crate::logs::{self, Record};
 
 /// Output formats.
