@@ -30,7 +30,7 @@ import yaml
 from compose_demo import COMPOSE_FILE, ComposeDemo, Outcome, compose_available
 from conftest import unavailable
 from egress import policy_of, set_module, wasm_configs
-from harness import REPO, Envoy
+from harness import REPO, Envoy, envoy_release, supports
 
 DEMO = REPO / "examples" / "docker-compose"
 COMPOSE = COMPOSE_FILE
@@ -153,6 +153,12 @@ def test_demo_envoy_config_validates(envoy_cmd, wasm_path: Path, tmp: Path) -> N
 def run(envoy_cmd: list[str], wasm_path: Path, session_tmp: Path) -> Iterator[ComposeDemo]:
     """The compose file with the stand-ins, up under Docker with images built here; taken down
     (containers, network, images) after the module's tests, and checked to be gone."""
+    release = envoy_release(envoy_cmd)
+    if not supports("max_early_data_bytes", release):
+        # A version skip, also under CI: envoy.yaml is mounted as it is, for the Envoy the
+        # compose file pins (1.38); `make test-compat`'s older Envoy refuses its tcp_proxy.
+        pytest.skip("envoy.yaml's tcp_proxy max_early_data_bytes needs Envoy >= 1.37; this is "
+                    f"Envoy {'.'.join(map(str, release))}")
     ok, reason = compose_available()
     if not ok:
         unavailable(reason)
