@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from compose_demo import COMMAND_WIDTH, ComposeDemo, compose_available  # noqa: E402
 from harness import envoy_version, find_envoy  # noqa: E402
+from local_images import ImageError  # noqa: E402
 
 
 def main() -> int:
@@ -58,6 +59,11 @@ def main() -> int:
     admin = int(os.environ["ENVOY_ADMIN_PORT"]) if os.environ.get("ENVOY_ADMIN_PORT") else None
     demo = ComposeDemo(wasm, work, envoy_cmd, name="egress-guard-demo", admin_port=admin)
     try:
+        try:
+            demo.start()  # on failure it has taken down what it started
+        except ImageError as exc:
+            print(f"cannot build the images: {exc}", file=sys.stderr)
+            return 2
         with demo:
             width = len(demo.tools_tag)
             print(f"images built here, no registry ({demo.timings['images']:.0f} s):\n"

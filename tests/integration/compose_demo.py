@@ -142,16 +142,23 @@ class ComposeDemo:
         self.tools_tag = f"{name}/debian-tools:{self.project}"
         self.env: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.started = False
 
     # -- up and down ----------------------------------------------------------------------
 
-    def __enter__(self) -> ComposeDemo:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
+    def start(self) -> ComposeDemo:
+        """Bring it up (once); on any failure take down what was started, then raise."""
+        if not self.started:
+            try:
+                self.up()
+            except BaseException:
+                self.down()
+                raise
+            self.started = True
         return self
+
+    def __enter__(self) -> ComposeDemo:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.down()

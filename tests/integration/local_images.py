@@ -20,6 +20,7 @@ everything where ``ldd`` found it. Both images are a few seconds' work on two co
 
 from __future__ import annotations
 
+import glob
 import io
 import os
 import re
@@ -33,18 +34,23 @@ from pathlib import Path
 
 PROXY_UID = 1337
 
-# What each tool needs beyond its ELF file, with the directories it dlopen()s from.
-IPTABLES = ["/usr/sbin/iptables", "/usr/sbin/iptables-restore", "/usr/sbin/iptables-save",
-            "/usr/sbin/ip6tables", "/usr/sbin/ip6tables-restore", "/usr/sbin/ip6tables-save"]
-TOOLS = ["/bin/sh", "/usr/bin/dash", "/usr/bin/sleep", "/usr/bin/tr", "/usr/bin/cat",
-         "/usr/bin/id", "/usr/bin/ls", "/usr/sbin/ip", "/usr/bin/curl", "/usr/bin/git",
-         "/usr/bin/python3", *IPTABLES,
-         "/etc/ssl/certs/ca-certificates.crt"]     # curl's and git's trust store, as in Debian
-TOOL_DIRS = ["/usr/lib/x86_64-linux-gnu/xtables",  # iptables' match and target modules
-             "/usr/lib/git-core",                    # git-remote-https and the rest
-             "/usr/share/git-core/templates"]
+# Debian package -> what the tools image takes from it, at the paths the package installs
+# (a directory is taken whole: iptables' match and target modules and git's helpers are
+# dlopen()ed or exec()ed, not linked). Every ELF file comes with the libraries ldd lists.
+TOOLS = {
+    "dash": ["/bin/sh", "/bin/dash"],
+    "coreutils": ["/bin/sleep", "/bin/cat", "/bin/ls", "/usr/bin/id", "/usr/bin/tr"],
+    "iproute2": ["/sbin/ip"],
+    "iptables": ["/usr/sbin/iptables", "/usr/sbin/iptables-restore", "/usr/sbin/iptables-save",
+                 "/usr/sbin/ip6tables", "/usr/sbin/ip6tables-restore",
+                 "/usr/sbin/ip6tables-save", "/usr/lib/*/xtables"],
+    "curl": ["/usr/bin/curl"],
+    "git": ["/usr/bin/git", "/usr/lib/git-core", "/usr/share/git-core/templates"],
+    "python3": ["/usr/bin/python3"],  # and its standard library, see tools_image
+    "ca-certificates": ["/etc/ssl/certs/ca-certificates.crt"],  # curl's and git's trust store
+}
 PYTHON_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data",
-               "__pycache__", "site-packages", "dist-packages", "config-3.11-x86_64-linux-gnu"}
+               "__pycache__", "site-packages", "dist-packages"}
 
 ETC = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\nenvoy:x:1337:1337:envoy:/tmp:/bin/false\n"
@@ -229,17 +235,26 @@ def envoy_image(tag: str, envoy_cmd: list[str]) -> str:
 
 def tools_image(tag: str) -> str:
     """An image with sh, iptables, ip, curl, git and python3 from this machine; its id."""
-    rootfs = RootFS()
-    missing = [t for t in TOOLS + TOOL_DIRS if not os.path.exists(t)]
+    paths: list[str] = []
+    missing = []
+    for package, wanted in TOOLS.items():
+        found = [p for pattern in wanted for p in sorted(glob.glob(pattern))]
+        if len(found) < len(wanted):
+            missing.append(package)
+        paths += found
     if missing:
-        raise ImageError("not on this machine: " + ", ".join(missing)
-                         + " (apt-get install iptables iproute2 curl git python3 ca-certificates)")
-    for tool in TOOLS:
-        rootfs.add(tool)
-    for top in TOOL_DIRS:
-        rootfs.add_tree(top)
+        raise ImageError("the Debian packages the tools image is made of are missing: "
+                         f"apt-get install {' '.join(missing)}")
+    rootfs = RootFS()
+    for path in paths:
+        if os.path.isdir(path) and not os.path.islink(path):
+            rootfs.add_tree(path)
+        else:
+            rootfs.add(path)
     stdlib = Path(os.path.realpath("/usr/bin/python3")).name  # python3.11
-    rootfs.add_tree(f"/usr/lib/{stdlib}", skip=PYTHON_SKIP)
+    rootfs.add_tree(f"/usr/lib/{stdlib}",
+                    skip=PYTHON_SKIP | {d for d in os.listdir(f"/usr/lib/{stdlib}")
+                                        if d.startswith("config-")})
     return docker_import(rootfs, tag, [
         "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         'CMD ["sh"]',

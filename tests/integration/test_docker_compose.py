@@ -31,6 +31,7 @@ from compose_demo import COMPOSE_FILE, ComposeDemo, Outcome, compose_available
 from conftest import unavailable
 from egress import policy_of, set_module, wasm_configs
 from harness import REPO, Envoy, envoy_release, supports
+from local_images import ImageError
 
 DEMO = REPO / "examples" / "docker-compose"
 COMPOSE = COMPOSE_FILE
@@ -164,8 +165,15 @@ def run(envoy_cmd: list[str], wasm_path: Path, session_tmp: Path) -> Iterator[Co
         unavailable(reason)
     work = Path(tempfile.mkdtemp(prefix="compose-", dir=session_tmp))
     work.chmod(0o755)
-    with ComposeDemo(wasm_path, work, envoy_cmd, name="egress-guard-test") as demo:
+    demo = ComposeDemo(wasm_path, work, envoy_cmd, name="egress-guard-test")
+    try:
+        demo.start()  # on failure it has taken down what it started
+    except ImageError as exc:  # the Debian packages the tools image is made of are missing
+        unavailable(str(exc))
+    try:
         yield demo
+    finally:
+        demo.down()
 
 
 @pytest.fixture(scope="module")
