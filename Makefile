@@ -12,7 +12,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo demo-compose compose-deps clean
 
 all: build
 
@@ -129,6 +129,25 @@ bench-envoy: bench-venv build
 ## Demo --------------------------------------------------------------------------------------
 demo: venv build
 	$(VPY) examples/demo/demo.py --wasm $(WASM)
+
+# The docker-compose demo under the Docker engine, with images built here (no registry) and
+# stand-ins for the internet; prints allowed and denied traffic, then removes everything.
+demo-compose: venv build compose-deps
+	$(VPY) examples/docker-compose/demo.py --wasm $(WASM)
+
+# Debian packages the compose demo and its test need: docker-compose, and the tools the local
+# images are made of. The Docker engine itself must be installed and running.
+COMPOSE_PACKAGES := docker-compose iptables iproute2 curl git python3 openssl ca-certificates
+compose-deps:
+	@missing=$$(for p in $(COMPOSE_PACKAGES); do \
+	  dpkg-query -W -f='$${db:Status-Status}\n' $$p 2>/dev/null | grep -qx installed || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@docker version --format 'Docker engine {{.Server.Version}}' >/dev/null || { \
+	  echo "the Docker engine does not answer: install docker.io and start dockerd" >&2; exit 1; }
 
 clean:
 	$(CARGO) clean
