@@ -15,6 +15,10 @@
   string), referenced by a filter inserted before the router in every outbound HTTP connection
   manager -- if the plugin selects the sidecar (:func:`wasm_plugin_selects`, which also tells
   whether it would select a gateway).
+* :func:`traffic_extension_chains` tells which filter chains of a sidecar, gateway or waypoint
+  istiod (1.30) puts a TrafficExtension on: its attachment rules (``selector``, ``targetRefs``)
+  and ``match[].mode`` against each chain's mode; :func:`traffic_extension_cel_errors` evaluates
+  the TrafficExtension CRD's CEL rules.
 * :func:`serve_extension_configs` stands in for istio-agent and the ADS stream: the module's
   ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
   test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
@@ -503,3 +507,88 @@ def serve_extension_configs(bootstrap: dict[str, Any], extension_configs: list[d
     bootstrap.setdefault("node", {"id": "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
                                   "cluster": "app.default"})
     return bootstrap
+
+
+# --------------------------------------------------------------------------------------------
+# TrafficExtension (Istio 1.30+)
+# --------------------------------------------------------------------------------------------
+
+# A waypoint's pod as Istio 1.30's waypoint template labels it
+# (manifests/charts/istio-control/istio-discovery/files/waypoint.yaml).
+WAYPOINT = Proxy("waypoint", "istio-egress", {
+    "sidecar.istio.io/inject": "false", "istio.io/dataplane-mode": "none",
+    "service.istio.io/canonical-name": "egress-waypoint",
+    "service.istio.io/canonical-revision": "latest", GATEWAY_API_NAME: "egress-waypoint",
+    "gateway.networking.k8s.io/gateway-class-name": "istio-waypoint",
+    "gateway.istio.io/managed": "istio.io-mesh-controller"})
+GATEWAY_API_GROUP = "gateway.networking.k8s.io"
+# The filter chains each kind of proxy has, and the mode istiod matches `match[].mode` against
+# (pilot/pkg/model/extensions.go, workloadModeForListenerClass). A waypoint's chains are built
+# with ListenerClassSidecarInbound (pilot/pkg/networking/core/listener_waypoint.go): SERVER.
+PROXY_CHAINS = {"sidecar": {"outbound": "CLIENT", "inbound": "SERVER"},
+                "gateway": {"gateway": "CLIENT"},
+                "waypoint": {"waypoint": "SERVER"}}
+
+
+def traffic_extension_cel_errors(doc: dict[str, Any]) -> list[str]:
+    """The TrafficExtension CRD's CEL rules (``x-kubernetes-validations``), which
+    :func:`validate_spec` does not evaluate."""
+    spec, errors = doc.get("spec") or {}, []
+    if "selector" in spec and "targetRefs" in spec:
+        errors.append("only one of targetRefs or selector can be set")
+    if ("wasm" in spec) == ("lua" in spec):
+        errors.append("exactly one of wasm or lua must be set")
+    if any(ref.get("namespace") for ref in spec.get("targetRefs") or []):
+        errors.append("cross namespace referencing is not currently supported")
+    return errors
+
+
+def _traffic_extension_attaches(ext: dict[str, Any], proxy: Proxy) -> bool:
+    """``WorkloadPolicyMatcher.ShouldAttachPolicy`` for a TrafficExtension (Istio 1.30,
+    pilot/pkg/model/policyattachment.go), after ``TrafficExtensionsByListenerInfo`` has looked in
+    the proxy's namespace and the root namespace. Service and ServiceEntry targets (a waypoint's
+    attached services) are not emulated."""
+    spec, namespace = ext["spec"], ext["metadata"]["namespace"]
+    if namespace not in (proxy.namespace, ROOT_NAMESPACE):
+        return False
+    refs = spec.get("targetRefs") or []
+    if any(r["kind"] in ("Service", "ServiceEntry") for r in refs):
+        raise PatchError("Service and ServiceEntry targetRefs are not emulated")
+    wanted = (spec.get("selector") or {}).get("matchLabels") or {}
+    selected = all(proxy.labels.get(k) == v for k, v in wanted.items())
+    gateway = proxy.labels.get(GATEWAY_API_NAME)
+    if gateway is None:          # sidecars, and gateways not made from a Gateway API Gateway
+        return not refs and selected
+    if not refs:                 # waypoints never use selector; other Gateway API gateways do
+        return proxy.kind != "waypoint" and selected
+    for ref in refs:
+        if ref.get("group") != GATEWAY_API_GROUP:
+            continue
+        if (ref["kind"] == "GatewayClass" and ref["name"] == "istio-waypoint"
+                and namespace == ROOT_NAMESPACE and proxy.kind == "waypoint"):
+            return True
+        if (ref["kind"] == "Gateway" and ref["name"] == gateway
+                and namespace == proxy.namespace and ref.get("namespace", "") in ("",
+                                                                                 proxy.namespace)):
+            return True
+    return False
+
+
+def traffic_extension_chains(ext: dict[str, Any], proxy: Proxy) -> set[str]:
+    """The kinds of filter chain of ``proxy`` (keys of :data:`PROXY_CHAINS`) istiod puts the
+    extension on: none unless it attaches, then those whose mode ``match`` takes
+    (``matchTrafficExtensionSelectors``: no match, UNDEFINED or CLIENT_AND_SERVER take any)."""
+    if not _traffic_extension_attaches(ext, proxy):
+        return set()
+    if any(m.get("ports") for m in ext["spec"].get("match") or []):
+        raise PatchError("match[].ports is not emulated")
+    modes = [m.get("mode", "UNDEFINED") for m in ext["spec"].get("match") or []]
+    return {chain for chain, mode in PROXY_CHAINS[proxy.kind].items()
+            if not modes or any(m in ("UNDEFINED", "CLIENT_AND_SERVER", mode) for m in modes)}
+
+
+def traffic_extension_resource_name(ext: dict[str, Any]) -> str:
+    """The ECDS resource name -- and the filter's name in the listener -- istiod gives a Wasm
+    TrafficExtension (TrafficExtensionResourceNamePrefix in pilot/pkg/model/extensions.go)."""
+    meta = ext["metadata"]
+    return f"extensions.istio.io/trafficextension/{meta['namespace']}.{meta['name']}"

@@ -24,10 +24,11 @@ from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffe
 from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, http_request,
                      tls_client)
 from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, NETWORK_RBAC,
-                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, agent_forwards,
+                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, WAYPOINT, agent_forwards,
                    apply_envoy_filter, apply_wasm_plugin, discovered_filters, documents,
                    filter_names, hcms, load_schemas, pull_failed_substitute, schema_key,
-                   serve_extension_configs, strip_filters, validate_spec, wasm_plugin_selects,
+                   serve_extension_configs, strip_filters, traffic_extension_cel_errors,
+                   traffic_extension_chains, validate_spec, wasm_plugin_selects,
                    write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
@@ -35,6 +36,7 @@ MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
 # Install-time mesh settings: an IstioOperator for istioctl, values for the istiod Helm chart.
 MESH_CONFIG_DIR = ISTIO_DIR / "mesh-config"
 OPERATOR = "install.istio.io/v1alpha1/IstioOperator"
+TRAFFIC_EXTENSION = "extensions.istio.io/v1alpha1/TrafficExtension"
 TAGS = ["decision", "reason", "outcome", "kind", "rule"]
 PROXY_UID, ADMIN_PORT, OUTBOUND_PORT = 1337, 15000, 15001
 
@@ -85,9 +87,9 @@ def test_there_are_manifests() -> None:
     """Cluster resources in examples/istio/, install-time settings in mesh-config/ (an
     IstioOperator is no cluster resource since Istio 1.24 removed the in-cluster operator)."""
     kinds = sorted(schema_key(d) for p in MANIFESTS for d in documents(p))
-    assert kinds == ["extensions.istio.io/v1alpha1/WasmPlugin",
-                     "networking.istio.io/v1alpha3/EnvoyFilter",
-                     "networking.istio.io/v1alpha3/EnvoyFilter"], kinds
+    assert kinds == 4 * [TRAFFIC_EXTENSION] + ["extensions.istio.io/v1alpha1/WasmPlugin",
+                                               "networking.istio.io/v1alpha3/EnvoyFilter",
+                                               "networking.istio.io/v1alpha3/EnvoyFilter"], kinds
     assert sorted(p.name for p in MESH_CONFIG_DIR.iterdir()) == ["helm-values.yaml",
                                                                  "istio-operator.yaml"]
 
@@ -277,11 +279,16 @@ WASM_PLUGIN_FIELD_SINCE = {
 }
 FAIL_RELOAD_SINCE = (1, 27)
 ECDS_WASM_PULL_SINCE = {HTTP_WASM: (1, 12), NETWORK_WASM: (1, 20)}
+# TrafficExtension is new in Istio 1.30, every field at once (crd-all.gen.yaml has no
+# TrafficExtension at the 1.29.0 tag and has it, with these fields, at 1.30.0).
+TRAFFIC_EXTENSION_SINCE = (1, 30)
 
 
 def required_istio(doc: dict[str, Any]) -> tuple[int, int]:
     """The oldest Istio release that has everything the manifest uses."""
     spec = doc["spec"]
+    if doc["kind"] == "TrafficExtension":
+        return TRAFFIC_EXTENSION_SINCE
     if doc["kind"] == "WasmPlugin":
         need = max(WASM_PLUGIN_FIELD_SINCE[field] for field in spec)
         return max(need, FAIL_RELOAD_SINCE) if spec.get("failStrategy") == "FAIL_RELOAD" else need
@@ -321,6 +328,9 @@ def test_the_istio_release_check_can_fail() -> None:
     assert required_istio(plugin) == (1, 27)
     assert stated_istio("# a filter (Istio >= 1.12).\n#\napiVersion: v1\n") == (1, 12)
     assert required_istio(manifest("egress-guard-network.yaml")) == (1, 20)
+    extension = manifest("egress-guard-trafficext-http.yaml")
+    assert required_istio(extension) == (1, 30)
+    assert not stated_istio("# (Istio >= 1.29)\napiVersion: v1\n") >= required_istio(extension)
 
 
 def _policies() -> dict[str, Any]:
@@ -354,6 +364,164 @@ def test_every_manifest_uses_the_same_image_and_fails_closed() -> None:
     urls.add(plugin["url"])
     assert len(urls) == 1 and urls.pop().startswith("oci://")
     assert policies == {"FAIL_CLOSED"} and plugin["failStrategy"] == "FAIL_CLOSE"
+
+
+# --------------------------------------------------------------------------------------------
+# TrafficExtensions (Istio 1.30+)
+# --------------------------------------------------------------------------------------------
+#
+# Checked as resources only: istiod's placement of them (selector/targetRefs, match mode) is
+# ported in istio.traffic_extension_chains, but they are not spliced into a config or run.
+
+# file -> the Wasm filter type. Sidecar variants are selected by label and match CLIENT; the
+# waypoint variants target the egress waypoint's Gateway.
+SIDECAR_EXTENSIONS = {"egress-guard-trafficext-network.yaml": "NETWORK",
+                      "egress-guard-trafficext-http.yaml": "HTTP"}
+WAYPOINT_EXTENSIONS = {"egress-guard-waypoint-network.yaml": "NETWORK",
+                       "egress-guard-waypoint-http.yaml": "HTTP"}
+TRAFFIC_EXTENSIONS = {**SIDECAR_EXTENSIONS, **WAYPOINT_EXTENSIONS}
+WAYPOINT_REF = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "egress-waypoint"}
+# The fields that moved under `wasm` from a WasmPlugin's top level.
+WASM_FIELDS = {"url", "sha256", "imagePullPolicy", "imagePullSecret", "pluginConfig",
+               "pluginName", "failStrategy", "type", "verificationKey", "vmConfig"}
+
+
+def test_every_traffic_extension_manifest_is_listed() -> None:
+    found = {p.name for p in MANIFESTS if schema_key(manifest(p.name)) == TRAFFIC_EXTENSION}
+    assert found == set(TRAFFIC_EXTENSIONS), found
+
+
+@pytest.mark.parametrize("name", TRAFFIC_EXTENSIONS)
+def test_traffic_extension_matches_its_schema(name: str, schemas) -> None:
+    """Against the vendored TrafficExtension schema (test_vendored_schemas_are_the_shared_ones
+    keeps it equal to shared/data's), and the CRD's CEL rules, which the schema check skips."""
+    doc = manifest(name)
+    assert schema_key(doc) == TRAFFIC_EXTENSION
+    assert validate_spec(doc, schemas) == []
+    assert traffic_extension_cel_errors(doc) == []
+
+
+@pytest.mark.parametrize("mutate, error", [
+    # A WasmPlugin's layout: failStrategy and type at the top level, not under `wasm`.
+    (lambda s: s.__setitem__("failStrategy", s["wasm"].pop("failStrategy")), "failStrategy"),
+    (lambda s: s.__setitem__("type", s["wasm"].pop("type")), "type"),
+    (lambda s: s["wasm"].__setitem__("failStrategy", "FAIL_CLOSED"), "failStrategy"),
+    (lambda s: s["match"][0].__setitem__("mode", "OUTBOUND"), "mode"),
+    (lambda s: s.__setitem__("targetRefs", [WAYPOINT_REF]), "only one of targetRefs or selector"),
+    (lambda s: s.__setitem__("lua", {"inlineCode": "function envoy_on_request(h) end"}), "lua"),
+], ids=["top_level_fail_strategy", "top_level_type", "wasmplugin_spelling", "bad_mode",
+        "selector_and_target_refs", "wasm_and_lua"])
+def test_traffic_extension_checks_catch_mistakes(schemas, mutate, error) -> None:
+    doc = copy.deepcopy(manifest("egress-guard-trafficext-http.yaml"))
+    mutate(doc["spec"])
+    errors = validate_spec(doc, schemas) + traffic_extension_cel_errors(doc)
+    assert errors and error in "\n".join(errors), errors
+
+
+def test_the_traffic_extensions_fail_closed_with_the_wasm_fields_under_wasm() -> None:
+    plugin = manifest("egress-guard-http.yaml")["spec"]
+    for name, kind in TRAFFIC_EXTENSIONS.items():
+        spec = manifest(name)["spec"]
+        assert not WASM_FIELDS & set(spec), name
+        wasm = spec["wasm"]
+        assert wasm["type"] == kind and wasm["failStrategy"] == "FAIL_CLOSE", name
+        assert {k: wasm[k] for k in ("url", "imagePullPolicy", "pluginName")} == {
+            k: plugin[k] for k in ("url", "imagePullPolicy", "pluginName")}, name
+        assert spec["phase"] == plugin["phase"], name
+
+
+@pytest.mark.parametrize("name", SIDECAR_EXTENSIONS)
+def test_sidecar_traffic_extensions_select_sidecars_and_match_client(name: str) -> None:
+    """A selector (the WasmPlugin's), no targetRefs (a sidecar ignores an extension that has
+    any), and `mode: CLIENT` (without it, inbound chains too)."""
+    spec = manifest(name)["spec"]
+    assert spec["selector"] == manifest("egress-guard-http.yaml")["spec"]["selector"]
+    assert "targetRefs" not in spec
+    assert spec["match"] == [{"mode": "CLIENT"}]
+
+
+@pytest.mark.parametrize("name", WAYPOINT_EXTENSIONS)
+def test_waypoint_traffic_extensions_target_the_egress_waypoint(name: str) -> None:
+    """targetRefs to the waypoint Gateway, from its namespace; no selector, no CLIENT match (a
+    waypoint's chains are SERVER: it would match nothing)."""
+    doc = manifest(name)
+    assert doc["spec"]["targetRefs"] == [WAYPOINT_REF]
+    assert doc["metadata"]["namespace"] == WAYPOINT.namespace
+    assert "selector" not in doc["spec"]
+    assert all(m.get("mode") != "CLIENT" for m in doc["spec"].get("match") or [])
+
+
+@pytest.mark.parametrize("name, proxy, chains", [
+    *[(n, SIDECAR, {"outbound"}) for n in SIDECAR_EXTENSIONS],
+    *[(n, p, set()) for n in SIDECAR_EXTENSIONS for p in (INGRESS_GATEWAY, GATEWAY_API_GATEWAY,
+                                                          WAYPOINT)],
+    *[(n, WAYPOINT, {"waypoint"}) for n in WAYPOINT_EXTENSIONS],
+    *[(n, p, set()) for n in WAYPOINT_EXTENSIONS for p in (SIDECAR, INGRESS_GATEWAY,
+                                                           GATEWAY_API_GATEWAY)],
+])
+def test_where_istiod_puts_the_traffic_extensions(name, proxy, chains) -> None:
+    """With istiod's rules (istio.traffic_extension_chains): sidecar variants on sidecars'
+    outbound chains only, waypoint variants on the egress waypoint only."""
+    assert traffic_extension_chains(manifest(name), proxy) == chains
+
+
+def test_the_placement_check_can_fail() -> None:
+    """What the invariants above prevent: no CLIENT match puts the sidecar variant on inbound
+    chains too; a targetRef makes sidecars ignore it; a CLIENT match puts the waypoint variant
+    on no chain; without the selector, Gateway API gateways get it."""
+    sidecar = manifest("egress-guard-trafficext-http.yaml")
+    no_match = copy.deepcopy(sidecar)
+    del no_match["spec"]["match"]
+    assert traffic_extension_chains(no_match, SIDECAR) == {"outbound", "inbound"}
+    targeted = copy.deepcopy(sidecar)
+    del targeted["spec"]["selector"]
+    targeted["spec"]["targetRefs"] = [WAYPOINT_REF]
+    assert traffic_extension_chains(targeted, SIDECAR) == set()
+    no_selector = copy.deepcopy(sidecar)
+    del no_selector["spec"]["selector"]
+    assert traffic_extension_chains(no_selector, GATEWAY_API_GATEWAY) == {"gateway"}
+    waypoint = copy.deepcopy(manifest("egress-guard-waypoint-http.yaml"))
+    waypoint["spec"]["match"] = [{"mode": "CLIENT"}]
+    assert traffic_extension_chains(waypoint, WAYPOINT) == set()
+    elsewhere = copy.deepcopy(manifest("egress-guard-waypoint-http.yaml"))
+    elsewhere["metadata"]["namespace"] = "istio-system"
+    assert traffic_extension_chains(elsewhere, WAYPOINT) == set()
+
+
+def _cidr_rules_removed(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy without its IP rules (and without lists left empty)."""
+    out = copy.deepcopy(policy)
+    for key in ("allow", "deny"):
+        if key in out:
+            out[key] = [r for r in out[key] if "cidrs" not in r]
+            if not out[key]:
+                del out[key]
+    return out
+
+
+def test_the_traffic_extensions_carry_the_mesh_policy() -> None:
+    """Sidecar variants: exactly the WasmPlugin's pluginConfig (which the other manifests
+    carry too: test_every_manifest_carries_the_same_policy). Waypoint variants: the same
+    policy with its CIDR rules taken out -- rules by name only, as the waypoint sees the
+    ServiceEntry's address, not the real one -- and nothing else changed."""
+    mesh = manifest("egress-guard-http.yaml")["spec"]["pluginConfig"]
+    for name in SIDECAR_EXTENSIONS:
+        assert manifest(name)["spec"]["wasm"]["pluginConfig"] == mesh, name
+    by_name = _cidr_rules_removed(mesh)
+    assert by_name != mesh and by_name["allow"], by_name
+    for name in WAYPOINT_EXTENSIONS:
+        policy = manifest(name)["spec"]["wasm"]["pluginConfig"]
+        assert policy == by_name, name
+        assert "cidrs" not in json.dumps(policy), name
+
+
+def test_the_traffic_extensions_state_istio_1_30() -> None:
+    """TrafficExtension is new in Istio 1.30: each file's header says so, and so does the
+    docs' table (the general version-floor test checks the header against required_istio)."""
+    for name in TRAFFIC_EXTENSIONS:
+        stated = stated_istio((ISTIO_DIR / name).read_text())
+        assert stated == required_istio(manifest(name)) == (1, 30), name
+        assert docs_istio_floors()[name] == (1, 30), name
 
 
 # --------------------------------------------------------------------------------------------
