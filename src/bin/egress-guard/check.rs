@@ -300,6 +300,7 @@ fn check_file(label: &str, bytes: &[u8]) -> FileReport {
         let kind = match copy.kind {
             CopyKind::WasmFilter => "wasm_filter",
             CopyKind::WasmPlugin => "wasm_plugin",
+            CopyKind::TrafficExtension => "traffic_extension",
         };
         let at = Some((copy.line, copy.doc, copy.path.clone()));
         let (mut report, config, text) = match &copy.text {

@@ -47,6 +47,8 @@ pub enum CopyKind {
     WasmFilter,
     /// The `pluginConfig` of an Istio WasmPlugin.
     WasmPlugin,
+    /// The `wasm.pluginConfig` of an Istio TrafficExtension (Istio 1.30).
+    TrafficExtension,
 }
 
 /// One copy of the policy found in a file.
@@ -223,16 +225,22 @@ fn wasm_filter(node: &MarkedYaml<'_>, doc: usize, path: &str) -> Option<Vec<Poli
     }])
 }
 
-/// `Some(copies)` if `node` is a WasmPlugin (`Some([])` if it is another plugin's).
+/// `Some(copies)` if `node` is a WasmPlugin or a TrafficExtension (`Some([])` if it is another
+/// plugin's). A TrafficExtension keeps the plugin's fields under `spec.wasm`.
 fn wasm_plugin(node: &MarkedYaml<'_>, doc: usize, path: &str) -> Option<Vec<PolicyCopy>> {
-    if get(node, "kind").and_then(as_str) != Some("WasmPlugin") {
-        return None;
-    }
+    let (kind, at) = match get(node, "kind").and_then(as_str) {
+        Some("WasmPlugin") => (CopyKind::WasmPlugin, "spec"),
+        Some("TrafficExtension") => (CopyKind::TrafficExtension, "spec.wasm"),
+        _ => return None,
+    };
     let api = get(node, "apiVersion").and_then(as_str).unwrap_or("");
     if !api.starts_with("extensions.istio.io/") {
         return None;
     }
-    let spec = get(node, "spec")?;
+    let mut spec = get(node, "spec")?;
+    if kind == CopyKind::TrafficExtension {
+        spec = get(spec, "wasm")?;
+    }
     let plugin = get(spec, "pluginName").and_then(as_str);
     if plugin != Some(ROOT_ID) {
         return Some(Vec::new());
@@ -249,8 +257,8 @@ fn wasm_plugin(node: &MarkedYaml<'_>, doc: usize, path: &str) -> Option<Vec<Poli
     Some(vec![PolicyCopy {
         doc,
         line,
-        path: join(path, "spec.pluginConfig"),
-        kind: CopyKind::WasmPlugin,
+        path: join(path, &format!("{at}.pluginConfig")),
+        kind,
         text,
     }])
 }

@@ -264,7 +264,7 @@ fn read_back(text: &str, expected: &Value) -> Result<(), String> {
                 copy.line
             ));
         }
-        if copy.kind == CopyKind::WasmPlugin && !read.is_object() {
+        if copy.kind != CopyKind::WasmFilter && !read.is_object() {
             return Err(format!("line {}: pluginConfig is not an object", copy.line));
         }
     }
