@@ -1,6 +1,6 @@
 //! The proxy-wasm adapter: gathers a connection's or request's facts, asks the policy, applies the
-//! decision, logs and counts. Everything that decides lives in [`crate::policy`] and
-//! [`crate::sniff`].
+//! decision, logs and counts. Everything that decides lives in [`crate::policy`],
+//! [`crate::sniff`] and [`crate::session`].
 //!
 //! One module serves both filter types: only a root context is registered, and its `get_type`
 //! picks an HTTP context when the new context has a request protocol, a stream context otherwise.
