@@ -34,7 +34,7 @@ SIZES = [10, 1_000, 10_000, 100_000]
 KINDS = ["hit_host", "hit_cidr", "miss"]
 KIND_TEXT = {"hit_host": "host hit", "hit_cidr": "CIDR hit", "miss": "miss", "early": "at open"}
 
-# DESIGN.md, "Targets".
+# docs/design.md, "Targets".
 DECIDE_TARGET_NS = 100.0
 FLAT_TARGET = 2.0
 RATE_TARGET = 0.97
@@ -549,7 +549,9 @@ def main() -> None:
         f"Machine: {m['nproc']} cores, {m['cpu']}, Linux {m['kernel']}"
         + (f"; {envoy_version(env['envoy'])}" if env else "") + ".",
         "",
-        "## Targets (DESIGN.md)",
+        "## Targets",
+        "",
+        "The targets of [design.md](design.md#targets), each against its latest measurement.",
         "",
         table(["target", "measured", ""], targets),
         "",

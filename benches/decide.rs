@@ -48,7 +48,8 @@ mod native {
     use crate::common::{generate, Generated};
     use crate::cputime::ThreadTime;
 
-    /// The rule counts of DESIGN.md's target (10 → 100,000 within 2×).
+    /// The rule counts of the decision-cost target (docs/design.md, "Targets": 10 → 100,000
+    /// within 2×).
     pub const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
     /// The seed of every generated policy: the same rules and queries on every run.
     pub const SEED: u64 = 0x5EED_E6E5;

@@ -1,9 +1,10 @@
 //! Name normalisation: what a TLS SNI or an HTTP Host/authority *is* before any pattern sees it.
 //!
-//! The contract (DESIGN.md, "Matching semantics"): ASCII-lowercase, one trailing dot removed, the
-//! port and IPv6 brackets stripped from a Host. A name that is an IP literal is not a name. A name
-//! with characters outside letters, digits, `-`, `_`, `.`, with an empty label, a label over 63
-//! bytes or a total over 253 bytes is malformed and matches no host pattern.
+//! The contract (README.md, "Configuration reference", the matching rules): ASCII-lowercase, one
+//! trailing dot removed, the port and IPv6 brackets stripped from a Host. A name that is an IP
+//! literal is not a name. A name with characters outside letters, digits, `-`, `_`, `.`, with an
+//! empty label, a label over 63 bytes or a total over 253 bytes is malformed and matches no host
+//! pattern.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,4 +1,4 @@
-//! The JSON decision log line (DESIGN.md, "Observability").
+//! The JSON decision log line (README.md, "Logs and counters").
 
 use serde::Serialize;
 

@@ -1,4 +1,4 @@
-//! The configuration contract (DESIGN.md, "Configuration contract"), as serde types.
+//! The configuration contract (README.md, "Configuration reference"), as serde types.
 //!
 //! Values validate while they are deserialised (host patterns, CIDRs, ports, names, ranges), so
 //! every error names the field path it came from (`allow[2].cidrs[0]: "10.0.0.300/8" is not a
@@ -119,7 +119,8 @@ pub struct SniffConfig {
     /// [`SniffConfig::TIMEOUT_MS`] (1 ms to 60 s), default 3000.
     #[serde(deserialize_with = "de_timeout_ms")]
     pub timeout_ms: u32,
-    /// Hold the whole connection until decided (see DESIGN.md). Default `false`.
+    /// Hold the whole connection until decided (README.md, "Running it on Envoy",
+    /// `sniff.hold_upstream`). Default `false`.
     pub hold_upstream: bool,
 }
 

@@ -425,7 +425,8 @@ impl Policy {
         self.summary
     }
 
-    /// Decides a connection or request (DESIGN.md, "Decision"):
+    /// Decides a connection or request (README.md, "How it decides"; docs/design.md, "Malformed
+    /// input is denied in every mode"):
     ///
     /// 1. a matching deny rule denies (the first in config order), in every mode;
     /// 2. a malformed or too large head denies, in every mode;

@@ -1,4 +1,5 @@
-//! A plain linear implementation of the decision, written straight from DESIGN.md.
+//! A plain linear implementation of the decision, written straight from the README's rules
+//! (README.md, "How it decides" and the matching rules under "Configuration reference").
 //!
 //! It shares nothing with the compiled [`super::Policy`] but the configuration types: no indexes,
 //! no precomputation, one scan over the rules per decision. Tests, fuzzers and benchmarks hold the
@@ -83,9 +84,9 @@ fn decision(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision 
     }
 }
 
-/// DESIGN.md: "A rule matches when the port matches (or the rule has no ports) and either it has
-/// neither hosts nor cidrs, or one of its host patterns matches the name, or one of its CIDRs
-/// contains the destination IP."
+/// README.md, "Configuration reference": "A rule matches when the port matches (or the rule has
+/// no ports) and either it has neither hosts nor cidrs, or one of its host patterns matches the
+/// name, or one of its CIDRs contains the destination IP."
 fn matches(rule: &Plain<'_>, ip: IpAddr, port: u16, name: NameFact<'_>) -> bool {
     let port_matches =
         rule.ports.is_empty() || rule.ports.iter().any(|r| r.lo <= port && port <= r.hi);
@@ -102,9 +103,10 @@ fn matches(rule: &Plain<'_>, ip: IpAddr, port: u16, name: NameFact<'_>) -> bool 
     host_matches || rule.cidrs.iter().any(|net| net.contains(&ip))
 }
 
-/// DESIGN.md: "`github.com` matches exactly that name. `*.github.com` matches any name that ends
-/// in `.github.com` with at least one label before it and never the apex. `*` alone matches any
-/// well-formed name. Other glob syntax is allowed; `*` may span dots."
+/// README.md, "Configuration reference": "`github.com` matches exactly that name.
+/// `*.github.com` matches any name ending in `.github.com` with at least one label before it
+/// (...), never `github.com` itself. `*` alone matches any well-formed name. Other glob syntax
+/// (`?`, `[a-z]`, `{a,b}`) works, and `*` may span dots."
 fn host_matches(pattern: &str, name: &str) -> bool {
     const GLOB: &[char] = &['*', '?', '[', ']', '{', '}', '\\'];
     if pattern == "*" {

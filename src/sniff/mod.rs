@@ -2,10 +2,10 @@
 //!
 //! [`sniff`] decides what the client's first bytes are: a TLS ClientHello ([`tls`]), an HTTP/1
 //! request head ([`http`]), something else, or not known yet. The parsers are security controls
-//! (DESIGN.md, "Malformed input is denied in every mode"): once bytes are recognised as TLS or
-//! HTTP, every violation is [`Malformed`], never "no name" or "not this protocol", and anything a
-//! server could read differently from us is a violation. A missing name (a ClientHello without
-//! SNI, a request without `Host`) is not malformed.
+//! (docs/design.md, "Malformed input is denied in every mode"): once bytes are recognised as TLS
+//! or HTTP, every violation is [`Malformed`], never "no name" or "not this protocol", and
+//! anything a server could read differently from us is a violation. A missing name (a
+//! ClientHello without SNI, a request without `Host`) is not malformed.
 //!
 //! All parsers take the whole buffer held so far and are called again when more bytes arrive.
 //! For every input, the answer for a prefix is either [`Outcome::NeedMore`] or the answer for
