@@ -177,8 +177,11 @@ def mesh_config_errors(operator: dict[str, Any], values: dict[str, Any]) -> list
         errors.append(f"not an IstioOperator: {schema_key(operator)}")
     errors += [f"IstioOperator spec.{k}: not an IstioOperator field"
                for k in sorted(set(operator.get("spec") or {}) - ISTIO_OPERATOR_SPEC)]
-    errors += [f"Helm values {k}: only meshConfig belongs here" for k in sorted(set(values) -
-                                                                                {"meshConfig"})]
+    errors += [f"Helm values {k}: only meshConfig and global belong here"
+               for k in sorted(set(values) - {"meshConfig", "global"})]
+    operator_global = ((operator.get("spec") or {}).get("values") or {}).get("global")
+    if operator_global != values.get("global"):
+        errors.append("the IstioOperator and the Helm values set different global values")
     validator = jsonschema.Draft7Validator(MESH_CONFIG_SCHEMA)
     for where, mesh in (("IstioOperator spec.meshConfig", (operator.get("spec") or {}).get(
             "meshConfig")), ("Helm values meshConfig", values.get("meshConfig"))):
@@ -218,6 +221,17 @@ def test_mesh_config_turns_on_the_stat_tags_the_envoy_configs_use() -> None:
     istio_tags = [{"tag_name": t, "regex": f"({t}=\\.=(.*?);\\.;)"} for t in TAGS]
     for config in ENVOY_DIR.glob("*.yaml"):
         assert shipped(config.name)["stats_config"]["stats_tags"] == istio_tags, config.name
+
+
+def test_mesh_config_shows_decision_logs_at_the_sidecars_log_level() -> None:
+    """Istio's injector passes --proxyComponentLogLevel from global.proxy.componentLogLevel
+    (default misc:error, the proxy at warning); egress-guard logs decisions at info."""
+    operator, values = mesh_config_forms()
+    for levels in (values["global"]["proxy"]["componentLogLevel"],
+                   operator["spec"]["values"]["global"]["proxy"]["componentLogLevel"]):
+        parsed = dict(part.split(":") for part in levels.split(","))
+        assert parsed.get("wasm") in ("info", "debug", "trace"), levels
+    assert "sidecar.istio.io/componentLogLevel" in (REPO / "docs" / "istio.md").read_text()
 
 
 def test_mesh_config_is_installed_with_istioctl_or_helm_never_kubectl() -> None:
