@@ -14,7 +14,7 @@
 #![no_main]
 
 use egress_guard::sniff::http::{parse_request_head, HeadParser, RequestHead};
-use egress_guard::sniff::pipeline::{play, Wire};
+use egress_guard::sniff::pipeline::{bytewise, play, Wire};
 use egress_guard::sniff::{sniff, Outcome, Sniffer};
 use egress_guard_fuzz::prefixes;
 use libfuzzer_sys::fuzz_target;
@@ -73,15 +73,7 @@ fuzz_target!(|data: &[u8]| {
         "forwarded bytes are not the client's, in order"
     );
     if bytes.len() <= 2048 {
-        let bytewise: Vec<Wire<'_>> = wire
-            .iter()
-            .enumerate()
-            .flat_map(|(at, step)| match *step {
-                Wire::Client(b) if at == 0 => vec![Wire::Client(b)],
-                Wire::Client(b) => b.chunks(1).map(Wire::Client).collect(),
-                Wire::Server(b) => b.chunks(1).map(Wire::Server).collect::<Vec<_>>(),
-            })
-            .collect();
+        let bytewise = bytewise(&wire);
         let bytewise = play(&bytewise, MAX_HEAD, allow);
         // The requests asked about and the close agree. Where the line between forwarded and
         // held bytes falls may not: a chunk that ends one body and starts the next head holds

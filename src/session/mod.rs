@@ -393,16 +393,7 @@ impl Session {
             return self.settle(Verdict::Allow);
         }
         rec.sniffed(seen.outcome);
-        let observed = Observed {
-            dst: self.dst,
-            name: seen.name.as_ref(),
-            source: seen.source,
-            proto: seen.proto,
-            filter: FilterKind::Network,
-            anomaly: None,
-            request: 1,
-        };
-        let verdict = judge(policy, &observed, rec).verdict;
+        let verdict = judge(policy, &seen.observed(self.dst), rec).verdict;
         self.settle(verdict)
     }
 
@@ -549,15 +540,7 @@ impl Session {
             return self.settle(Verdict::Allow);
         }
         rec.sniffed(seen.outcome);
-        let observed = Observed {
-            dst: self.dst,
-            name: seen.name.as_ref(),
-            source: seen.source,
-            proto: seen.proto,
-            filter: FilterKind::Network,
-            anomaly: seen.anomaly,
-            request: 1,
-        };
+        let observed = seen.observed(self.dst);
         let verdict = judge(policy, &observed, rec).verdict;
         let action = self.settle(verdict);
         if action != Action::Continue || seen.proto != Proto::Http {
@@ -717,6 +700,21 @@ struct Seen {
     source: NameSource,
     proto: Proto,
     anomaly: Option<Anomaly>,
+}
+
+impl Seen {
+    /// What the policy is asked about the connection's first request or message.
+    fn observed(&self, dst: SocketAddr) -> Observed<'_> {
+        Observed {
+            dst,
+            name: self.name.as_ref(),
+            source: self.source,
+            proto: self.proto,
+            filter: FilterKind::Network,
+            anomaly: self.anomaly,
+            request: 1,
+        }
+    }
 }
 
 fn observe(sniffed: &Sniffed) -> Seen {

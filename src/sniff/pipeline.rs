@@ -428,6 +428,20 @@ pub enum Wire<'a> {
     Server(&'a [u8]),
 }
 
+/// The same steps with every step but the first delivered a byte at a time (the first client
+/// bytes stay whole: sniffing holds them until the first head is complete).
+#[doc(hidden)]
+pub fn bytewise<'a>(wire: &[Wire<'a>]) -> Vec<Wire<'a>> {
+    wire.iter()
+        .enumerate()
+        .flat_map(|(at, step)| match *step {
+            Wire::Client(b) if at == 0 => vec![Wire::Client(b)],
+            Wire::Client(b) => b.chunks(1).map(Wire::Client).collect(),
+            Wire::Server(b) => b.chunks(1).map(Wire::Server).collect::<Vec<_>>(),
+        })
+        .collect()
+}
+
 /// What [`play`] saw the filter do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Played {
@@ -562,15 +576,7 @@ mod tests {
                 assert_eq!(play_wire(&split), whole, "step {at} cut at {cut}");
             }
         }
-        let bytewise: Vec<Wire<'_>> = wire
-            .iter()
-            .enumerate()
-            .flat_map(|(at, step)| match *step {
-                Wire::Client(b) if at == 0 => vec![Wire::Client(b)],
-                Wire::Client(b) => b.chunks(1).map(Wire::Client).collect(),
-                Wire::Server(b) => b.chunks(1).map(Wire::Server).collect::<Vec<_>>(),
-            })
-            .collect();
+        let bytewise = bytewise(wire);
         assert_eq!(play_wire(&bytewise), whole, "byte at a time");
         whole
     }
