@@ -387,6 +387,8 @@ def main() -> None:
         sys.exit(f"{wasm}: no such module (make build)")
     envoy = find_envoy()
     version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip()
+    # Only what follows "version:" (the binary's own path, first on the line, is one machine's).
+    version = "envoy  version:" + version.split("version:", 1)[-1]
     loadgen = build_loadgen()
     noop = build_noop()
     parts = shipped_parts()

@@ -57,7 +57,7 @@ CASES = [
     Case(("curl", "-sS", "https://example.com/"), "elsewhere", False),
     Case(("curl", "-sS", "http://example.com/"), "elsewhere", False),
     Case(("curl", "-sS", "http://169.254.169.254/latest/meta-data/"), "metadata", False),
-    Case(("git", "clone", "https://gitlab.com/gitlab-org/cli.git", "/tmp/cli"), "elsewhere",
+    Case(("git", "clone", "https://gitlab.com/gitlab-org/cli.git", "cli"), "elsewhere",
          False),
 ]
 
