@@ -381,6 +381,13 @@ impl Session {
             return Action::Pause;
         }
         let seen = observe(&sniffed);
+        if seen.anomaly.is_some() {
+            // Malformed or too large: denied here as everywhere (a head garbled so that a proxy
+            // reads it and the filter does not would otherwise carry an IP past the deny rules).
+            rec.sniffed(seen.outcome);
+            let verdict = judge(policy, &seen.observed(self.dst), rec).verdict;
+            return self.settle(verdict);
+        }
         let Some(NameClass::IpLiteral(literal)) = seen.name else {
             return self.settle(Verdict::Allow);
         };
@@ -631,6 +638,15 @@ impl Session {
 /// the start of a request with a well-known method (what a forward proxy acts on).
 fn could_name_an_ip(buf: &[u8]) -> bool {
     if buf.first() == Some(&0x16) {
+        return true;
+    }
+    // Servers skip blank lines before a request line (RFC 9112 §2.2): so must this check.
+    let lead = buf
+        .iter()
+        .take_while(|&&b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+        .count();
+    let buf = buf.get(lead..).unwrap_or_default();
+    if buf.is_empty() {
         return true;
     }
     let token = buf.split(|&b| b == b' ').next().unwrap_or_default();

@@ -468,13 +468,44 @@ fn an_ip_literal_as_the_name_meets_the_deny_rules() {
         assert_eq!(last, want, "{:?}", String::from_utf8_lossy(input));
         assert_eq!(action == Action::Close, want.starts_with("deny"));
     }
-    // Anything else on such a connection leaves the decision taken at open: a bare word and a
-    // half-close, garbage, a name, an unfinished head at the timeout.
+    // Blank lines first, as proxies skip them: still read, and a garbled head is denied.
+    let cr_connect = b"\r\nCONNECT 169.254.169.254:80 HTTP/1.1\r\nHost: 169.254.169.254:80\r\n\r\n";
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(proxy), None, 0, &mut log);
+    assert_eq!(
+        s.client(&p, &cr_connect[..2], false, 0, &mut log),
+        Action::Pause
+    );
+    assert_eq!(
+        s.client(&p, &cr_connect[..], false, 0, &mut log),
+        Action::Close
+    );
+    assert_eq!(
+        log.decisions,
+        ["allow/rule", "deny/malformed/http_leading_whitespace"]
+    );
+    let (_, action, mut log) = feed(&p, proxy, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+    assert_eq!(action, Action::Close);
+    assert_eq!(
+        log.decisions.last().unwrap(),
+        "deny/malformed/http_duplicate_host"
+    );
+
+    // A ClientHello cut short by a half-close is malformed here as everywhere.
+    let (mut s, _) = Session::open(&p, dst(proxy), None, 0, &mut log);
+    assert_eq!(
+        s.client(&p, b"\x16\x03\x01\x00\x10\x01", true, 0, &mut log),
+        Action::Close
+    );
+    assert_eq!(log.decisions.last().unwrap(), "deny/malformed/truncated");
+
+    // Anything else on such a connection leaves the decision taken at open: a bare word (and a
+    // half-close after it), binary bytes, a name, an unfinished head at the timeout.
     for (input, eos) in [
         (&b"SELECT 1"[..], false),
         (b"SELECT 1", true),
         (b"PING", false),
-        (b"\x16\x03\x01\x00\x01\x02", true),
+        (b"\x00\x01binary", false),
         (b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n", false),
     ] {
         let mut log = Log::default();
