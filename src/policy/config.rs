@@ -44,6 +44,64 @@ pub struct Config {
     /// Which decisions are logged.
     #[serde(default)]
     pub log: LogLevel,
+    /// Pin connections allowed by name to that name (see [`super::pin`]): the default of every
+    /// allow rule (and preset rule) without its own `pin`. Default `false`.
+    #[serde(default)]
+    pub pin: bool,
+    /// The Envoy cluster (a dynamic forward proxy) pinned connections are sent to.
+    #[serde(default)]
+    pub pin_cluster: ClusterName,
+}
+
+/// The name of an Envoy cluster: 1 to 255 visible ASCII characters (no spaces or control
+/// characters). Default `egress_guard_pinned`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    /// The default `pin_cluster`.
+    pub const DEFAULT: &'static str = "egress_guard_pinned";
+
+    /// Checks and wraps a cluster name.
+    pub fn new(name: impl Into<String>) -> Result<ClusterName, String> {
+        let name = name.into();
+        check_cluster_name(&name)?;
+        Ok(ClusterName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ClusterName {
+    fn default() -> Self {
+        ClusterName(Self::DEFAULT.to_string())
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusterName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<ClusterName, D::Error> {
+        ClusterName::new(String::deserialize(d)?).map_err(de::Error::custom)
+    }
+}
+
+/// Checks a cluster name: 1 to 255 characters from `!` to `~` (what Envoy's cluster names and
+/// Istio's `outbound|443||api.example.com` use).
+fn check_cluster_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{name:?} is not a cluster name: use 1-255 visible ASCII characters (no spaces)"
+        ));
+    }
+    Ok(())
 }
 
 /// What happens to a connection that no deny rule matches.
@@ -169,6 +227,10 @@ pub struct Rule {
     /// Destination ports; empty means any port.
     #[serde(default, deserialize_with = "de_ports")]
     pub ports: Vec<PortRange>,
+    /// Allow rules only: pin what this rule allows by name, or not, whatever the policy's `pin`
+    /// says. `None` follows the policy.
+    #[serde(default, deserialize_with = "de_pin")]
+    pub pin: Option<bool>,
 }
 
 impl Rule {
@@ -199,6 +261,12 @@ impl Rule {
                 at(),
                 ConfigErrorKind::EmptyRule,
                 "a rule needs at least one of hosts, cidrs, ports",
+            ));
+        }
+        if list == "deny" && self.pin.is_some() {
+            return Err(ConfigError::invalid(
+                format!("{}.pin", at()),
+                "pin applies to allow rules only: a deny rule has nothing to pin",
             ));
         }
         for (j, net) in self.cidrs.iter().enumerate() {
@@ -302,6 +370,11 @@ impl Config {
         }
         self.sniff.validate()
     }
+
+    /// The `pin` in force for an allow rule (its own, else the policy's).
+    pub fn pins(&self, rule: &Rule) -> bool {
+        rule.pin.unwrap_or(self.pin)
+    }
 }
 
 /// Checks a rule name: `[a-z0-9_-]`, 1 to 64 characters.
@@ -360,6 +433,11 @@ fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> 
             range.end()
         )),
     }
+}
+
+fn de_pin<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    // `"pin": null` is not a way to say "follow the policy": omit the key.
+    bool::deserialize(d).map(Some)
 }
 
 fn de_rule_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {

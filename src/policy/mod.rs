@@ -32,6 +32,7 @@ mod glob;
 pub mod hosts;
 /// Name normalisation (lives at the crate root, shared with the parsers; re-exported here).
 pub use crate::name;
+pub mod pin;
 pub mod ports;
 pub mod presets;
 pub mod reference;
@@ -48,7 +49,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use cidrs::{canonical_ip, parse_cidr, CidrError};
-pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, SniffConfig};
+pub use config::{
+    ClusterName, Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, SniffConfig,
+};
 pub use hosts::{HostPattern, PatternError, PatternErrorKind, PatternKind};
 pub use name::{classify_authority, classify_sni, MalformedName, NameClass};
 pub use ports::{PortError, PortRange};
@@ -89,6 +92,9 @@ pub struct RuleInfo {
     pub kind: RuleKind,
     /// The preset that supplied the rule, if any.
     pub preset: Option<&'static str>,
+    /// Whether what this rule allows by name is pinned (its own `pin`, else the policy's);
+    /// `false` for deny rules.
+    pub pin: bool,
 }
 
 /// The facts a decision is taken on.
@@ -167,26 +173,37 @@ crate::labels::labelled! {
         /// A later request on an HTTP/1 connection (keep-alive or pipelined) was not allowed; the
         /// policy's own reason goes in the log's `detail`. Produced by the filter.
         LaterRequest => "later_request",
+        /// The connection had to be pinned ([`Decision::pin`]) but could not be any more (its
+        /// upstream was already chosen) or the proxy refused: denied in every mode rather than
+        /// let out to the client's IP. Produced by the filter.
+        PinUnavailable => "pin_unavailable",
     }
 }
 
-/// A decision: verdict, reason, and the rule that decided (if a rule did).
+/// A decision: verdict, reason, the rule that decided (if a rule did), and whether the
+/// connection is pinned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decision {
     /// What happens to the connection.
     pub verdict: Verdict,
     /// Why.
     pub reason: Reason,
-    /// The deciding rule, for [`Reason::Rule`] and [`Reason::DenyRule`].
+    /// The deciding rule, for [`Reason::Rule`] and [`Reason::DenyRule`]; for
+    /// [`Reason::Passthrough`], the allow rule that pinned the connection, if one did.
     pub rule: Option<RuleId>,
+    /// The connection passes only to its name: Envoy must make it to the name, never to the
+    /// client's IP (see [`pin`] for exactly when).
+    pub pin: bool,
 }
 
 impl Decision {
-    const fn new(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision {
+    /// A decision that is not pinned.
+    pub const fn new(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision {
         Decision {
             verdict,
             reason,
             rule,
+            pin: false,
         }
     }
 }
@@ -208,6 +225,8 @@ pub struct Summary {
     pub hosts: usize,
     /// CIDRs over all rules.
     pub cidrs: usize,
+    /// Allow rules (preset rules included) whose allows by name are pinned.
+    pub pinned_rules: usize,
 }
 
 impl Summary {
@@ -230,7 +249,11 @@ impl fmt::Display for Summary {
             self.hosts,
             self.cidrs,
             self.presets
-        )
+        )?;
+        if self.pinned_rules > 0 {
+            write!(f, " pinned_rules={}", self.pinned_rules)?;
+        }
+        Ok(())
     }
 }
 
@@ -243,6 +266,10 @@ pub struct Policy {
     mode: Mode,
     sniff: SniffConfig,
     log: LogLevel,
+    /// The cluster pinned connections go to.
+    pin_cluster: ClusterName,
+    /// Some allow rule pins.
+    pinning: bool,
     rules: Vec<RuleInfo>,
     /// Rule ids below this are deny rules.
     deny_rules: RuleId,
@@ -296,6 +323,7 @@ impl Policy {
                         name: rule.name_or_default(list, i),
                         kind,
                         preset: None,
+                        pin: kind == RuleKind::Allow && config.pins(rule),
                     },
                     hosts: Cow::Borrowed(&rule.hosts),
                     cidrs: &rule.cidrs,
@@ -316,6 +344,7 @@ impl Policy {
                         name: preset.rule_name(n),
                         kind: RuleKind::Allow,
                         preset: Some(preset.name()),
+                        pin: config.pin,
                     },
                     hosts: Cow::Owned(hosts),
                     cidrs: &[],
@@ -332,9 +361,12 @@ impl Policy {
         let mut host_index = HostIndexBuilder::default();
         let mut cidr_index = CidrIndexBuilder::default();
         let mut port_only = Vec::new();
+        let pinned_rules = flat.iter().filter(|r| r.info.pin).count();
+        let pinning = pinned_rules > 0;
         for (id, rule) in (0..).zip(&flat) {
-            // In passthrough mode allow rules cannot change a decision: leave them out.
-            if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough {
+            // In passthrough mode allow rules cannot change a decision, only what is pinned:
+            // leave them out unless one pins.
+            if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough && !pinning {
                 continue;
             }
             if rule.hosts.is_empty() && rule.cidrs.is_empty() {
@@ -358,6 +390,7 @@ impl Policy {
             presets: config.presets.len(),
             hosts: flat.iter().map(|r| r.hosts.len()).sum(),
             cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
+            pinned_rules,
         };
         let deny_cidrs = flat
             .iter()
@@ -367,6 +400,8 @@ impl Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
+            pin_cluster: config.pin_cluster.clone(),
+            pinning,
             deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
             deny_cidrs,
             presets: config.presets.clone(),
@@ -405,6 +440,16 @@ impl Policy {
         self.deny_cidrs
     }
 
+    /// The cluster pinned connections go to (`pin_cluster`).
+    pub fn pin_cluster(&self) -> &str {
+        self.pin_cluster.as_str()
+    }
+
+    /// Whether some allow rule pins: only then can a decision be [`Decision::pin`].
+    pub fn pinning(&self) -> bool {
+        self.pinning
+    }
+
     /// Every rule, indexed by [`RuleId`]: deny rules, allow rules, preset rules.
     pub fn rules(&self) -> &[RuleInfo] {
         &self.rules
@@ -433,19 +478,32 @@ impl Policy {
     /// 3. passthrough allows;
     /// 4. the first matching allow rule (explicit rules, then presets) allows;
     /// 5. otherwise allowlist denies and audit would-deny.
+    ///
+    /// [`Decision::pin`] says whether the connection must be pinned to its name ([`pin`]).
     pub fn decide(&self, facts: &Facts<'_>) -> Decision {
         let ip = canonical_ip(facts.ip);
-        let mut best = self.without_name(ip, facts.port);
+        let by_address = self.without_name(ip, facts.port);
+        let mut best = by_address;
         if let NameFact::Name(name) = facts.name {
             best = min_rule(best, self.hosts.lookup(name, facts.port));
         }
-        self.conclude(best, facts.name)
+        let mut decision = self.conclude(best, facts.name);
+        // Allowed by a host pattern (nothing allows the address alone) of a rule that pins.
+        // `best` is then an allow rule: a deny rule would have denied.
+        if by_address.is_none() && decision.verdict.passes() {
+            if let Some(id) = best.filter(|&id| self.rule(id).is_some_and(|r| r.pin)) {
+                decision.pin = true;
+                decision.rule = Some(id);
+            }
+        }
+        decision
     }
 
     /// The decision at connection open, before any client byte, when the name cannot change it.
     ///
-    /// Returns `Some(d)` only if `decide` gives exactly `d` (verdict, reason and rule) for this
-    /// IP and port with [`NameFact::Absent`] and with **every** [`NameFact::Name`]. It does not
+    /// Returns `Some(d)` only if `decide` gives exactly `d` (verdict, reason, rule and pin) for
+    /// this IP and port with [`NameFact::Absent`] and with **every** [`NameFact::Name`] (so `d`
+    /// is never pinned). It does not
     /// speak for [`NameFact::Malformed`] and [`NameFact::TooLarge`], which always deny: a caller
     /// that acts on `Some` accepts not inspecting the client's bytes.
     ///
@@ -459,6 +517,14 @@ impl Policy {
             Some(first) if best.is_none_or(|b| first < b) => None,
             _ => Some(self.conclude(best, NameFact::Absent)),
         }
+    }
+
+    /// The first rule that matches this destination on IP and port alone (a deny rule, or an
+    /// allow rule by CIDR or port), whatever the name. A connection allowed by name to such a
+    /// destination is never pinned. (In `passthrough` without pinning, allow rules are not
+    /// compiled and never reported here.)
+    pub fn address_rule(&self, ip: IpAddr, port: u16) -> Option<RuleId> {
+        self.without_name(canonical_ip(ip), port)
     }
 
     /// The lowest rule matching by CIDR or by port alone.

@@ -101,8 +101,14 @@ fn rule() -> impl Strategy<Value = Rule> {
                 hosts,
                 cidrs,
                 ports,
+                pin: None,
             }
         })
+}
+
+/// An allow rule: a rule with its own `pin`, or none.
+fn allow_rule() -> impl Strategy<Value = Rule> {
+    (rule(), prop::option::of(any::<bool>())).prop_map(|(rule, pin)| Rule { pin, ..rule })
 }
 
 fn config() -> impl Strategy<Value = Config> {
@@ -112,12 +118,13 @@ fn config() -> impl Strategy<Value = Config> {
             Just(Mode::Audit),
             Just(Mode::Passthrough)
         ],
-        prop::collection::vec(rule(), 0..6),
+        prop::collection::vec(allow_rule(), 0..6),
         prop::collection::vec(rule(), 0..4),
         prop::sample::subsequence(vec![Preset::Github, Preset::Pypi, Preset::DebianApt], 0..=3),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(mode, allow, deny, mut presets, reverse)| {
+        .prop_map(|(mode, allow, deny, mut presets, reverse, pin)| {
             if reverse {
                 presets.reverse();
             }
@@ -126,6 +133,7 @@ fn config() -> impl Strategy<Value = Config> {
                 allow,
                 deny,
                 presets,
+                pin,
                 ..Config::default()
             }
         })
@@ -232,13 +240,16 @@ proptest! {
                 let ports: Vec<String> = r.ports.iter().map(|p| format!("\"{p}\"")).collect();
                 fields.push(format!(r#""ports": [{}]"#, ports.join(",")));
             }
+            if let Some(pin) = r.pin {
+                fields.push(format!(r#""pin": {pin}"#));
+            }
             format!("{{{}}}", fields.join(","))
         };
         let list = |rules: &[Rule]| rules.iter().map(rule_json).collect::<Vec<_>>().join(",");
         let presets: Vec<String> = config.presets.iter().map(|p| format!("\"{p}\"")).collect();
         let json = format!(
-            r#"{{"mode": "{}", "allow": [{}], "deny": [{}], "presets": [{}]}}"#,
-            config.mode, list(&config.allow), list(&config.deny), presets.join(",")
+            r#"{{"mode": "{}", "allow": [{}], "deny": [{}], "presets": [{}], "pin": {}}}"#,
+            config.mode, list(&config.allow), list(&config.deny), presets.join(","), config.pin
         );
         let parsed = Config::from_json(json.as_bytes()).unwrap();
         let mut named = config.clone();

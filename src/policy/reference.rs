@@ -19,13 +19,16 @@ struct Plain<'a> {
     hosts: Vec<&'a str>,
     cidrs: &'a [IpNet],
     ports: &'a [PortRange],
+    /// Allow rules: whether what it allows by name is pinned.
+    pin: bool,
 }
 
-fn plain(rule: &Rule) -> Plain<'_> {
+fn plain<'a>(config: &Config, rule: &'a Rule) -> Plain<'a> {
     Plain {
         hosts: rule.hosts.iter().map(|h| h.as_str()).collect(),
         cidrs: &rule.cidrs,
         ports: &rule.ports,
+        pin: config.pins(rule),
     }
 }
 
@@ -38,22 +41,24 @@ pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    let deny: Vec<Plain<'_>> = config.deny.iter().map(plain).collect();
-    let mut allow: Vec<Plain<'_>> = config.allow.iter().map(plain).collect();
+    let deny: Vec<Plain<'_>> = config.deny.iter().map(|r| plain(config, r)).collect();
+    let mut allow: Vec<Plain<'_>> = config.allow.iter().map(|r| plain(config, r)).collect();
     for preset in &config.presets {
         for rule in preset.info().rules {
             allow.push(Plain {
                 hosts: rule.hosts.to_vec(),
                 cidrs: &[],
                 ports: rule.ports,
+                pin: config.pin,
             });
         }
     }
-    let matching = |rules: &[Plain<'_>]| {
+    let matching_for = |rules: &[Plain<'_>], name| {
         rules
             .iter()
-            .position(|rule| matches(rule, ip, facts.port, facts.name))
+            .position(|rule| matches(rule, ip, facts.port, name))
     };
+    let matching = |rules: &[Plain<'_>]| matching_for(rules, facts.name);
     let id = |n: usize| RuleId::try_from(n).ok();
 
     if let Some(i) = matching(&deny) {
@@ -64,10 +69,30 @@ pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
         NameFact::TooLarge => return decision(Verdict::Deny, Reason::TooLarge, None),
         NameFact::Absent | NameFact::Name(_) => {}
     }
+    // Pinned (pin.rs): a name allowed by the first matching allow rule, through one of its host
+    // patterns (no allow rule matches the address alone), when that rule pins. In every mode.
+    let first_allow = matching(&allow);
+    let pinned = match (facts.name, first_allow) {
+        (NameFact::Name(_), Some(i)) => {
+            matching_for(&allow, NameFact::Absent).is_none()
+                && allow.get(i).is_some_and(|rule| rule.pin)
+        }
+        _ => false,
+    };
     if config.mode == Mode::Passthrough {
+        if pinned {
+            return pin(
+                Verdict::Allow,
+                Reason::Passthrough,
+                first_allow.and_then(|i| id(deny.len() + i)),
+            );
+        }
         return decision(Verdict::Allow, Reason::Passthrough, None);
     }
-    if let Some(i) = matching(&allow) {
+    if let Some(i) = first_allow {
+        if pinned {
+            return pin(Verdict::Allow, Reason::Rule, id(deny.len() + i));
+        }
         return decision(Verdict::Allow, Reason::Rule, id(deny.len() + i));
     }
     match config.mode {
@@ -81,6 +106,14 @@ fn decision(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision 
         verdict,
         reason,
         rule,
+        pin: false,
+    }
+}
+
+fn pin(verdict: Verdict, reason: Reason, rule: Option<RuleId>) -> Decision {
+    Decision {
+        pin: true,
+        ..decision(verdict, reason, rule)
     }
 }
 

@@ -38,11 +38,23 @@ const TOO_LARGE: Want = Want(Verdict::Deny, Reason::TooLarge, None);
 type Case = (&'static str, u16, In, Want);
 
 /// Runs every case through the compiled policy and the reference, and checks `decide_early`
-/// never contradicts `decide`.
+/// never contradicts `decide`. No case is pinned.
 fn check(json: &str, cases: &[Case]) {
+    let cases: Vec<PinCase> = cases
+        .iter()
+        .map(|&(ip, port, input, want)| (ip, port, input, want, false))
+        .collect();
+    check_pins(json, &cases);
+}
+
+/// A case with whether the decision pins the connection.
+type PinCase = (&'static str, u16, In, Want, bool);
+
+/// [`check`], with the expected [`Decision::pin`] of each case.
+fn check_pins(json: &str, cases: &[PinCase]) {
     let config = Config::from_json(json.as_bytes()).unwrap_or_else(|e| panic!("{json}: {e}"));
     let policy = Policy::compile(&config).unwrap();
-    for &(ip, port, input, Want(verdict, reason, rule)) in cases {
+    for &(ip, port, input, Want(verdict, reason, rule), pin) in cases {
         let ip: IpAddr = ip.parse().unwrap();
         let class = match input {
             Sni(raw) => Some(classify_sni(raw.as_bytes())),
@@ -60,9 +72,8 @@ fn check(json: &str, cases: &[Case]) {
             id.unwrap_or_else(|| panic!("no rule {r}")) as RuleId
         });
         let want = Decision {
-            verdict,
-            reason,
-            rule,
+            pin,
+            ..Decision::new(verdict, reason, rule)
         };
         let facts = Facts { ip, port, name };
         let what = format!("{json}\n  {ip} {port} {input:?}");
@@ -368,6 +379,194 @@ fn audit_and_passthrough() {
     );
 }
 
+const PINNED: bool = true;
+const UNPINNED: bool = false;
+
+#[test]
+fn pinned_names_and_what_is_never_pinned() {
+    check_pins(
+        r#"{"pin": true, "allow": [
+            {"name": "api", "hosts": ["api.example.com", "*.cdn.example"], "ports": [443, 8443]},
+            {"name": "mixed", "hosts": ["mixed.example"], "cidrs": ["10.0.0.0/8"]},
+            {"name": "db", "cidrs": ["10.9.0.0/16"], "ports": [5432]},
+            {"name": "ssh", "ports": [22]}
+        ], "deny": [{"name": "evil", "hosts": ["evil.cdn.example"]}]}"#,
+        &[
+            // Allowed by a host pattern, whatever the IP: pinned.
+            (IP, 443, Sni("api.example.com"), allow("api"), PINNED),
+            (IP, 8443, Host("API.example.com:8443"), allow("api"), PINNED),
+            (IP, 443, Sni("a.cdn.example"), allow("api"), PINNED),
+            (IP, 443, Sni("mixed.example"), allow("mixed"), PINNED),
+            // The address alone is allowed (the rule's own CIDR, another rule's CIDR or port):
+            // the name adds nothing, the client's IP stays.
+            (
+                "10.1.2.3",
+                443,
+                Sni("mixed.example"),
+                allow("mixed"),
+                UNPINNED,
+            ),
+            (
+                "10.1.2.3",
+                443,
+                Sni("api.example.com"),
+                allow("api"),
+                UNPINNED,
+            ),
+            (
+                "10.9.0.1",
+                5432,
+                Sni("mixed.example"),
+                allow("mixed"),
+                UNPINNED,
+            ),
+            (IP, 22, Sni("api.example.com"), allow("ssh"), UNPINNED),
+            // No name, an IP literal, no match, a deny, malformed input: never pinned.
+            (IP, 443, NoName, NO_MATCH, UNPINNED),
+            ("10.9.0.1", 5432, NoName, allow("mixed"), UNPINNED),
+            (IP, 5432, Sni("api.example.com"), NO_MATCH, UNPINNED),
+            (IP, 443, Host("192.0.2.1"), NO_MATCH, UNPINNED),
+            ("10.1.2.3", 443, Host("10.1.2.3"), allow("mixed"), UNPINNED),
+            (IP, 80, Sni("mixed.example"), allow("mixed"), PINNED),
+            (IP, 81, Sni("other.example"), NO_MATCH, UNPINNED),
+            (IP, 443, Sni("evil.cdn.example"), deny("evil"), UNPINNED),
+            (IP, 443, Garbled, MALFORMED, UNPINNED),
+            (IP, 443, Huge, TOO_LARGE, UNPINNED),
+        ],
+    );
+}
+
+#[test]
+fn pin_is_off_by_default_and_rules_override_it() {
+    let rules = r#""allow": [
+        {"name": "on", "hosts": ["on.example"], "pin": true},
+        {"name": "off", "hosts": ["off.example", "*.example"], "pin": false},
+        {"name": "policy", "hosts": ["policy.example", "on.example"]}
+    ], "presets": ["pypi"]"#;
+    check_pins(
+        &format!("{{{rules}}}"),
+        &[
+            (IP, 443, Sni("on.example"), allow("on"), PINNED),
+            (IP, 443, Sni("off.example"), allow("off"), UNPINNED),
+            (IP, 443, Sni("policy.example"), allow("off"), UNPINNED),
+            (IP, 443, Sni("pypi.org"), allow("preset-pypi"), UNPINNED),
+        ],
+    );
+    check_pins(
+        &format!(r#"{{"pin": true, {rules}}}"#),
+        &[
+            (IP, 443, Sni("on.example"), allow("on"), PINNED),
+            // The first matching rule says: "off" comes before "policy".
+            (IP, 443, Sni("off.example"), allow("off"), UNPINNED),
+            (IP, 443, Sni("policy.example"), allow("off"), UNPINNED),
+            (IP, 443, Sni("policy.other"), NO_MATCH, UNPINNED),
+            // Preset rules follow the policy's pin.
+            (IP, 443, Sni("pypi.org"), allow("preset-pypi"), PINNED),
+        ],
+    );
+    let policy = Policy::from_json(format!(r#"{{"pin": true, {rules}}}"#).as_bytes()).unwrap();
+    let pins: Vec<_> = policy
+        .rules()
+        .iter()
+        .map(|r| (r.name.as_str(), r.pin))
+        .collect();
+    assert_eq!(
+        pins,
+        [
+            ("on", true),
+            ("off", false),
+            ("policy", true),
+            ("preset-pypi", true)
+        ]
+    );
+    assert!(policy.pinning());
+    assert_eq!(policy.pin_cluster(), "egress_guard_pinned");
+    assert_eq!(policy.summary().pinned_rules, 3);
+    let off = Policy::from_json(br#"{"allow": [{"hosts": ["a.example"], "pin": false}]}"#).unwrap();
+    assert!(!off.pinning());
+    assert!(!off.summary().to_string().contains("pinned"));
+}
+
+#[test]
+fn pinning_in_audit_and_passthrough() {
+    let rules = r#""pin": true, "allow": [
+        {"name": "api", "hosts": ["api.example.com"], "ports": [443]},
+        {"name": "free", "hosts": ["free.example.com"], "ports": [443], "pin": false},
+        {"name": "db", "cidrs": ["10.0.0.0/8"]}
+    ], "deny": [{"name": "bad", "hosts": ["bad.example.com"], "ports": [443]}]"#;
+    // Audit: what a rule allows by name is pinned; a would-deny is not.
+    check_pins(
+        &format!(r#"{{"mode": "audit", {rules}}}"#),
+        &[
+            (IP, 443, Sni("api.example.com"), allow("api"), PINNED),
+            (IP, 443, Sni("other.example"), AUDIT, UNPINNED),
+            (IP, 443, NoName, AUDIT, UNPINNED),
+            (
+                "10.0.0.1",
+                443,
+                Sni("api.example.com"),
+                allow("api"),
+                UNPINNED,
+            ),
+        ],
+    );
+    // Passthrough: everything passes, and the allow rules say what is pinned (the rule is
+    // reported for a pinned connection only).
+    let passthrough = Want(Verdict::Allow, Reason::Passthrough, Some("api"));
+    check_pins(
+        &format!(r#"{{"mode": "passthrough", {rules}}}"#),
+        &[
+            (IP, 443, Sni("api.example.com"), passthrough, PINNED),
+            (IP, 443, Sni("free.example.com"), PASS, UNPINNED),
+            (IP, 443, Sni("other.example"), PASS, UNPINNED),
+            (IP, 80, Sni("api.example.com"), PASS, UNPINNED),
+            (IP, 443, NoName, PASS, UNPINNED),
+            ("10.0.0.1", 443, Sni("api.example.com"), PASS, UNPINNED),
+            (IP, 443, Sni("bad.example.com"), deny("bad"), UNPINNED),
+            (IP, 443, Garbled, MALFORMED, UNPINNED),
+        ],
+    );
+    // Passthrough without pinning still leaves the allow rules out: decided at open.
+    let policy = Policy::from_json(
+        br#"{"mode": "passthrough", "allow": [{"hosts": ["api.example.com"], "ports": [443]}]}"#,
+    )
+    .unwrap();
+    let ip: IpAddr = IP.parse().unwrap();
+    assert_eq!(
+        policy.decide_early(ip, 443),
+        Some(Decision::new(Verdict::Allow, Reason::Passthrough, None))
+    );
+    // With pinning the name matters where a pinning host rule applies.
+    let policy =
+        Policy::from_json(format!(r#"{{"mode": "passthrough", {rules}}}"#).as_bytes()).unwrap();
+    let pass = Some(Decision::new(Verdict::Allow, Reason::Passthrough, None));
+    assert_eq!(policy.decide_early(ip, 443), None);
+    assert_eq!(policy.decide_early(ip, 80), pass);
+    assert_eq!(policy.decide_early("10.0.0.1".parse().unwrap(), 80), pass);
+}
+
+#[test]
+fn decide_early_is_never_pinned() {
+    let policy = Policy::from_json(
+        br#"{"pin": true, "allow": [
+            {"name": "api", "hosts": ["api.example.com"], "ports": [443]},
+            {"name": "db", "cidrs": ["10.0.0.0/8"]}
+        ]}"#,
+    )
+    .unwrap();
+    let early = |ip: &str, port| policy.decide_early(ip.parse().unwrap(), port);
+    assert_eq!(early(IP, 443), None);
+    assert_eq!(early("10.0.0.1", 443), None, "api comes before db");
+    assert_eq!(
+        early("10.0.0.1", 80),
+        Some(Decision::new(Verdict::Allow, Reason::Rule, Some(1)))
+    );
+    assert_eq!(
+        early(IP, 80),
+        Some(Decision::new(Verdict::Deny, Reason::NoMatch, None))
+    );
+}
+
 #[test]
 fn presets_match() {
     check(
@@ -478,13 +677,7 @@ fn decide_early_settles_what_it_can() {
     .unwrap();
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let early = |s, port| policy.decide_early(ip(s), port);
-    let d = |verdict, reason, rule| {
-        Some(Decision {
-            verdict,
-            reason,
-            rule,
-        })
-    };
+    let d = |verdict, reason, rule| Some(Decision::new(verdict, reason, rule));
     assert_eq!(
         early("169.254.169.254", 443),
         d(Verdict::Deny, Reason::DenyRule, Some(0))
@@ -553,11 +746,7 @@ fn defaults() {
     );
     assert_eq!(
         policy.decide_early(IP.parse().unwrap(), 443),
-        Some(Decision {
-            verdict: Verdict::Deny,
-            reason: Reason::NoMatch,
-            rule: None
-        })
+        Some(Decision::new(Verdict::Deny, Reason::NoMatch, None))
     );
 }
 
@@ -657,15 +846,43 @@ fn config_errors() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"modez": "audit"}"#,
-            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`",
+            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`",
         ),
         (
             r#"{"allow": [{"hostz": ["a.example"]}]}"#,
-            "allow[0].hostz: unknown field `hostz`, expected one of `name`, `hosts`, `cidrs`, `ports`",
+            "allow[0].hostz: unknown field `hostz`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`",
         ),
         (
             r#"{"sniff": {"max_byte": 1024}}"#,
             "sniff.max_byte: unknown field `max_byte`, expected one of `max_bytes`, `timeout_ms`, `hold_upstream`",
+        ),
+        (
+            r#"{"deny": [{"cidrs": ["10.0.0.0/8"]}, {"hosts": ["a.example"], "pin": false}]}"#,
+            "deny[1].pin: pin applies to allow rules only: a deny rule has nothing to pin",
+        ),
+        (
+            r#"{"allow": [{"hosts": ["a.example"], "pin": null}]}"#,
+            "allow[0].pin: invalid type: null, expected a boolean",
+        ),
+        (
+            r#"{"allow": [{"hosts": ["a.example"], "pin": "yes"}]}"#,
+            r#"allow[0].pin: invalid type: string "yes", expected a boolean"#,
+        ),
+        (
+            r#"{"pin": 1}"#,
+            "pin: invalid type: integer `1`, expected a boolean",
+        ),
+        (
+            r#"{"pin_cluster": ""}"#,
+            r#"pin_cluster: "" is not a cluster name: use 1-255 visible ASCII characters (no spaces)"#,
+        ),
+        (
+            r#"{"pin_cluster": "my cluster"}"#,
+            r#"pin_cluster: "my cluster" is not a cluster name: use 1-255 visible ASCII characters (no spaces)"#,
+        ),
+        (
+            r#"{"pin_cluster": 7}"#,
+            "pin_cluster: invalid type: integer `7`, expected a string",
         ),
         (
             r#"{"mode": "block"}"#,
@@ -932,7 +1149,7 @@ fn errors_stay_on_one_line() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"\nmode": "audit"}"#,
-            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`"#,
+            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`"#,
         ),
         (
             r#"{"mode": "audit\r\n{\"decision\":\"allow\"}"}"#,
@@ -940,7 +1157,7 @@ fn errors_stay_on_one_line() {
         ),
         (
             r#"{"allow": [{"hosts\u2028": ["a.example"]}]}"#,
-            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`"#,
+            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`"#,
         ),
         (
             r#"{"presets": ["pypi\u0000"]}"#,
