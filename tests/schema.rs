@@ -182,6 +182,10 @@ fn documented_examples_are_valid_for_both() {
         json!({"sniff": {"max_bytes": 512, "timeout_ms": 60000, "hold_upstream": true}}),
         json!({"sniff": {"max_bytes": 65536, "timeout_ms": 1}}),
         json!({"allow": [{"hosts": ["999.example", "1.2.3.example"]}]}),
+        json!({"pin": true, "pin_cluster": "outbound|443||pinned", "allow": [
+            {"hosts": ["a.example"], "pin": false}, {"cidrs": ["10.0.0.0/8"], "pin": true}
+        ]}),
+        json!({"pin": false, "pin_cluster": "x", "presets": ["pypi"]}),
     ] {
         let text = value.to_string();
         parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -242,6 +246,17 @@ fn invalid_configs_are_rejected_by_both() {
         json!({"sniff": {"max_bytes": 65537}}),
         json!({"sniff": {"timeout_ms": 0}}),
         json!({"sniff": {"timeout_ms": 60001}}),
+        // Pinning.
+        json!({"pin": "true"}),
+        json!({"pin": null}),
+        json!({"allow": [{"hosts": ["a.example"], "pin": 1}]}),
+        json!({"allow": [{"hosts": ["a.example"], "pin": null}]}),
+        json!({"deny": [{"hosts": ["a.example"], "pin": false}]}),
+        json!({"pin_cluster": ""}),
+        json!({"pin_cluster": "a b"}),
+        json!({"pin_cluster": "ä"}),
+        json!({"pin_cluster": "a".repeat(256)}),
+        json!({"pin_cluster": 1}),
     ];
     for value in cases {
         let text = value.to_string();
@@ -318,6 +333,11 @@ fn the_schema_lists_every_preset_and_the_defaults() {
     let defaults = Config::default();
     assert_eq!(props["mode"]["default"], defaults.mode.as_str());
     assert_eq!(props["log"]["default"], defaults.log.as_str());
+    assert_eq!(props["pin"]["default"], defaults.pin);
+    assert_eq!(
+        props["pin_cluster"]["default"],
+        defaults.pin_cluster.as_str()
+    );
     let sniff = &props["sniff"]["properties"];
     let d = SniffConfig::default();
     assert_eq!(sniff["max_bytes"]["default"], d.max_bytes);
@@ -405,8 +425,12 @@ fn rule() -> impl Strategy<Value = Value> {
         list(cidr()),
         list(port()),
         prop::option::weighted(0.03, Just(json!(true))),
+        prop::option::weighted(
+            0.2,
+            prop_oneof![8 => any::<bool>().prop_map(|v| json!(v)), 1 => Just(json!("no"))],
+        ),
     )
-        .prop_map(|(name, hosts, cidrs, ports, extra)| {
+        .prop_map(|(name, hosts, cidrs, ports, extra, pin)| {
             let mut rule = serde_json::Map::new();
             for (key, value) in [
                 ("name", name),
@@ -414,6 +438,7 @@ fn rule() -> impl Strategy<Value = Value> {
                 ("cidrs", cidrs),
                 ("ports", ports),
                 ("extra", extra),
+                ("pin", pin),
             ] {
                 if let Some(value) = value {
                     rule.insert(key.to_string(), value);
@@ -472,21 +497,36 @@ fn config() -> impl Strategy<Value = Value> {
         ),
         prop::option::weighted(0.3, sniff),
         prop::option::of(pick(&["none", "denied", "all", "some"])),
+        prop::option::weighted(
+            0.3,
+            prop_oneof![4 => any::<bool>().prop_map(|v| json!(v)), 1 => Just(json!(0))],
+        ),
+        prop::option::weighted(
+            0.2,
+            prop_oneof![
+                4 => "[!-~]{1,12}".prop_map(|s| json!(s)),
+                1 => pick(&["", "a b", "é", "\t"]),
+            ],
+        ),
     )
-        .prop_map(|(mode, allow, deny, presets, sniff, log)| {
-            let mut config = serde_json::Map::new();
-            for (key, value) in [
-                ("mode", mode),
-                ("allow", allow),
-                ("deny", deny),
-                ("presets", presets),
-                ("sniff", sniff),
-                ("log", log),
-            ] {
-                if let Some(value) = value {
-                    config.insert(key.to_string(), value);
+        .prop_map(
+            |(mode, allow, deny, presets, sniff, log, pin, pin_cluster)| {
+                let mut config = serde_json::Map::new();
+                for (key, value) in [
+                    ("mode", mode),
+                    ("allow", allow),
+                    ("deny", deny),
+                    ("presets", presets),
+                    ("sniff", sniff),
+                    ("log", log),
+                    ("pin", pin),
+                    ("pin_cluster", pin_cluster),
+                ] {
+                    if let Some(value) = value {
+                        config.insert(key.to_string(), value);
+                    }
                 }
-            }
-            Value::Object(config)
-        })
+                Value::Object(config)
+            },
+        )
 }
