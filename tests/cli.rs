@@ -492,7 +492,7 @@ fn check_reports_every_error_in_a_policy() {
             "<stdin>: allow[0].cidrs[0]: \"1.2.3.4/33\" is not a CIDR",
             "<stdin>: allow[0].ports[0]: 0 is not a port (1-65535)",
             "<stdin>: allow[0].ports[1]: \"9-1\" is not a port range: 9 is greater than 1",
-            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`",
+            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`",
             "<stdin>: allow[1].hosts: an empty list is not allowed: omit the key",
             "<stdin>: sniff.max_bytes: 1 is out of range 512-65536",
             "<stdin>: sniff.timeout_ms: 0 is out of range 1-60000",
@@ -835,6 +835,95 @@ fn explain_ipv6_destination_and_passthrough() {
     let (code, v) = explain_json(p, &["--dst", "10.1.2.3:80", "--host", "db.internal"]);
     assert_eq!(code, 3);
     assert_eq!(v["rule"], "internal");
+}
+
+#[test]
+fn explain_and_check_say_what_is_pinned() {
+    let policy = r#"{"pin": true, "allow": [
+        {"name": "api", "hosts": ["api.example.com"], "ports": [443]},
+        {"name": "free", "hosts": ["free.example.com"], "pin": false},
+        {"name": "db", "cidrs": ["10.0.0.0/8"]}]}"#;
+    let path = temp_file(policy);
+    let p = path.to_str().unwrap();
+    let pinned = |args: &[&str]| {
+        let mut all = vec!["explain", p];
+        all.extend_from_slice(args);
+        let r = run(&all);
+        let line = r
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("pinned "))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("no pinned line: {}", r.stdout))
+    };
+    assert_eq!(
+        pinned(&["--dst", "203.0.113.9:443", "--sni", "api.example.com"]),
+        "pinned    yes: Envoy connects to api.example.com:443 (cluster egress_guard_pinned), \
+         never to 203.0.113.9; needs the SNI from tls_inspector at open: without \
+         sniff.hold_upstream a name read from the client's bytes (HTTP Host, TLS without \
+         tls_inspector) cannot be pinned and is denied (pin_unavailable)"
+    );
+    assert_eq!(
+        pinned(&["--dst", "10.1.2.3:443", "--sni", "api.example.com"]),
+        "pinned    no: the destination is allowed on IP and port alone (rule db), whatever the name"
+    );
+    assert_eq!(
+        pinned(&["--dst", "203.0.113.9:443", "--sni", "free.example.com"]),
+        "pinned    no: rule free does not pin (pin: false)"
+    );
+    assert_eq!(
+        pinned(&["--dst", "203.0.113.9:443", "--sni", "evil.example.com"]),
+        "pinned    no: the connection is denied"
+    );
+    assert_eq!(
+        pinned(&["--dst", "10.1.2.3:22"]),
+        "pinned    no: only a connection allowed by its name is pinned, and this one has none"
+    );
+    let (code, v) = explain_json(
+        p,
+        &["--dst", "203.0.113.9:443", "--host", "api.example.com"],
+    );
+    assert_eq!(code, 0);
+    assert_eq!(
+        (&v["pinned"], &v["pin_cluster"]),
+        (&json("true"), &json(r#""egress_guard_pinned""#))
+    );
+    let (_, v) = explain_json(p, &["--dst", "10.1.2.3:443", "--host", "api.example.com"]);
+    assert_eq!((&v["pinned"], v.get("pin_cluster")), (&json("false"), None));
+    // A policy that pins nothing says nothing about pinning.
+    let (_, v) = explain_json(
+        DEFAULT,
+        &["--dst", "140.82.112.3:443", "--sni", "github.com"],
+    );
+    assert_eq!((v.get("pinned"), v.get("pin_cluster")), (None, None));
+
+    let r = run(&["check", p]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.ends_with(
+            "  pin:     2 rules, cluster egress_guard_pinned; note: without sniff.hold_upstream \
+             only an SNI from tls_inspector can be pinned; a pinned name read from the client's \
+             bytes (HTTP Host, or TLS on a listener without tls_inspector) is denied \
+             (pin_unavailable)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let held = temp_file(
+        r#"{"pin": true, "pin_cluster": "outbound|443||pinned", "sniff": {"hold_upstream": true},
+            "allow": [{"hosts": ["api.example.com"]}]}"#,
+    );
+    let r = run(&["check", held.to_str().unwrap()]);
+    assert!(
+        r.stdout.ends_with(
+            "pinned_rules=1\n  presets: none\n  sniff:   max_bytes=16384 timeout_ms=3000 \
+             hold_upstream=true\n  log:     denied\n  pin:     1 rules, cluster \
+             outbound|443||pinned; names read from the client's bytes are pinned while the \
+             connection is held\n"
+        ),
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]

@@ -115,6 +115,17 @@ struct SummaryReport {
     presets: Vec<&'static str>,
     sniff: SniffReport,
     log: &'static str,
+    /// Present when some allow rule pins.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pin: Option<PinReport>,
+}
+
+#[derive(Debug, Serialize)]
+struct PinReport {
+    /// Allow rules (preset rules included) whose allows by name are pinned.
+    rules: usize,
+    /// The dynamic forward proxy cluster pinned connections go to.
+    cluster: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -208,6 +219,10 @@ fn summary_report(policy: &Policy) -> SummaryReport {
             hold_upstream: sniff.hold_upstream,
         },
         log: policy.log().as_str(),
+        pin: policy.pinning().then(|| PinReport {
+            rules: s.pinned_rules,
+            cluster: policy.pin_cluster().to_string(),
+        }),
     }
 }
 
@@ -514,7 +529,7 @@ fn print_text(report: &FileReport) -> Result<(), UsageError> {
 /// `<label>: ok: <the VM start log's summary>`, then the settings.
 fn summary_text(label: &str, s: &SummaryReport) -> String {
     let mut text = String::new();
-    let _ = writeln!(
+    let _ = write!(
         text,
         "{label}: ok: mode={} rules={} (allow {}, deny {}, from presets {}) hosts={} cidrs={} \
          presets={}",
@@ -527,6 +542,11 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
         s.cidrs,
         s.presets.len()
     );
+    // As the VM start log's summary says it.
+    if let Some(pin) = &s.pin {
+        let _ = write!(text, " pinned_rules={}", pin.rules);
+    }
+    text.push('\n');
     let _ = writeln!(
         text,
         "  presets: {}",
@@ -542,6 +562,20 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
         s.sniff.max_bytes, s.sniff.timeout_ms, s.sniff.hold_upstream
     );
     let _ = writeln!(text, "  log:     {}", s.log);
+    if let Some(pin) = &s.pin {
+        let needs = if s.sniff.hold_upstream {
+            "names read from the client's bytes are pinned while the connection is held"
+        } else {
+            "note: without sniff.hold_upstream only an SNI from tls_inspector can be pinned; a \
+             pinned name read from the client's bytes (HTTP Host, or TLS on a listener without \
+             tls_inspector) is denied (pin_unavailable)"
+        };
+        let _ = writeln!(
+            text,
+            "  pin:     {} rules, cluster {}; {needs}",
+            pin.rules, pin.cluster
+        );
+    }
     text
 }
 

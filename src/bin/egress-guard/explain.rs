@@ -432,6 +432,12 @@ pub struct Report<'a> {
     /// when it must first read the SNI or Host (or, without `--dst`, when that differs between
     /// destinations).
     pub at_open: Option<EarlyReport<'a>>,
+    /// Whether the connection is pinned to its name; only when the policy pins at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
+    /// The cluster a pinned connection goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pin_cluster: Option<&'a str>,
 }
 
 /// A decision taken at connection open.
@@ -521,6 +527,8 @@ impl<'p> Explanation<'p> {
                 reason: early.reason.as_str(),
                 rule: self.rule(early).map(|r| r.name.as_str()),
             }),
+            pinned: self.policy.pinning().then_some(self.decision.pin),
+            pin_cluster: self.decision.pin.then_some(self.policy.pin_cluster()),
         }
     }
 
@@ -540,7 +548,55 @@ impl<'p> Explanation<'p> {
         line("name", &self.name_text());
         line("mode", self.policy.mode().as_str());
         line("at open", &self.at_open_text());
+        if self.policy.pinning() {
+            line("pinned", &self.pin_text());
+        }
         text
+    }
+
+    /// Whether, and why (not), the connection is pinned; what pinning needs from the listener.
+    fn pin_text(&self) -> String {
+        let name = match &self.class {
+            Some(NameClass::Name(name)) => Some(name.as_str()),
+            _ => None,
+        };
+        if let (true, Some(name)) = (self.decision.pin, name) {
+            let needs = if self.policy.sniff().hold_upstream {
+                "the network filter pins the SNI from tls_inspector at open, or a name it reads \
+                 while it holds the connection (sniff.hold_upstream)"
+            } else {
+                "needs the SNI from tls_inspector at open: without sniff.hold_upstream a name read \
+                 from the client's bytes (HTTP Host, TLS without tls_inspector) cannot be pinned \
+                 and is denied (pin_unavailable)"
+            };
+            return format!(
+                "yes: Envoy connects to {name}:{} (cluster {}), never to {}; {needs}",
+                self.dst.port(),
+                self.policy.pin_cluster(),
+                self.dst.ip()
+            );
+        }
+        if !self.passes() {
+            return "no: the connection is denied".to_string();
+        }
+        if name.is_none() {
+            return "no: only a connection allowed by its name is pinned, and this one has none"
+                .to_string();
+        }
+        if let Some(rule) = self
+            .policy
+            .address_rule(self.dst.ip(), self.dst.port())
+            .and_then(|id| self.policy.rule(id))
+        {
+            return format!(
+                "no: the destination is allowed on IP and port alone (rule {}), whatever the name",
+                rule.name
+            );
+        }
+        match self.rule(&self.decision) {
+            Some(rule) if !rule.pin => format!("no: rule {} does not pin (pin: false)", rule.name),
+            _ => "no: no allow rule that pins matched the name".to_string(),
+        }
     }
 
     fn why(&self) -> &'static str {
@@ -551,6 +607,9 @@ impl<'p> Explanation<'p> {
                 "no allow rule matched; audit mode lets it pass and logs a would-deny"
             }
             (Reason::NoMatch, _) => "no allow rule matched; allowlist mode denies it",
+            (Reason::Passthrough, _) if self.decision.pin => {
+                "passthrough mode, and no deny rule matched; the rule below pins the name"
+            }
             (Reason::Passthrough, _) => "passthrough mode, and no deny rule matched",
             (Reason::Malformed, _) => {
                 "the name is malformed, which is denied in every mode (a garbled name must not \
@@ -579,6 +638,7 @@ impl<'p> Explanation<'p> {
                 name,
                 kind,
                 preset: Some(preset),
+                ..
             }) => format!("{name} ({} rule from preset {preset})", kind.as_str()),
             Some(RuleInfo { name, kind, .. }) => format!("{name} ({} rule)", kind.as_str()),
         }
