@@ -335,6 +335,9 @@ struct LintRule {
     label: String,
     allow: bool,
     preset: bool,
+    /// An allow rule whose allows by name are pinned: in passthrough it still says where a
+    /// name goes, so it is not flagged as never applying.
+    pins: bool,
     hosts: Vec<(PatternKind, String)>,
     cidrs: Vec<IpNet>,
     ports: Vec<PortRange>,
@@ -352,6 +355,7 @@ fn rules(config: &Config) -> Vec<LintRule> {
                 label: format!("{list}[{i}] ({:?})", rule.name),
                 allow,
                 preset: false,
+                pins: allow && config.pins(rule) && !rule.hosts.is_empty(),
                 hosts: rule
                     .hosts
                     .iter()
@@ -373,6 +377,7 @@ fn rules(config: &Config) -> Vec<LintRule> {
                 ),
                 allow: true,
                 preset: true,
+                pins: config.pin && !rule.hosts.is_empty(),
                 hosts: rule
                     .hosts
                     .iter()
@@ -398,7 +403,7 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         .collect::<BTreeSet<_>>();
     let mut out = Vec::new();
     for (b, rule) in rules.iter().enumerate() {
-        if rule.allow && config.mode == Mode::Passthrough {
+        if rule.allow && !rule.pins && config.mode == Mode::Passthrough {
             out.push(Warning {
                 path: rule.path.clone(),
                 code: "passthrough-allow",
@@ -874,6 +879,18 @@ mod tests {
                 ("presets[0]".to_string(), "passthrough-allow"),
             ]
         );
+        // A rule that pins still says where its names go in passthrough.
+        let found = codes(
+            r#"{"mode": "passthrough", "pin": true,
+                "allow": [{"ports": [22]}, {"hosts": ["a.example"]}, {"hosts": ["b.example"], "pin": false}]}"#,
+        );
+        assert_eq!(
+            found,
+            [
+                ("allow[0]".to_string(), "passthrough-allow"),
+                ("allow[2]".to_string(), "passthrough-allow"),
+            ]
+        );
         assert_eq!(
             codes(include_str!("../../../examples/policies/default.json")),
             []
@@ -899,7 +916,7 @@ mod tests {
                 "allow[2]: a rule needs at least one of hosts, cidrs, ports",
                 "presets[0]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
                 "sniff.max_bytes: 1 is out of range 512-65536",
-                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`",
+                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`",
                 "allow[3].name: \"ok\" is already used by allow[1]",
                 "presets[2]: \"pypi\" is already listed at presets[1]",
             ]
