@@ -3,6 +3,9 @@
 //! it (held bytes stay in the buffer, a split lets the front go). Checks: no panic; what reaches
 //! the server is a prefix of what the client sent; once a decision denies, the session closes
 //! and nothing more is forwarded; nothing is forwarded before a decision allowed something.
+//! Pinning (two policies pin): a decision that passes as pinned was pinned to that very name by
+//! a call the proxy accepted; a decision that had to be pinned and could not be denies; no name
+//! is ever pinned twice on one connection.
 //!
 //! Input: `[policy, split_hi, split_lo, schedule, bytes...]`: `bytes` splits at `split` into the
 //! client's stream and the server's; `schedule` picks the chunk sizes and where ticks fall.
@@ -11,11 +14,12 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use egress_guard::policy::{Config, Policy, Verdict};
+use egress_guard::policy::pin::Target;
+use egress_guard::policy::{Config, Policy, Reason, Verdict};
 use egress_guard::session::{Action, Judged, Record, Session, SniffOutcome};
 use libfuzzer_sys::fuzz_target;
 
-const POLICIES: [&str; 6] = [
+const POLICIES: [&str; 8] = [
     r#"{"allow": [{"name": "ok", "hosts": ["ok.example", "*.ok.example"]}],
         "deny": [{"name": "evil", "hosts": ["evil.example"]}], "sniff": {"max_bytes": 512}}"#,
     r#"{"mode": "audit", "allow": [{"name": "ok", "hosts": ["ok.example"]}],
@@ -27,21 +31,46 @@ const POLICIES: [&str; 6] = [
     r#"{"allow": [{"name": "any", "hosts": ["*"]}], "sniff": {"max_bytes": 1024}}"#,
     r#"{"allow": [{"name": "ip", "cidrs": ["192.0.2.1"]}, {"name": "ok", "hosts": ["ok.example"]}],
         "sniff": {"max_bytes": 512}}"#,
+    r#"{"pin": true, "allow": [{"name": "ok", "hosts": ["ok.example", "*.ok.example"]},
+        {"name": "loose", "hosts": ["loose.example"], "pin": false}],
+        "sniff": {"max_bytes": 512, "hold_upstream": true}}"#,
+    r#"{"mode": "passthrough", "pin": true, "allow": [{"name": "ok", "hosts": ["ok.example"]}],
+        "deny": [{"name": "evil", "hosts": ["evil.example"]}], "sniff": {"max_bytes": 512}}"#,
 ];
 
 #[derive(Default)]
 struct Seen {
     denied: bool,
     allowed: bool,
+    /// The names the proxy was asked to pin this connection to.
+    pins: Vec<String>,
 }
 
 impl Record for Seen {
     fn sniffed(&mut self, _: SniffOutcome) {}
     fn judged(&mut self, judged: &Judged<'_>) {
-        match judged.decision.verdict {
+        let decision = judged.decision;
+        match decision.verdict {
             Verdict::Deny => self.denied = true,
             Verdict::Allow | Verdict::AuditDeny => self.allowed = true,
         }
+        if decision.pin {
+            assert!(decision.verdict.passes(), "a denial marked pinned");
+            let name = judged.name().expect("a pinned decision without a name");
+            assert_eq!(
+                self.pins.first().map(String::as_str),
+                Some(name),
+                "passed as pinned to a name the proxy was not told"
+            );
+        }
+        if decision.reason == Reason::PinUnavailable {
+            assert_eq!(decision.verdict, Verdict::Deny);
+        }
+    }
+    fn pin(&mut self, target: &Target<'_>) -> bool {
+        assert!(self.pins.is_empty(), "pinned twice");
+        self.pins.push(target.host.to_string());
+        true
     }
 }
 

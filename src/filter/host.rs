@@ -8,6 +8,10 @@
 //! `proxy_set_buffer_bytes`: the SDK's `set_buffer` panics (killing the VM) on any status but
 //! `Ok`, and a connection's data buffer can be gone when the filter asks. Here the status is
 //! returned.
+//!
+//! `proxy_call_foreign_function`: the SDK's `call_foreign_function` panics on a status outside
+//! the few it expects (and reads the host's answer into its `Status` enum, where a value such as
+//! `InvalidMemoryAccess` has no variant). Here the status is a plain `u32`.
 #![allow(unsafe_code)]
 
 use proxy_wasm::types::{BufferType, LogLevel};
@@ -23,6 +27,44 @@ extern "C" {
         buffer_data: *const u8,
         buffer_size: usize,
     ) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
+}
+
+/// Calls one of the host's foreign functions with `arguments`; its result, if any, is dropped.
+/// `Err(status)` if the host refuses (1 `NotFound`: no such function, or no factory for a
+/// filter-state key; 2 `BadArgument`: a value the factory refused).
+pub(crate) fn call_foreign_function(name: &str, arguments: &[u8]) -> Result<(), u32> {
+    let mut results: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host reads `name` and `arguments` during the call; it writes through the two
+    // out-pointers, valid for the call.
+    let status = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut results,
+            &mut size,
+        )
+    };
+    if !results.is_null() {
+        // SAFETY: the host allocated the result through the module's `proxy_on_memory_allocate`
+        // (a `Vec<u8>` of capacity `size`, forgotten), exactly as the SDK reclaims it.
+        drop(unsafe { Vec::from_raw_parts(results, size, size) });
+    }
+    if status == 0 {
+        Ok(())
+    } else {
+        Err(status)
+    }
 }
 
 /// Replaces `size` bytes at `start` of a buffer with `value` (Envoy: at `start` 0 it drains

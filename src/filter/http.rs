@@ -13,7 +13,7 @@ use super::report;
 use super::state::Shared;
 use crate::policy::name::classify_authority;
 use crate::policy::{Decision, Policy, Reason, Verdict};
-use crate::session::{judge, FilterKind, NameSource, Observed, Proto};
+use crate::session::{judge, FilterKind, NameSource, Observed, PinWindow, Proto};
 
 /// The per-request context.
 pub(crate) struct HttpFilter {
@@ -78,6 +78,9 @@ impl HttpContext for HttpFilter {
                 filter: FilterKind::Http,
                 anomaly: None,
                 request: 1,
+                // This filter cannot route a request to its name: a request that must be pinned
+                // is refused (403, pin_unavailable) rather than sent to the original destination.
+                pin: PinWindow::Closed,
             },
             &mut Recorder::new(&shared),
         );

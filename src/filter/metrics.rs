@@ -13,7 +13,7 @@ use proxy_wasm::types::MetricType;
 use rustc_hash::FxHashMap;
 
 use crate::policy::{Policy, Reason, RuleId, Verdict};
-use crate::session::SniffOutcome;
+use crate::session::{PinOutcome, SniffOutcome};
 
 /// The counters of one filter configuration.
 pub(crate) struct Metrics {
@@ -21,6 +21,8 @@ pub(crate) struct Metrics {
     sniff: [Option<u32>; SniffOutcome::COUNT],
     malformed: RefCell<FxHashMap<&'static str, u32>>,
     rules: RefCell<Vec<Option<u32>>>,
+    /// Pin outcomes, defined when some rule pins.
+    pin: [Option<u32>; PinOutcome::COUNT],
 }
 
 impl Metrics {
@@ -34,9 +36,16 @@ impl Metrics {
             }),
             malformed: RefCell::new(FxHashMap::default()),
             rules: RefCell::new(vec![None; policy.rules().len()]),
+            pin: std::array::from_fn(|i| {
+                let outcome = PinOutcome::ALL.get(i).filter(|_| policy.pinning())?;
+                define(&format!("outcome=.={outcome};.;egress_guard_pin_total"))
+            }),
         };
         for &(verdict, reason) in expected_decisions(policy) {
             metrics.decision_id(verdict, reason);
+        }
+        if policy.pinning() {
+            metrics.decision_id(Verdict::Deny, Reason::PinUnavailable);
         }
         // Every malformed kind is defined now, at zero, so dashboards and alerts see them.
         for kind in crate::session::malformed_kinds() {
@@ -45,6 +54,13 @@ impl Metrics {
             });
         }
         metrics
+    }
+
+    /// Counts one pin outcome.
+    pub(crate) fn pin(&self, outcome: PinOutcome) {
+        if let Some(Some(id)) = self.pin.get(outcome.index()) {
+            increment(*id);
+        }
     }
 
     /// Counts one decision, and the rule that made it.

@@ -7,7 +7,10 @@ use proxy_wasm::hostcalls;
 
 use super::report;
 use super::state::Shared;
+use crate::policy::pin::{filter_state_request, LifeSpan, Target, SET_FILTER_STATE};
 use crate::session::{Judged, Record, SniffOutcome};
+
+use super::host;
 
 /// The adapter's [`Record`]: counts every sniff outcome and decision, and logs decisions as the
 /// policy's `log` setting says (nothing is formatted when nothing is logged).
@@ -32,6 +35,9 @@ impl Record for Recorder<'_> {
         if let Some(kind) = judged.malformed {
             shared.metrics.malformed(kind);
         }
+        if let Some(outcome) = judged.pin {
+            shared.metrics.pin(outcome);
+        }
         shared.metrics.decision(
             &shared.policy,
             decision.verdict,
@@ -55,7 +61,26 @@ impl Record for Recorder<'_> {
             filter: judged.observed.filter,
             detail: judged.detail,
             request: (judged.observed.request > 1).then_some(judged.observed.request),
+            pinned: shared.policy.pinning().then_some(decision.pin),
         });
+    }
+
+    /// Sets the three filter-state objects `tcp_proxy` and the dynamic forward proxy read (host,
+    /// port, then the cluster: no connection is routed to the forward proxy without its host).
+    fn pin(&mut self, target: &Target<'_>) -> bool {
+        for (key, value) in target.filter_states() {
+            let request = filter_state_request(key, &value, LifeSpan::DownstreamConnection);
+            if let Err(status) = host::call_foreign_function(SET_FILTER_STATE, &request) {
+                log::warn!(
+                    "egress-guard: cannot pin {}:{}: Envoy refused filter state {key} (status \
+                     {status}); closing the connection",
+                    target.host,
+                    target.port
+                );
+                return false;
+            }
+        }
+        true
     }
 }
 

@@ -23,6 +23,10 @@ pub(crate) struct Record<'a> {
     /// Which request on an HTTP/1 connection, for the second and later ones.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<u32>,
+    /// Whether the connection goes to its name (resolved by Envoy) rather than to `dst`; only
+    /// when the policy pins at all, so other policies' lines stay as they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<bool>,
 }
 
 /// Whether the policy's `log` setting wants this decision logged. Checked before anything is

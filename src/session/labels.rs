@@ -68,3 +68,20 @@ labelled! {
         Http => "http",
     }
 }
+
+labelled! {
+    /// What pinning did with one decision; one counter each (`egress_guard_pin_total{outcome}`).
+    pub enum PinOutcome {
+        /// The filter state is set: Envoy makes the connection to the name.
+        Pinned => "pinned",
+        /// The upstream was already chosen (the connection went on at open or at a timeout):
+        /// denied (`pin_unavailable`).
+        Unavailable => "unavailable",
+        /// Envoy refused the filter state (no such key, or a value its factory rejects):
+        /// denied (`pin_unavailable`).
+        Failed => "failed",
+        /// A later request on a pinned connection carried another name, or none: the
+        /// connection is closed (`pin_unavailable`).
+        OtherName => "other_name",
+    }
+}

@@ -27,9 +27,10 @@ mod tests;
 use std::net::SocketAddr;
 
 pub use crate::sniff::pipeline::Held;
-pub use labels::{FilterKind, NameSource, Proto, SniffOutcome};
+pub use labels::{FilterKind, NameSource, PinOutcome, Proto, SniffOutcome};
 
 use crate::policy::name::{classify_authority, classify_sni, MalformedName, NameClass};
+use crate::policy::pin::Target;
 use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
 use crate::sniff::http::{parse_request_head, KNOWN_METHODS};
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
@@ -63,6 +64,22 @@ pub trait Record {
     fn sniffed(&mut self, outcome: SniffOutcome);
     /// One decision to count (and log, as the policy says).
     fn judged(&mut self, judged: &Judged<'_>);
+    /// Pins the connection to `target` (the adapter sets Envoy's filter state); `false` if the
+    /// proxy refused. Called only while the upstream is still open to choice ([`PinWindow::Open`]).
+    fn pin(&mut self, target: &Target<'_>) -> bool;
+}
+
+/// Whether a decision that must be pinned ([`Decision::pin`]) still can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PinWindow<'a> {
+    /// The upstream is not chosen yet: at open (an SNI from `tls_inspector`), or while the
+    /// session holds the connection it paused at open (`sniff.hold_upstream`).
+    Open,
+    /// The upstream is chosen (the connection went on at open, or at a sniff timeout), or the
+    /// filter cannot pin at all (the HTTP filter): a decision that must be pinned is denied.
+    Closed,
+    /// A later request on a connection pinned to this name: it may carry only that name.
+    PinnedTo(&'a str),
 }
 
 /// What the filter knows about one connection or request when it asks the policy.
@@ -82,6 +99,8 @@ pub struct Observed<'a> {
     pub anomaly: Option<Anomaly>,
     /// Which request on an HTTP/1 connection this is (1 for the first, or for anything else).
     pub request: u32,
+    /// Whether a decision that must be pinned still can be.
+    pub pin: PinWindow<'a>,
 }
 
 impl Observed<'static> {
@@ -100,6 +119,8 @@ impl Observed<'static> {
             filter: FilterKind::Network,
             anomaly,
             request,
+            // Nameless: never pinned.
+            pin: PinWindow::Closed,
         }
     }
 }
@@ -124,6 +145,8 @@ pub struct Judged<'a> {
     pub detail: Option<&'static str>,
     /// The malformed kind to count (`egress_guard_malformed_total`), if any.
     pub malformed: Option<&'static str>,
+    /// What pinning did, when the decision had to be pinned (or the connection already was).
+    pub pin: Option<PinOutcome>,
 }
 
 impl Judged<'_> {
@@ -193,6 +216,16 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
             decision = as_destination;
         }
     }
+    let pinned_name = match name {
+        NameFact::Name(name) => Some(name),
+        _ => None,
+    };
+    let pin = settle_pin(policy, seen, pinned_name, &mut decision, rec);
+    if pin.is_some_and(|p| p != PinOutcome::Pinned) {
+        // Its own reason, whatever the request: a connection that must be pinned and cannot be
+        // is never let out to the client's IP.
+        detail = detail.or(pin.map(PinOutcome::as_str));
+    }
     if seen.request > 1 && decision.verdict != Verdict::Allow && detail.is_none() {
         // A later request the policy refuses closes a connection already allowed: its own
         // reason, with the policy's reason as the detail.
@@ -204,8 +237,60 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
         observed: seen,
         detail,
         malformed,
+        pin,
     });
     decision
+}
+
+/// Applies pinning to `decision` (`policy::pin` says what is pinned): pins it while the
+/// upstream is open to choice, denies it (`pin_unavailable`, in every mode) when it must be
+/// pinned and cannot be, and holds a later request on a pinned connection to the pinned name.
+/// Afterwards `decision.pin` is true exactly when the connection goes to its name.
+fn settle_pin<R: Record + ?Sized>(
+    policy: &Policy,
+    seen: &Observed<'_>,
+    name: Option<&str>,
+    decision: &mut Decision,
+    rec: &mut R,
+) -> Option<PinOutcome> {
+    let outcome = match seen.pin {
+        PinWindow::PinnedTo(bound) => {
+            if name == Some(bound) {
+                // Carried to the pinned name, as the first request was.
+                decision.pin = decision.verdict.passes();
+                return None;
+            }
+            if decision.verdict == Verdict::Deny {
+                decision.pin = false;
+                return None;
+            }
+            // Another name (or none) would reach the pinned name's address: on a shared front
+            // end, another site.
+            PinOutcome::OtherName
+        }
+        _ if !decision.pin => return None,
+        PinWindow::Closed => PinOutcome::Unavailable,
+        PinWindow::Open => match name {
+            Some(host) => {
+                let target = Target {
+                    cluster: policy.pin_cluster(),
+                    host,
+                    port: seen.dst.port(),
+                };
+                if rec.pin(&target) {
+                    PinOutcome::Pinned
+                } else {
+                    PinOutcome::Failed
+                }
+            }
+            // A pinned decision always has a name; without one there is nothing to pin to.
+            None => PinOutcome::Failed,
+        },
+    };
+    if outcome != PinOutcome::Pinned {
+        *decision = Decision::new(Verdict::Deny, Reason::PinUnavailable, decision.rule);
+    }
+    Some(outcome)
 }
 
 /// Where a connection stands.
@@ -244,6 +329,8 @@ pub struct Session {
     pipeline: Option<Pipeline>,
     /// The first bytes' parse so far, kept between calls (work linear in the bytes held).
     sniffer: Sniffer,
+    /// The name this connection is pinned to: later requests must carry it.
+    pinned: Option<String>,
 }
 
 impl Session {
@@ -265,6 +352,7 @@ impl Session {
             requests: 1,
             pipeline: None,
             sniffer: Sniffer::new(),
+            pinned: None,
         };
         if let Some(sni) = inspector_sni.filter(|s| !s.is_empty()) {
             rec.sniffed(SniffOutcome::InspectorSni);
@@ -277,9 +365,12 @@ impl Session {
                 filter: FilterKind::Network,
                 anomaly: None,
                 request: 1,
+                // tcp_proxy has not picked its upstream yet.
+                pin: PinWindow::Open,
             };
-            let verdict = judge(policy, &seen, rec).verdict;
-            let action = session.settle(verdict);
+            let decision = judge(policy, &seen, rec);
+            session.bind(&decision, Some(&name));
+            let action = session.settle(decision.verdict);
             return (session, action);
         }
         if let Some(early) = policy.decide_early(dst.ip(), dst.port()) {
@@ -506,6 +597,7 @@ impl Session {
         check_later(
             policy,
             self.dst,
+            self.pinned.as_deref(),
             &mut self.requests,
             Later::Refused(why),
             rec,
@@ -547,8 +639,20 @@ impl Session {
             return self.settle(Verdict::Allow);
         }
         rec.sniffed(seen.outcome);
-        let observed = seen.observed(self.dst);
-        let verdict = judge(policy, &observed, rec).verdict;
+        let mut observed = seen.observed(self.dst);
+        if matches!(
+            self.phase,
+            Phase::Sniffing {
+                held: true,
+                after_timeout: false
+            }
+        ) {
+            // Held since open: tcp_proxy has not picked its upstream yet.
+            observed.pin = PinWindow::Open;
+        }
+        let decision = judge(policy, &observed, rec);
+        self.bind(&decision, seen.name.as_ref());
+        let verdict = decision.verdict;
         let action = self.settle(verdict);
         if action != Action::Continue || seen.proto != Proto::Http {
             return action;
@@ -575,14 +679,16 @@ impl Session {
             pipeline,
             dst,
             requests,
+            pinned,
             ..
         } = self;
         let Some(pipeline) = pipeline.as_mut() else {
             return Action::Continue;
         };
         let dst = *dst;
+        let pinned = pinned.as_deref();
         let action = pipeline.client_bytes(buf, eos, |later| {
-            check_later(policy, dst, requests, later, rec)
+            check_later(policy, dst, pinned, requests, later, rec)
         });
         let awaiting_upgrade = pipeline.awaiting_upgrade();
         match action {
@@ -604,6 +710,19 @@ impl Session {
                 Action::Close
             }
         }
+    }
+
+    /// Remembers the name a pinned connection is bound to.
+    fn bind(&mut self, decision: &Decision, name: Option<&NameClass>) {
+        self.pinned = match name {
+            Some(NameClass::Name(name)) if decision.pin => Some(name.clone()),
+            _ => None,
+        };
+    }
+
+    /// The name this connection is pinned to, if it is.
+    pub fn pinned(&self) -> Option<&str> {
+        self.pinned.as_deref()
     }
 
     /// Applies a verdict taken on the client's bytes or at open.
@@ -670,6 +789,7 @@ fn deadline(policy: &Policy, now_ns: u64) -> u64 {
 fn check_later<R: Record + ?Sized>(
     policy: &Policy,
     dst: SocketAddr,
+    pinned: Option<&str>,
     requests: &mut u32,
     later: Later<'_>,
     rec: &mut R,
@@ -694,6 +814,9 @@ fn check_later<R: Record + ?Sized>(
                 filter: FilterKind::Network,
                 anomaly: None,
                 request: *requests,
+                // A pinned connection carries only requests for its name; on any other, the
+                // upstream was chosen long ago.
+                pin: pinned.map_or(PinWindow::Closed, PinWindow::PinnedTo),
             };
             judge(policy, &observed, rec).verdict != Verdict::Deny
         }
@@ -729,6 +852,7 @@ impl Seen {
             filter: FilterKind::Network,
             anomaly: self.anomaly,
             request: 1,
+            pin: PinWindow::Closed,
         }
     }
 }

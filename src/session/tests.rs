@@ -15,8 +15,13 @@ use crate::sniff::Malformed;
 #[derive(Debug, Default)]
 struct Log {
     outcomes: Vec<SniffOutcome>,
-    /// `decision/reason[/detail]`, with `@name` when a name was logged.
+    /// `decision/reason[/detail]`, with `@name` when a name was logged and `^pinned` when the
+    /// connection went to its name.
     decisions: Vec<String>,
+    /// `host:port>cluster` for every pin asked of the proxy.
+    pins: Vec<String>,
+    /// The proxy refuses to pin (Envoy without the filter-state factories).
+    refuse_pins: bool,
 }
 
 impl Record for Log {
@@ -36,7 +41,18 @@ impl Record for Log {
         if let Some(name) = judged.name() {
             line += &format!("@{name}");
         }
+        if judged.decision.pin {
+            line += "^pinned";
+        }
         self.decisions.push(line);
+    }
+
+    fn pin(&mut self, target: &Target<'_>) -> bool {
+        self.pins.push(format!(
+            "{}:{}>{}",
+            target.host, target.port, target.cluster
+        ));
+        !self.refuse_pins
     }
 }
 
@@ -417,6 +433,9 @@ fn every_malformed_kind_a_decision_can_carry_is_defined_up_front() {
         fn judged(&mut self, judged: &Judged<'_>) {
             self.0.extend(judged.malformed);
         }
+        fn pin(&mut self, _: &Target<'_>) -> bool {
+            true
+        }
     }
     let mut rec = Kinds(&mut seen);
     for input in [
@@ -537,5 +556,176 @@ fn an_ip_literal_as_the_name_meets_the_deny_rules() {
     assert_eq!(
         (action, log.decisions.as_slice()),
         (Action::Close, &["deny/deny_rule".to_string()][..])
+    );
+}
+
+/// Pins `api.example` (and `*.pinned.example`), allows `loose.example` unpinned and
+/// 10.0.0.5:443 by CIDR; 1 s timeout.
+fn pinning(mode: &str, hold: bool) -> Policy {
+    policy(&format!(
+        r#"{{"mode": "{mode}", "pin": true,
+            "allow": [{{"name": "api", "hosts": ["api.example", "*.pinned.example"]}},
+                      {{"name": "loose", "hosts": ["loose.example"], "pin": false}},
+                      {{"name": "db", "cidrs": ["10.0.0.5"], "ports": [443]}}],
+            "deny": [{{"name": "evil", "hosts": ["evil.example"]}}],
+            "sniff": {{"timeout_ms": 1000, "hold_upstream": {hold}}}}}"#
+    ))
+}
+
+#[test]
+fn pinning_at_open_and_while_held() {
+    // At open with the inspector's SNI: pinned to the name at the original port.
+    let p = pinning("allowlist", false);
+    let mut log = Log::default();
+    let (s, action) = Session::open(
+        &p,
+        dst("203.0.113.9:8443"),
+        Some(b"API.example"),
+        0,
+        &mut log,
+    );
+    assert_eq!(action, Action::Continue);
+    assert_eq!(s.pinned(), Some("api.example"));
+    assert_eq!(log.pins, ["api.example:8443>egress_guard_pinned"]);
+    assert_eq!(log.decisions, ["allow/rule@api.example^pinned"]);
+
+    // Read from the client's bytes while the connection is held since open: pinned too.
+    let p = pinning("allowlist", true);
+    for input in [
+        hello("a.pinned.example"),
+        b"GET / HTTP/1.1\r\nHost: a.pinned.example\r\n\r\n".to_vec(),
+    ] {
+        let (s, action, log) = feed(&p, WEB, &input);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(s.pinned(), Some("a.pinned.example"));
+        assert_eq!(log.pins, ["a.pinned.example:443>egress_guard_pinned"]);
+        assert_eq!(log.decisions, ["allow/rule@a.pinned.example^pinned"]);
+    }
+
+    // Not pinned: a rule with `pin: false`, a denial, a destination a CIDR rule allows whatever
+    // the name, an IP literal, a name the allowlist refuses.
+    for (input, to, want) in [
+        (hello("loose.example"), WEB, "allow/rule@loose.example"),
+        (hello("evil.example"), WEB, "deny/deny_rule@evil.example"),
+        (
+            hello("api.example"),
+            "10.0.0.5:443",
+            "allow/rule@api.example",
+        ),
+        (hello("other.example"), WEB, "deny/no_match@other.example"),
+    ] {
+        let (s, _, log) = feed(&p, to, &input);
+        assert_eq!(log.decisions, [want]);
+        assert!(log.pins.is_empty() && s.pinned().is_none(), "{want}");
+    }
+    let (s, _, log) = feed(&p, WEB, b"GET / HTTP/1.1\r\nHost: 192.0.2.7\r\n\r\n");
+    assert_eq!(
+        (log.decisions.len(), log.pins.len(), s.pinned()),
+        (1, 0, None)
+    );
+}
+
+#[test]
+fn a_connection_that_cannot_be_pinned_is_denied_never_sent_to_its_ip() {
+    // Without hold_upstream the connection went on at open: a name read from its bytes can no
+    // longer choose the upstream. Denied in every mode, audit and passthrough included.
+    for mode in ["allowlist", "audit", "passthrough"] {
+        let p = pinning(mode, false);
+        let (s, action, log) = feed(&p, WEB, &hello("api.example"));
+        assert_eq!(action, Action::Close, "{mode}");
+        assert!(s.is_closed() && log.pins.is_empty());
+        assert_eq!(
+            log.decisions,
+            ["deny/pin_unavailable/unavailable@api.example"],
+            "{mode}"
+        );
+    }
+    // The proxy refuses the filter state (no dynamic forward proxy factories).
+    let p = pinning("allowlist", true);
+    let mut log = Log {
+        refuse_pins: true,
+        ..Log::default()
+    };
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut log);
+    let action = s.client(&p, &hello("api.example"), false, 0, &mut log);
+    assert_eq!(action, Action::Close);
+    assert_eq!(log.decisions, ["deny/pin_unavailable/failed@api.example"]);
+    // A silent client allowed on IP and port at the timeout (passthrough), then a pinned name:
+    // the upstream was chosen at the timeout.
+    let p = pinning("passthrough", true);
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst(WEB), None, 0, &mut log);
+    assert_eq!(s.timeout(&p, 2 * SECOND, &mut log), Action::Resume);
+    let action = s.client(&p, &hello("api.example"), false, 2 * SECOND, &mut log);
+    assert_eq!(action, Action::Close);
+    assert_eq!(
+        log.decisions,
+        [
+            "allow/passthrough",
+            "deny/pin_unavailable/unavailable@api.example"
+        ]
+    );
+    // Unlisted names in passthrough and audit are not pinned and pass as before.
+    for (mode, want) in [
+        ("passthrough", "allow/passthrough@other.example"),
+        ("audit", "audit_deny/no_match@other.example"),
+    ] {
+        let p = pinning(mode, false);
+        let (_, action, log) = feed(&p, WEB, &hello("other.example"));
+        assert_eq!(
+            (action, log.decisions.as_slice()),
+            (Action::Continue, &[want.to_string()][..])
+        );
+    }
+}
+
+#[test]
+fn a_pinned_connection_carries_only_its_name() {
+    let p = pinning("passthrough", true);
+    let first = b"GET /1 HTTP/1.1\r\nHost: api.example\r\n\r\n";
+    let (mut s, action, mut log) = feed(&p, WEB, first);
+    assert_eq!(
+        (action, s.pinned()),
+        (Action::Continue, Some("api.example"))
+    );
+    // A second request for the same name passes; one for another name — even one the policy
+    // allows — would reach the pinned name's address: the connection closes.
+    let same = b"GET /2 HTTP/1.1\r\nHost: API.example:80\r\n\r\n";
+    assert_eq!(s.client(&p, same, false, 0, &mut log), Action::Continue);
+    for other in [
+        &b"GET /3 HTTP/1.1\r\nHost: loose.example\r\n\r\n"[..],
+        b"GET /3 HTTP/1.1\r\n\r\n",
+    ] {
+        let (mut s, _, mut log) = feed(&p, WEB, first);
+        let action = s.client(&p, other, false, 0, &mut log);
+        assert_eq!(action, Action::Close);
+        let last = log.decisions.last().unwrap();
+        assert!(
+            last.starts_with("deny/pin_unavailable/other_name"),
+            "{last}"
+        );
+        assert_eq!(log.pins.len(), 1);
+    }
+    assert_eq!(
+        log.decisions,
+        [
+            "allow/passthrough@api.example^pinned",
+            "allow/passthrough@api.example^pinned"
+        ]
+    );
+    // On a connection that is not pinned (allowed by an unpinned rule), a later request for a
+    // pinned name cannot be pinned any more: denied rather than sent to the client's IP.
+    let (mut s, _, mut log) = feed(&p, WEB, b"GET / HTTP/1.1\r\nHost: loose.example\r\n\r\n");
+    let action = s.client(
+        &p,
+        b"GET / HTTP/1.1\r\nHost: api.example\r\n\r\n",
+        false,
+        0,
+        &mut log,
+    );
+    assert_eq!(action, Action::Close);
+    assert_eq!(
+        log.decisions.last().map(String::as_str),
+        Some("deny/pin_unavailable/unavailable@api.example")
     );
 }

@@ -48,6 +48,10 @@ impl Record for Seen {
             judged.detail,
         ));
     }
+
+    fn pin(&mut self, _: &crate::policy::pin::Target<'_>) -> bool {
+        true
+    }
 }
 
 impl Seen {
