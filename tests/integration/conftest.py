@@ -90,6 +90,28 @@ def netns() -> Iterator[NetNS]:
         yield ns
 
 
+@pytest.fixture
+def netns_hosts(netns: NetNS) -> Iterator[Callable[[dict[str, str]], Path]]:
+    """``netns_hosts({name: ip})``: names for anything started in ``netns`` afterwards (Envoy
+    included). ``ip netns exec`` bind-mounts ``/etc/netns/<ns>/hosts`` over /etc/hosts and
+    ``/etc/netns/<ns>/resolv.conf`` over /etc/resolv.conf: the hosts file maps the names, and
+    the only nameserver is the namespace's own 127.0.0.1, where nothing listens, so any other
+    name fails at once without a query leaving the namespace. Removed after the test."""
+    directory = Path("/etc/netns") / netns.name
+
+    def write(names: dict[str, str]) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "resolv.conf").write_text(
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        path = directory / "hosts"
+        path.write_text("127.0.0.1 localhost\n"
+                        + "".join(f"{ip} {name}\n" for name, ip in names.items()))
+        return path
+
+    yield write
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def wasm_path(session_tmp: Path) -> Path:
     """The egress-guard module (``$EGRESS_GUARD_WASM`` or the release build in target/), handed

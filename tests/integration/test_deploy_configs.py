@@ -7,8 +7,8 @@ Each runs in a network namespace made by the test, exactly as shipped but for th
   namespace's outbound TCP to 15001, Envoy runs as uid 1337 and is exempted, clients connect
   straight to their destinations on 127.0.0.x.
 * ``egress-gateway.yaml``: clients connect to the gateway with an SNI; the gateway resolves that
-  name through the namespace's own hosts file (``/etc/netns/<ns>/hosts``, which ``ip netns exec``
-  mounts over ``/etc/hosts``), so allowed names resolve to 127.0.0.x with no DNS server.
+  name through the namespace's own hosts file (the ``netns_hosts`` fixture), so allowed names
+  resolve to 127.0.0.x with no DNS server.
 
 Without namespaces these tests skip with the reason; under CI=true they fail.
 """
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,23 +272,6 @@ def test_istio_port_80_http_and_non_http(mesh_sidecar, serve, netns) -> None:
 # --------------------------------------------------------------------------------------------
 
 GATEWAY_HOSTS = {"api.github.com": "127.0.0.40", "evil.example.com": "127.0.0.41"}
-
-
-@pytest.fixture
-def netns_hosts(netns: NetNS) -> Iterator[Callable[[dict[str, str]], Path]]:
-    """``netns_hosts({name: ip})``: ``/etc/netns/<ns>/hosts``, seen as /etc/hosts by anything
-    started with ``ip netns exec`` afterwards. Removed after the test."""
-    directory = Path("/etc/netns") / netns.name
-
-    def write(names: dict[str, str]) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "hosts"
-        path.write_text("127.0.0.1 localhost\n"
-                        + "".join(f"{ip} {name}\n" for name, ip in names.items()))
-        return path
-
-    yield write
-    shutil.rmtree(directory, ignore_errors=True)
 
 
 @pytest.fixture
