@@ -14,6 +14,7 @@ connections (``sniff.hold_upstream``), so they need Envoy >= 1.37 (a version ski
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from pathlib import Path
@@ -21,8 +22,8 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (PG_SSL_REQUEST, all_decisions, decision_log, decisions, get, policy_of,
-                    set_module, set_policy, shipped, sniffed, tls_server)
+from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, get,
+                    http_sidecar, policy_of, set_module, set_policy, shipped, sniffed, tls_server)
 from hello import real_client_hello
 from harness import (Envoy, HttpServer, NetNS, TcpServer, connect, http_request, tcp_exchange,
                      tls_client)
@@ -310,6 +311,29 @@ def test_a_name_sent_after_the_timeout_cannot_go_to_the_client_ip(mode, pinned, 
     assert decoy.received == [b""] and api.connections == 0
     assert decisions(envoy, "deny", "pin_unavailable") == 1
     assert pin_count(envoy, "unavailable") == 1 and pin_count(envoy, "pinned") == 0
+
+
+def test_the_http_filter_refuses_what_it_would_have_to_pin(start_envoy, wasm_path, serve) -> None:
+    """The HTTP filter routes to the original destination and cannot pin: a request that must be
+    pinned gets a 403 (pin_unavailable) instead of reaching the IP the client chose. (On
+    loopback: the shipped HTTP-filter config with a PROXY header for the original destination.)"""
+    chosen = serve(HttpServer("127.0.0.2", label="chosen"))
+    lan = serve(HttpServer("127.0.0.3", label="lan"))
+    envoy = start_envoy(http_sidecar(wasm_path, {
+        "pin": True, "allow": [{"name": "web", "hosts": ["web.example.com"]},
+                               {"name": "lan", "cidrs": ["127.0.0.3/32"]}]}))
+    via = Via(envoy, "outbound_http")
+
+    refused = http_request(raw_request=get("web.example.com"), **via.to(chosen.address))
+    by_address = http_request(raw_request=get("web.example.com"), **via.to(lan.address))
+
+    assert refused.status == 403 and json.loads(refused.body) == {
+        "error": "egress_denied", "destination": "web.example.com",
+        "reason": "pin_unavailable", "rule": "web"}, refused
+    assert chosen.connections == 0
+    assert by_address.status == 200 and by_address.body == b"hello from lan", by_address
+    assert all_decisions(envoy) == {("deny", "pin_unavailable"): 1, ("allow", "rule"): 1}
+    assert pin_count(envoy, "unavailable") == 1
 
 
 def keep_alive(host: str, path: str) -> bytes:
