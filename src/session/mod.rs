@@ -221,9 +221,10 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
         _ => None,
     };
     let pin = settle_pin(policy, seen, pinned_name, &mut decision, rec);
-    if pin.is_some_and(|p| p != PinOutcome::Pinned) {
-        // Its own reason, whatever the request: a connection that must be pinned and cannot be
-        // is never let out to the client's IP.
+    if seen.request == 1 && pin.is_some_and(|p| p != PinOutcome::Pinned) {
+        // A connection that must be pinned and cannot be is never let out to the client's IP:
+        // its own reason, and how pinning failed. (A later request gets `later_request`, with
+        // `pin_unavailable` as the detail, below.)
         detail = detail.or(pin.map(PinOutcome::as_str));
     }
     if seen.request > 1 && decision.verdict != Verdict::Allow && detail.is_none() {

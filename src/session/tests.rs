@@ -701,7 +701,7 @@ fn a_pinned_connection_carries_only_its_name() {
         assert_eq!(action, Action::Close);
         let last = log.decisions.last().unwrap();
         assert!(
-            last.starts_with("deny/pin_unavailable/other_name"),
+            last.starts_with("deny/later_request/pin_unavailable"),
             "{last}"
         );
         assert_eq!(log.pins.len(), 1);
@@ -726,6 +726,6 @@ fn a_pinned_connection_carries_only_its_name() {
     assert_eq!(action, Action::Close);
     assert_eq!(
         log.decisions.last().map(String::as_str),
-        Some("deny/pin_unavailable/unavailable@api.example")
+        Some("deny/later_request/pin_unavailable@api.example")
     );
 }
