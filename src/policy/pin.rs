@@ -1,4 +1,4 @@
-//! Pinning: a name bound to the destination Envoy resolves for it (DESIGN.md, "Pinning").
+//! Pinning: a name bound to the destination Envoy resolves for it ([docs/pinning.md](../../docs/pinning.md)).
 //!
 //! Without pinning, an allowed SNI or Host sent to *any* IP passes, and that IP gets the
 //! connection (`curl --resolve api.stripe.com:443:203.0.113.9` would reach 203.0.113.9). With

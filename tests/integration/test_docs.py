@@ -60,12 +60,11 @@ LEADING_DOTS_RE = re.compile(r"^(?:\.\.?/)+")
 
 
 def tracked(repo: Path = REPO) -> list[str]:
-    """Every file git tracks, as repository-relative POSIX paths (that exist in the worktree),
-    but for ``wip/``: patches of unmerged work, which quote the code they were written against."""
+    """Every file git tracks, as repository-relative POSIX paths (that exist in the worktree)."""
     out = subprocess.run(["git", "ls-files", "-z"], cwd=repo, check=True,
                          capture_output=True).stdout.decode()
     return sorted(p for p in out.split("\0")
-                  if p and not p.startswith("wip/") and (repo / p).is_file())
+                  if p and (repo / p).is_file())
 
 
 def directories(files: list[str]) -> set[str]:
