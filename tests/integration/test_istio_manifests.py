@@ -503,13 +503,22 @@ def test_the_placement_check_can_fail() -> None:
 
 
 def _cidr_rules_removed(policy: dict[str, Any]) -> dict[str, Any]:
-    """The policy without its IP rules (and without lists left empty)."""
+    """The policy without its IP rules, as `render` makes it (src/bin/egress-guard/by_name.rs):
+    a rule with CIDRs keeps its hosts if it has any and is dropped if not; a list emptied so
+    is dropped."""
     out = copy.deepcopy(policy)
     for key in ("allow", "deny"):
-        if key in out:
-            out[key] = [r for r in out[key] if "cidrs" not in r]
-            if not out[key]:
-                del out[key]
+        if not out.get(key):
+            continue
+        kept = []
+        for rule in out[key]:
+            if rule.get("cidrs") and rule.get("hosts"):
+                kept.append({k: v for k, v in rule.items() if k != "cidrs"})
+            elif not rule.get("cidrs"):
+                kept.append(rule)
+        out[key] = kept
+        if not kept:
+            del out[key]
     return out
 
 
