@@ -2,9 +2,10 @@
 inside the patches spliced into an Istio-shaped sidecar and run by a real Envoy with traffic.
 
 The Istio-shaped sidecar is envoy/istio-sidecar-outbound.yaml with egress-guard taken out (what
-istiod generates); istio.py applies the EnvoyFilters and the WasmPlugin to it with istiod's
-matching rules and serves the extension configs from files in place of istio-agent and ADS --
-including what istio-agent sends when it cannot pull the module (the last section).
+istiod generates); istio.py applies the EnvoyFilters, the WasmPlugin and the TrafficExtensions to
+it with istiod's matching rules and serves the extension configs from files in place of
+istio-agent and ADS -- including what istio-agent sends when it cannot pull the module. The
+waypoint TrafficExtensions run in an Envoy shaped like an ambient egress waypoint (last section).
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, h
                      tls_client)
 from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, NETWORK_RBAC,
                    NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, WAYPOINT, agent_forwards,
-                   apply_envoy_filter, apply_wasm_plugin, discovered_filters, documents,
+                   apply_envoy_filter, apply_traffic_extension, apply_wasm_plugin,
+                   discovered_filters, documents,
                    filter_names, hcms, load_schemas, pull_failed_substitute, schema_key,
                    serve_extension_configs, strip_filters, traffic_extension_cel_errors,
-                   traffic_extension_chains, validate_spec, wasm_plugin_selects,
-                   write_extension_configs)
+                   traffic_extension_chains, traffic_extension_resource_name, validate_spec,
+                   wasm_plugin_selects, write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
 MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
@@ -384,8 +386,9 @@ def test_every_manifest_uses_the_same_image_and_fails_closed() -> None:
 # TrafficExtensions (Istio 1.30+)
 # --------------------------------------------------------------------------------------------
 #
-# Checked as resources only: istiod's placement of them (selector/targetRefs, match mode) is
-# ported in istio.traffic_extension_chains, but they are not spliced into a config or run.
+# Checked as resources here: istiod's placement of them (selector/targetRefs, match mode) is
+# ported in istio.traffic_extension_chains. The last section splices the sidecar variants into
+# a sidecar (the hybrid) and runs them.
 
 # file -> the Wasm filter type. Sidecar variants are selected by label and match CLIENT; the
 # waypoint variants target the egress waypoint's Gateway.
@@ -562,8 +565,12 @@ def splice(*manifests: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[
     extensions, applied = [], []
     for name in manifests:
         doc = manifest(name)
-        apply = apply_wasm_plugin if doc["kind"] == "WasmPlugin" else apply_envoy_filter
-        more, where = apply(bootstrap, doc)
+        if doc["kind"] == "TrafficExtension":
+            more, where = apply_traffic_extension(bootstrap, doc, SIDECAR)
+        elif doc["kind"] == "WasmPlugin":
+            more, where = apply_wasm_plugin(bootstrap, doc)
+        else:
+            more, where = apply_envoy_filter(bootstrap, doc)
         extensions += more
         applied += where
     return bootstrap, extensions, applied
@@ -924,3 +931,91 @@ def test_fail_open_lets_egress_out_unchecked_when_the_pull_fails(spliced_sidecar
     # An RBAC filter without rules allows without counting anything.
     assert envoy.counter(NETWORK_ECDS + "update_success") == 1
     assert all_decisions(envoy) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# The hybrid sidecar: TrafficExtensions where istiod puts them, the EnvoyFilter on the catch-all
+# --------------------------------------------------------------------------------------------
+
+HYBRID = ("egress-guard-network.yaml", "egress-guard-trafficext-network.yaml",
+          "egress-guard-trafficext-http.yaml")
+TE_NETWORK = "extensions.istio.io/trafficextension/istio-system.egress-guard-network"
+TE_HTTP = "extensions.istio.io/trafficextension/istio-system.egress-guard-http"
+
+
+def test_the_hybrid_puts_each_filter_where_istiod_would() -> None:
+    """The EnvoyFilter's filter on the catch-all chains; the network TrafficExtension's on the
+    service chains (a ServiceEntry's SNI chain, and before the HTTP connection manager on the
+    port-80 HTTP chain); the HTTP TrafficExtension's in the connection manager. Every filter is
+    on one chain's list once: no chain has two network egress-guards."""
+    bootstrap, extensions, applied = splice(*HYBRID)
+    assert sorted(applied) == [
+        "EXTENSION_CONFIG -> egress-guard",
+        "HTTP_FILTER -> 0.0.0.0_80/None",
+        "NETWORK_FILTER -> 0.0.0.0_443/PassthroughFilterChain",
+        "NETWORK_FILTER -> 0.0.0.0_443/api.partner.example-443",
+        "NETWORK_FILTER -> 0.0.0.0_80/None",
+        "NETWORK_FILTER -> 0.0.0.0_80/PassthroughFilterChain",
+        "NETWORK_FILTER -> virtualOutbound/virtualOutbound-catchall-tcp",
+    ]
+    assert traffic_extension_resource_name(manifest(HYBRID[1])) == TE_NETWORK
+    assert [e["name"] for e in extensions] == ["egress-guard", TE_NETWORK, TE_HTTP]
+    names = filter_names(bootstrap)
+    assert names[("0.0.0.0_443", "api.partner.example-443")] == [
+        TE_NETWORK, "envoy.filters.network.tcp_proxy"]
+    assert names[("0.0.0.0_80", "#0")] == [
+        TE_NETWORK, f"envoy.filters.network.http_connection_manager[{TE_HTTP},"
+                    "envoy.filters.http.router]"]
+    for chain in ("virtualOutbound-catchall-tcp", "PassthroughFilterChain"):
+        assert all(n.count("egress-guard") <= 1 for (_, c), n in names.items() if c == chain)
+    assert {tuple(f["config_discovery"]["type_urls"]) for f in discovered_filters(bootstrap)} == {
+        (NETWORK_WASM, NETWORK_RBAC), (HTTP_WASM, HTTP_RBAC)}
+
+
+def test_the_hybrid_sidecar_runs(spliced_sidecar, serve, netns, cert) -> None:
+    """The three manifests as istiod and istio-agent would deliver them, in a real Envoy: the
+    EnvoyFilter's egress-guard decides on the catch-all chains, the TrafficExtensions' on a
+    ServiceEntry's chain and on plain HTTP, all from the same policy.
+
+    What the network TrafficExtension changes for HTTP: it sits in front of the connection
+    manager, so it reads the request head first and a denied Host is closed there, before the
+    HTTP filter could answer 403."""
+    envoy = spliced_sidecar(*HYBRID)
+    add_addresses(netns, IN_CLUSTER)
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    evil = serve(tls_server(netns, cert, "127.0.0.51"))
+    other_port = serve(tls_server(netns, cert, "127.0.0.52", 8443))
+    debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+    partner = serve(tls_server(netns, cert, "127.0.0.56"))
+    partner_in_cluster = serve(tls_server(netns, cert, IN_CLUSTER))
+
+    for prefix in ("extension_config_discovery.network_filter.egress-guard.",
+                   f"extension_config_discovery.network_filter.{TE_NETWORK}.",
+                   f"extension_config_discovery.http_filter.{TE_HTTP}."):
+        assert envoy.counter(prefix + "update_success") == 1, prefix
+    # The catch-all chains (the EnvoyFilter's egress-guard).
+    assert tls_client("127.0.0.50", 443, "api.github.com", netns=netns).received == b"ping"
+    assert tls_client("127.0.0.51", 443, "evil.example.com", netns=netns).received == b""
+    assert tls_client("127.0.0.52", 8443, "api.github.com", netns=netns).received == b""
+    catch_all = all_decisions(envoy)
+    assert catch_all == {("allow", "rule"): 1, ("deny", "no_match"): 2}, catch_all
+    # The ServiceEntry's chain (the network TrafficExtension): the ServiceEntry alone would let
+    # api.partner.example out anywhere; the policy allows it only to in-cluster addresses.
+    assert tls_client("127.0.0.56", 443, "api.partner.example", netns=netns).received == b""
+    assert tls_client(IN_CLUSTER, 443, "api.partner.example", netns=netns).received == b"ping"
+    assert partner.handshakes == 0 and partner_in_cluster.snis == ["api.partner.example"]
+    # Plain HTTP: both TrafficExtensions allow deb.debian.org; the network one closes the rest.
+    ok = http_request("127.0.0.53", 80, get("deb.debian.org"), netns=netns)
+    assert ok.status == 200 and ok.body == b"hello from deb", ok
+    denied = http_request("127.0.0.53", 80, get("evil.example.com"), netns=netns)
+    assert denied.status is None, denied
+
+    assert github.snis == ["api.github.com"] and debian.hosts == ["deb.debian.org"]
+    assert all(data == b"" for s in (evil, other_port, partner) for data in s.received)
+    log = {(e["dst"], e["filter"], e.get("name")): e["decision"] for e in decision_log(envoy, 4)}
+    assert log == {("127.0.0.51:443", "network", "evil.example.com"): "deny",
+                   ("127.0.0.52:8443", "network", None): "deny",
+                   ("127.0.0.56:443", "network", "api.partner.example"): "deny",
+                   ("127.0.0.53:80", "network", "evil.example.com"): "deny"}, log
+    assert all_decisions(envoy) == {("allow", "rule"): 4, ("deny", "no_match"): 4}
+
