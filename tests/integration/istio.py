@@ -20,6 +20,7 @@
   and ``match[].mode`` against each chain's mode; :func:`traffic_extension_cel_errors` evaluates
   the TrafficExtension CRD's CEL rules; :func:`apply_traffic_extension` inserts a Wasm
   TrafficExtension's filter where istiod would and returns its ECDS resource.
+* :func:`waypoint_bootstrap` is an ambient egress waypoint's Envoy without HBONE.
 * :func:`serve_extension_configs` stands in for istio-agent and the ADS stream: the module's
   ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
   test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
@@ -666,3 +667,87 @@ def apply_traffic_extension(bootstrap: dict[str, Any], ext: dict[str, Any], prox
             applied.append(f"NETWORK_FILTER -> {lst['name']}/{fc.get('name')}")
     return [extension], applied
 
+
+# --------------------------------------------------------------------------------------------
+# An ambient egress waypoint
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaypointService:
+    """A ServiceEntry host bound to the egress waypoint: the address Istio allocated it (what
+    ztunnel sends to the waypoint as the destination, and what the waypoint's filters see), its
+    port and protocol, and where the waypoint's cluster for it resolves to (a stand-in for DNS
+    resolution of the host)."""
+
+    host: str
+    vip: str
+    port: int
+    protocol: str           # "TLS" or "HTTP"
+    endpoint: tuple[str, int]
+
+
+def waypoint_bootstrap(services: list[WaypointService], port: int) -> dict[str, Any]:
+    """An egress waypoint's Envoy, as far as it matters to egress-guard, without HBONE.
+
+    In Istio 1.30 ztunnel carries a connection over HBONE to the waypoint, whose
+    ``connect_terminate`` listener ends the tunnel and hands the inner connection to the
+    internal listener ``main_internal`` with the original destination -- the ServiceEntry's
+    address and port -- as its local address. ``main_internal`` has a filter chain per service
+    port, matched on that address and port, built as INBOUND (so ``mode: SERVER``): TCP proxying
+    to the ServiceEntry's cluster, or an HTTP connection manager routing to it
+    (pilot/pkg/networking/core/listener_waypoint.go).
+
+    Here the tunnel is replaced by iptables REDIRECT to a real listener ``main_internal`` on
+    ``port`` with ``original_dst``: the filters see the same local address, the ServiceEntry's.
+    The clusters are STATIC at each service's ``endpoint`` (Istio's would be STRICT_DNS or
+    DYNAMIC_DNS on the host). Chain names are this file's; istiod's differ."""
+    chains_, clusters = [], []
+    for svc in services:
+        cluster = f"outbound|{svc.port}||{svc.host}"
+        match = {"destination_port": svc.port,
+                 "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}]}
+        if svc.protocol == "HTTP":
+            filters = [{"name": HCM, "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                         "http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": f"inbound-vip|{svc.port}|http|{svc.host}",
+                "route_config": {"name": f"inbound-vip|{svc.port}|http|{svc.host}",
+                                 "virtual_hosts": [{"name": "inbound|http|" + str(svc.port),
+                                                    "domains": ["*"],
+                                                    "routes": [{"match": {"prefix": "/"},
+                                                                "route": {"cluster": cluster}}]}]},
+                "http_filters": [{"name": ROUTER, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3."
+                             "Router"}}]}}]
+        elif svc.protocol == "TLS":
+            filters = [{"name": TCP_PROXY, "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
+                         "TcpProxy",
+                "stat_prefix": cluster, "cluster": cluster}}]
+        else:
+            raise PatchError(f"protocol {svc.protocol} is not emulated")
+        chains_.append({"name": f"inbound-vip|{svc.port}|{svc.protocol.lower()}|{svc.host}",
+                        "filter_chain_match": match, "filters": filters})
+        clusters.append({"name": cluster, "type": "STATIC", "connect_timeout": "5s",
+                         "load_assignment": {"cluster_name": cluster, "endpoints": [{
+                             "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                                 "address": svc.endpoint[0],
+                                 "port_value": svc.endpoint[1]}}}}]}]}})
+    listener = {
+        "name": "main_internal",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "traffic_direction": "INBOUND",
+        "listener_filters": [
+            {"name": "envoy.filters.listener.original_dst", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
+                         "OriginalDst"}},
+            {"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector."
+                         "v3.TlsInspector"}},
+        ],
+        "filter_chains": chains_,
+    }
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": 15000}}},
+            "static_resources": {"listeners": [listener], "clusters": clusters}}

@@ -25,13 +25,13 @@ from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffe
 from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, http_request,
                      tls_client)
 from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, NETWORK_RBAC,
-                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, WAYPOINT, agent_forwards,
-                   apply_envoy_filter, apply_traffic_extension, apply_wasm_plugin,
-                   discovered_filters, documents,
+                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, WAYPOINT, WaypointService,
+                   agent_forwards, apply_envoy_filter, apply_traffic_extension,
+                   apply_wasm_plugin, discovered_filters, documents,
                    filter_names, hcms, load_schemas, pull_failed_substitute, schema_key,
                    serve_extension_configs, strip_filters, traffic_extension_cel_errors,
                    traffic_extension_chains, traffic_extension_resource_name, validate_spec,
-                   wasm_plugin_selects, write_extension_configs)
+                   waypoint_bootstrap, wasm_plugin_selects, write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
 MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
@@ -387,8 +387,8 @@ def test_every_manifest_uses_the_same_image_and_fails_closed() -> None:
 # --------------------------------------------------------------------------------------------
 #
 # Checked as resources here: istiod's placement of them (selector/targetRefs, match mode) is
-# ported in istio.traffic_extension_chains. The last section splices the sidecar variants into
-# a sidecar (the hybrid) and runs them.
+# ported in istio.traffic_extension_chains. The last two sections splice them into a sidecar
+# (the hybrid) and a waypoint-shaped Envoy and run them.
 
 # file -> the Wasm filter type. Sidecar variants are selected by label and match CLIENT; the
 # waypoint variants target the egress waypoint's Gateway.
@@ -1019,3 +1019,102 @@ def test_the_hybrid_sidecar_runs(spliced_sidecar, serve, netns, cert) -> None:
                    ("127.0.0.53:80", "network", "evil.example.com"): "deny"}, log
     assert all_decisions(envoy) == {("allow", "rule"): 4, ("deny", "no_match"): 4}
 
+
+# --------------------------------------------------------------------------------------------
+# An ambient egress waypoint
+# --------------------------------------------------------------------------------------------
+
+WAYPOINT_PORT = 15008
+# ServiceEntry hosts bound to the waypoint, at addresses from Istio's default allocation range
+# (240.240.0.0/16). The endpoints stand in for the hosts' resolved addresses.
+WAYPOINT_SERVICES = [
+    WaypointService("api.github.com", "240.240.0.1", 443, "TLS", ("127.0.0.50", 443)),
+    # A wildcard ServiceEntry (`*.example.com`, resolution DYNAMIC_DNS in Istio): everything
+    # under example.com reaches the waypoint; the policy narrows it.
+    WaypointService("*.example.com", "240.240.0.2", 443, "TLS", ("127.0.0.51", 443)),
+    WaypointService("deb.debian.org", "240.240.0.3", 80, "HTTP", ("127.0.0.53", 80)),
+]
+
+
+def test_the_waypoint_extensions_land_on_every_waypoint_chain() -> None:
+    bootstrap = waypoint_bootstrap(WAYPOINT_SERVICES, WAYPOINT_PORT)
+    applied = []
+    for name in WAYPOINT_EXTENSIONS:
+        applied += apply_traffic_extension(bootstrap, manifest(name), WAYPOINT)[1]
+    assert sorted(applied) == [
+        "HTTP_FILTER -> main_internal/inbound-vip|80|http|deb.debian.org",
+        "NETWORK_FILTER -> main_internal/inbound-vip|443|tls|*.example.com",
+        "NETWORK_FILTER -> main_internal/inbound-vip|443|tls|api.github.com",
+        "NETWORK_FILTER -> main_internal/inbound-vip|80|http|deb.debian.org",
+    ]
+    # The sidecar variants attach to no waypoint.
+    for name in SIDECAR_EXTENSIONS:
+        assert apply_traffic_extension(bootstrap, manifest(name), WAYPOINT) == ([], [])
+
+
+@pytest.fixture
+def waypoint(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path,
+             tmp: Path) -> Callable[..., Envoy]:
+    """An egress waypoint (:func:`istio.waypoint_bootstrap`) with the waypoint TrafficExtensions
+    (or ``edit(extension)`` of them), in ``netns``: connections to the ServiceEntry addresses
+    are redirected to it, as ztunnel would tunnel them."""
+    def start(edit: Callable[[dict[str, Any]], None] | None = None) -> Envoy:
+        bootstrap = waypoint_bootstrap(WAYPOINT_SERVICES, WAYPOINT_PORT)
+        extensions = []
+        for name in WAYPOINT_EXTENSIONS:
+            doc = copy.deepcopy(manifest(name))
+            if edit is not None:
+                edit(doc)
+            extensions += apply_traffic_extension(bootstrap, doc, WAYPOINT)[0]
+        serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds")
+        add_addresses(netns, *(svc.vip for svc in WAYPOINT_SERVICES))
+        envoy = start_envoy(bootstrap, netns=netns, uid=PROXY_UID)
+        netns.install_redirect(WAYPOINT_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                               intercept_loopback=True)
+        return envoy
+    return start
+
+
+def test_the_waypoint_policy_runs_in_a_waypoint_shaped_envoy(waypoint, serve, netns,
+                                                             cert) -> None:
+    """The waypoint manifests' policy (by name only) in a real Envoy shaped like an egress
+    waypoint: allowed names pass, other names to the same ServiceEntry addresses are stopped,
+    and the destination egress-guard sees is the ServiceEntry's address, not the server's."""
+    envoy = waypoint()
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    example = serve(tls_server(netns, cert, "127.0.0.51"))
+    debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+
+    assert tls_client("240.240.0.1", 443, "api.github.com", netns=netns).received == b"ping"
+    # Another name sent to the same ServiceEntry address.
+    assert tls_client("240.240.0.1", 443, "evil.example.com", netns=netns).received == b""
+    # The wildcard ServiceEntry lets www.example.com reach the waypoint; the policy does not.
+    assert tls_client("240.240.0.2", 443, "www.example.com", netns=netns).received == b""
+    ok = http_request("240.240.0.3", 80, get("deb.debian.org"), netns=netns)
+    assert ok.status == 200 and ok.body == b"hello from deb", ok
+    denied = http_request("240.240.0.3", 80, get("evil.example.com"), netns=netns)
+    assert denied.status is None, denied   # the network filter in front of the HCM closes it
+
+    assert github.snis == ["api.github.com"] and debian.hosts == ["deb.debian.org"]
+    assert example.handshakes == 0 and all(d == b"" for d in example.received)
+    log = {(e["dst"], e["name"]) for e in decision_log(envoy, 3)}
+    assert log == {("240.240.0.1:443", "evil.example.com"), ("240.240.0.2:443", "www.example.com"),
+                   ("240.240.0.3:80", "evil.example.com")}, log
+    # api.github.com and deb.debian.org (network and HTTP filter) allowed by rule.
+    assert all_decisions(envoy) == {("allow", "rule"): 3, ("deny", "no_match"): 3}
+
+
+def test_a_cidr_rule_at_the_waypoint_matches_the_serviceentry_address(waypoint, serve, netns,
+                                                                      cert) -> None:
+    """Why the waypoint policy has no CIDR rules: the sidecar policy's deny of the server's
+    real address does not fire at the waypoint, where the destination is the ServiceEntry's
+    address; a CIDR rule for the ServiceEntry range would match every host bound to it."""
+    def real_address_denied(doc: dict[str, Any]) -> None:
+        doc["spec"]["wasm"]["pluginConfig"]["deny"] = [
+            {"name": "the-real-address", "cidrs": ["127.0.0.50/32"]}]
+
+    envoy = waypoint(real_address_denied)
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    assert tls_client("240.240.0.1", 443, "api.github.com", netns=netns).received == b"ping"
+    assert github.snis == ["api.github.com"]
+    assert all_decisions(envoy) == {("allow", "rule"): 1}
