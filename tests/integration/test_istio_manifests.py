@@ -80,7 +80,8 @@ def test_vendored_schemas_are_the_shared_ones(name: str) -> None:
 
 def test_the_vendored_schemas_are_all_in_use() -> None:
     """Every schema file in data/ is loaded, and each kind comes from one file only."""
-    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(SCHEMA_FILES)
+    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(SCHEMA_FILES + (
+        FIELD_RELEASES.name,))
     kinds = {key.rsplit("/", 1)[1] for key in load_schemas()}
     assert kinds == {"WasmPlugin", "EnvoyFilter", "ServiceEntry", "Sidecar", "TrafficExtension"}
 
@@ -282,35 +283,82 @@ def test_the_envoy_filters_are_for_sidecars_not_gateways() -> None:
         assert contexts == {"SIDECAR_OUTBOUND"}, (name, contexts)
 
 
-# The first Istio release whose WasmPlugin CRD has each field (Istio's
-# manifests/charts/base/.../crd-all.gen.yaml at each release tag), and the releases from which
-# istio-agent pulls the module of an ECDS Wasm filter (pkg/wasm/convert.go: HTTP filters since
-# before WasmPlugin existed, network filters since 1.20).
-WASM_PLUGIN_FIELD_SINCE = {
-    "url": (1, 12), "sha256": (1, 12), "imagePullPolicy": (1, 12), "imagePullSecret": (1, 12),
-    "verificationKey": (1, 12), "pluginConfig": (1, 12), "pluginName": (1, 12),
-    "phase": (1, 12), "priority": (1, 12), "selector": (1, 12), "vmConfig": (1, 14),
-    "match": (1, 16), "failStrategy": (1, 19), "type": (1, 20), "targetRef": (1, 20),
-    "targetRefs": (1, 22),
-}
-FAIL_RELOAD_SINCE = (1, 27)
+# The first Istio release whose CRD has each field and enum value of a WasmPlugin, EnvoyFilter
+# and TrafficExtension spec: data/istio-field-releases.json, derived from istio/api's
+# kubernetes/customresourcedefinitions.gen.yaml at every release tag from 1.8.0 and at master
+# (scripts/istio-field-releases.py; "unreleased" for what only master has). An EnvoyFilter's
+# `patch.value` and a plugin's `pluginConfig` are free-form: their contents are Envoy's and
+# egress-guard's, not the CRD's.
+FIELD_RELEASES = SCHEMA_DIR / "istio-field-releases.json"
+# The releases from which istio-agent pulls the module of an ECDS Wasm filter (pkg/wasm/convert.go:
+# HTTP filters since before WasmPlugin existed, network filters since 1.20): what an EnvoyFilter
+# needs beyond its fields.
 ECDS_WASM_PULL_SINCE = {HTTP_WASM: (1, 12), NETWORK_WASM: (1, 20)}
-# TrafficExtension is new in Istio 1.30, every field at once (crd-all.gen.yaml has no
-# TrafficExtension at the 1.29.0 tag and has it, with these fields, at 1.30.0).
+# TrafficExtension is new in Istio 1.30 (crd-all.gen.yaml has no TrafficExtension at the 1.29.0
+# tag and has it, with every field, at 1.30.0).
 TRAFFIC_EXTENSION_SINCE = (1, 30)
 
 
+def field_releases() -> dict[str, dict[str, str]]:
+    """``group/version/Kind`` -> field path (``a.b[].c``, or ``a.b=VALUE`` for an enum value)
+    -> the first release that has it (``"1.N"`` or ``"unreleased"``)."""
+    table = json.loads(FIELD_RELEASES.read_text())
+    return {k: v for k, v in table.items() if not k.startswith("_")}
+
+
+def schema_fields(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every field path and enum value a CRD's spec schema has (the script's reading)."""
+    out = {f"{prefix}={value}" for value in schema.get("enum") or []}
+    for name, sub in (schema.get("properties") or {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        out |= {path} | schema_fields(sub, path)
+    if isinstance(schema.get("items"), dict):
+        out |= schema_fields(schema["items"], prefix + "[]")
+    for key in ("oneOf", "anyOf", "allOf"):
+        for sub in schema.get(key) or []:
+            out |= schema_fields(sub, prefix)
+    return out
+
+
+def used_fields(value: Any, schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """The field paths (and enum values) a manifest's spec uses, as :func:`schema_fields` names
+    them. A key the schema does not list is named anyway (the schema test reports it); nothing
+    below a free-form field or in a map (``selector.matchLabels``) is."""
+    out: set[str] = set()
+    if isinstance(value, dict) and schema.get("properties"):
+        for key, sub_value in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out.add(path)
+            sub = (schema.get("properties") or {}).get(key)
+            if sub is not None:
+                out |= used_fields(sub_value, sub, path)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            out |= used_fields(item, schema["items"], prefix + "[]")
+    elif isinstance(value, str) and schema.get("enum"):
+        out.add(f"{prefix}={value}")
+    return out
+
+
+def _release(text: str) -> tuple[int, int]:
+    if text == "unreleased":
+        return (1, 10**6)
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
 def required_istio(doc: dict[str, Any]) -> tuple[int, int]:
-    """The oldest Istio release that has everything the manifest uses."""
-    spec = doc["spec"]
-    if doc["kind"] == "TrafficExtension":
-        return TRAFFIC_EXTENSION_SINCE
-    if doc["kind"] == "WasmPlugin":
-        need = max(WASM_PLUGIN_FIELD_SINCE[field] for field in spec)
-        return max(need, FAIL_RELOAD_SINCE) if spec.get("failStrategy") == "FAIL_RELOAD" else need
-    assert doc["kind"] == "EnvoyFilter", doc["kind"]
-    return max(ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
-               for cp in spec["configPatches"] if cp["applyTo"] == "EXTENSION_CONFIG")
+    """The oldest Istio release that has every field the manifest uses (raises KeyError for a
+    field with no known release) and, for an EnvoyFilter, pulls its modules."""
+    key = schema_key(doc)
+    releases = field_releases()[key]
+    fields = used_fields(doc["spec"], load_schemas()[key]["properties"]["spec"])
+    need = max(_release(releases[f]) for f in fields)
+    if doc["kind"] == "EnvoyFilter":
+        need = max([need] + [ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
+                             for cp in doc["spec"]["configPatches"]
+                             if cp["applyTo"] == "EXTENSION_CONFIG"])
+    return need
 
 
 def stated_istio(text: str) -> tuple[int, int]:
@@ -337,11 +385,47 @@ def test_the_stated_istio_release_has_what_the_manifest_uses(path: Path) -> None
     assert docs_istio_floors()[path.name] == stated, path.name
 
 
+def test_the_field_releases_are_the_schemas_fields() -> None:
+    """The release table names exactly the fields and enum values of the vendored schemas of the
+    kinds it covers (the schemas are istio/api master's, as is the table's last column)."""
+    schemas, table = load_schemas(), field_releases()
+    assert sorted(table) == sorted(k for k in schemas if k.rsplit("/", 1)[1] in (
+        "WasmPlugin", "EnvoyFilter", "TrafficExtension")), sorted(table)
+    for key, releases in table.items():
+        assert set(releases) == schema_fields(schemas[key]["properties"]["spec"]), key
+        assert all(re.fullmatch(r"1\.\d+|unreleased", r) for r in releases.values()), key
+    # TrafficExtension is new in 1.30, every field at once.
+    assert set(table[TRAFFIC_EXTENSION].values()) == {"1.30"}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_field_a_manifest_uses_has_a_known_release(path: Path) -> None:
+    for doc in documents(path):
+        key = schema_key(doc)
+        fields = used_fields(doc["spec"], load_schemas()[key]["properties"]["spec"])
+        assert fields and fields <= set(field_releases()[key]), sorted(
+            fields - set(field_releases()[key]))
+
+
 def test_the_istio_release_check_can_fail() -> None:
     plugin = manifest("egress-guard-http.yaml")
     assert required_istio(plugin) == (1, 20)  # `type`
     plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    assert required_istio(plugin) == (1, 27)   # an enum value newer than its field (1.19)
+    plugin["spec"]["targetRefs"] = [WAYPOINT_REF]
     assert required_istio(plugin) == (1, 27)
+    plugin["spec"]["targetRef"] = WAYPOINT_REF   # no later than targetRefs
+    del plugin["spec"]["targetRefs"]
+    assert required_istio(plugin) == (1, 27)
+    plugin["spec"]["vmConfig"] = {"env": [{"name": "A", "valueFrom": "HOST"}]}
+    assert required_istio(plugin) == (1, 27)
+    filters = manifest("egress-guard-http-passthrough-only.yaml")
+    filters["spec"]["configPatches"][0]["patch"]["operation"] = "MERGE_AND_REPLACE_LIST"
+    assert required_istio(filters) == (1, 10**6)   # in no release yet
+    misspelt = manifest("egress-guard-http.yaml")
+    misspelt["spec"]["pluginconfig"] = {}
+    with pytest.raises(KeyError):
+        required_istio(misspelt)
     assert stated_istio("# a filter (Istio >= 1.12).\n#\napiVersion: v1\n") == (1, 12)
     assert required_istio(manifest("egress-guard-network.yaml")) == (1, 20)
     extension = manifest("egress-guard-trafficext-http.yaml")
