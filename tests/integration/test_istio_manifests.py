@@ -1104,6 +1104,29 @@ def test_the_hybrid_sidecar_runs(spliced_sidecar, serve, netns, cert) -> None:
     assert all_decisions(envoy) == {("allow", "rule"): 4, ("deny", "no_match"): 4}
 
 
+def test_a_failed_pull_in_the_hybrid_denies_on_every_chain(spliced_sidecar, serve, netns,
+                                                           cert) -> None:
+    """The TrafficExtensions' filters list the RBAC type too (istiod's lists): when istio-agent
+    cannot pull the module, its deny-all stands in for all three, and what the policy would
+    allow on each kind of chain is refused."""
+    envoy = spliced_sidecar(*HYBRID, pull_fails=True)
+    add_addresses(netns, IN_CLUSTER)
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    partner = serve(tls_server(netns, cert, IN_CLUSTER))
+    debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+
+    for prefix in (NETWORK_ECDS, f"extension_config_discovery.network_filter.{TE_NETWORK}.",
+                   f"extension_config_discovery.http_filter.{TE_HTTP}."):
+        assert (envoy.counter(prefix + "update_success"),
+                envoy.counter(prefix + "update_rejected")) == (1, 0), prefix
+    assert tls_client("127.0.0.50", 443, "api.github.com", netns=netns).received == b""
+    assert tls_client(IN_CLUSTER, 443, "api.partner.example", netns=netns).received == b""
+    # The network stand-in in front of the connection manager closes plain HTTP first.
+    assert http_request("127.0.0.53", 80, get("deb.debian.org"), netns=netns).status is None
+    assert github.handshakes == partner.handshakes == 0 and debian.requests == []
+    assert envoy.counter(NETWORK_DENIED) == 3
+    assert all_decisions(envoy) == {}
+
 # --------------------------------------------------------------------------------------------
 # An ambient egress waypoint
 # --------------------------------------------------------------------------------------------
