@@ -3,8 +3,10 @@
 //!
 //! The shipped files are the templates, compiled in: each place that holds the policy (the
 //! `value: |` block of a Wasm filter's `google.protobuf.StringValue` configuration, a
-//! WasmPlugin's `pluginConfig:`) gets the policy file's text, indented, and nothing else
-//! changes. So `render examples/policies/default.json --envoy` reproduces `envoy/` byte for byte
+//! WasmPlugin's `pluginConfig:`, a TrafficExtension's `wasm.pluginConfig:`) gets the policy
+//! file's text, indented, and nothing else changes -- except in the ambient egress-waypoint
+//! manifests ([`Embed::ByName`]), which get it without its CIDR rules and a comment line naming
+//! them. So `render examples/policies/default.json --envoy` reproduces `envoy/` byte for byte
 //! (tests/cli.rs checks this), and a policy is written once.
 //!
 //! JSON is YAML, so a WasmPlugin's `pluginConfig` holds the policy's JSON text as a flow mapping.
