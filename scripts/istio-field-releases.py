@@ -27,7 +27,7 @@ import yaml
 KINDS = {("extensions.istio.io", "WasmPlugin", "v1alpha1"),
          ("networking.istio.io", "EnvoyFilter", "v1alpha3"),
          ("extensions.istio.io", "TrafficExtension", "v1alpha1")}
-FIRST_MINOR = 8   # releases before 1.8 have no structural schemas worth reading
+FIRST_MINOR = 8   # the oldest release read: a field it has is "1.8" (it may be older)
 
 
 def paths(schema: dict, prefix: str = "") -> dict[str, None]:
@@ -56,7 +56,9 @@ def release_paths(text: str) -> dict[str, dict[str, None]]:
             key = (spec["group"], spec["names"]["kind"], version["name"])
             if key not in KINDS:
                 continue
-            schema = ((version.get("schema") or {}).get("openAPIV3Schema") or {})
+            # apiextensions v1beta1 CRDs (Istio <= 1.9) have one schema for every version.
+            schema = ((version.get("schema") or spec.get("validation") or {})
+                      .get("openAPIV3Schema") or {})
             spec_schema = (schema.get("properties") or {}).get("spec") or {}
             found[f"{key[0]}/{key[2]}/{key[1]}"] = paths(spec_schema)
     return found
