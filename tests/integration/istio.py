@@ -633,8 +633,9 @@ def apply_traffic_extension(bootstrap: dict[str, Any], ext: dict[str, Any], prox
     :func:`traffic_extension_resource_name`, and a filter configured by it
 
     * NETWORK: before the chain's terminal filter (``tcp_proxy``, or the HTTP connection manager
-      on an HTTP chain) on every chain but the catch-all ones (:data:`CATCH_ALL_CHAINS`), which
-      istiod builds without extensions;
+      on an HTTP chain: ``buildListenerFromEntry`` in pilot/pkg/networking/core/listener.go) on
+      every chain but the catch-all ones (:data:`CATCH_ALL_CHAINS`), which istiod builds without
+      extensions;
     * HTTP: before the router in every HTTP connection manager.
 
     Placement among Istio's own filters (stats, metadata exchange, authz) is not emulated: the
