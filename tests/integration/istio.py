@@ -632,10 +632,13 @@ def apply_traffic_extension(bootstrap: dict[str, Any], ext: dict[str, Any], prox
     to a chain kind (:func:`traffic_extension_chains`); else an ECDS resource named
     :func:`traffic_extension_resource_name`, and a filter configured by it
 
-    * NETWORK: before the chain's terminal filter (``tcp_proxy``, or the HTTP connection manager
-      on an HTTP chain: ``buildListenerFromEntry`` in pilot/pkg/networking/core/listener.go) on
-      every chain but the catch-all ones (:data:`CATCH_ALL_CHAINS`), which istiod builds without
-      extensions;
+    * NETWORK: before the chain's terminal filter on every chain but the catch-all ones
+      (:data:`CATCH_ALL_CHAINS`), which istiod builds without extensions. On a sidecar that is
+      ``tcp_proxy``, or the HTTP connection manager on an HTTP chain (``buildListenerFromEntry``
+      in pilot/pkg/networking/core/listener.go); on a waypoint only ``tcp_proxy``: its HTTP
+      chains hold the connection manager alone (``buildWaypointInboundHTTPFilters`` in
+      listener_waypoint.go; network extensions go in ``buildWaypointNetworkFilters``, the TCP
+      chains');
     * HTTP: before the router in every HTTP connection manager.
 
     Placement among Istio's own filters (stats, metadata exchange, authz) is not emulated: the
@@ -661,6 +664,8 @@ def apply_traffic_extension(bootstrap: dict[str, Any], ext: dict[str, Any], prox
             if fc.get("name") in CATCH_ALL_CHAINS:
                 continue
             names = [f["name"] for f in fc["filters"]]
+            if proxy.kind == "waypoint" and HCM in names:
+                continue
             terminal = next((n for n in names if n in (TCP_PROXY, HCM)), None)
             if terminal is None:
                 raise PatchError(f"{lst['name']}/{fc.get('name')}: no terminal filter")
@@ -688,6 +693,15 @@ class WaypointService:
     endpoint: tuple[str, int]
 
 
+def _ports_excluded(ports: list[int]) -> dict[str, Any]:
+    """A listener filter's ``filter_disabled`` for ``ports`` (istiod's
+    ``listenerPredicateExcludePorts``: one range, or an or_match of several)."""
+    rules = [{"destination_port_range": {"start": p, "end": p + 1}} for p in ports]
+    if not rules:
+        return {}
+    return {"filter_disabled": rules[0] if len(rules) == 1 else {"or_match": {"rules": rules}}}
+
+
 def waypoint_bootstrap(services: list[WaypointService], port: int) -> dict[str, Any]:
     """An egress waypoint's Envoy, as far as it matters to egress-guard, without HBONE.
 
@@ -701,11 +715,16 @@ def waypoint_bootstrap(services: list[WaypointService], port: int) -> dict[str, 
 
     Here the tunnel is replaced by iptables REDIRECT to a real listener ``main_internal`` on
     ``port`` with ``original_dst``: the filters see the same local address, the ServiceEntry's.
-    The clusters are STATIC at each service's ``endpoint`` (Istio's would be STRICT_DNS or
-    DYNAMIC_DNS on the host). Chain names are this file's; istiod's differ."""
+    As in istiod's ``buildWaypointInternal``: chain and cluster ``inbound-vip|<port>|tcp|<host>``
+    (tcp_proxy) for a TLS or TCP port, ``inbound-vip|<port>|http|<host>`` (a connection manager
+    alone) for an HTTP port; listener filters original_dst and tls_inspector, the inspector off
+    on ports no TLS service uses (the http_inspector istiod adds is off on every port that is not
+    sniffed, as none here is). Differences: chains are picked by ``filter_chain_match`` instead
+    of istiod's matcher tree on destination IP then port, and the clusters are STATIC at each
+    service's ``endpoint`` (istiod's resolve the host)."""
     chains_, clusters = [], []
     for svc in services:
-        cluster = f"outbound|{svc.port}||{svc.host}"
+        cluster = f"inbound-vip|{svc.port}|{'http' if svc.protocol == 'HTTP' else 'tcp'}|{svc.host}"
         match = {"destination_port": svc.port,
                  "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}]}
         if svc.protocol == "HTTP":
@@ -728,8 +747,7 @@ def waypoint_bootstrap(services: list[WaypointService], port: int) -> dict[str, 
                 "stat_prefix": cluster, "cluster": cluster}}]
         else:
             raise PatchError(f"protocol {svc.protocol} is not emulated")
-        chains_.append({"name": f"inbound-vip|{svc.port}|{svc.protocol.lower()}|{svc.host}",
-                        "filter_chain_match": match, "filters": filters})
+        chains_.append({"name": cluster, "filter_chain_match": match, "filters": filters})
         clusters.append({"name": cluster, "type": "STATIC", "connect_timeout": "5s",
                          "load_assignment": {"cluster_name": cluster, "endpoints": [{
                              "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
@@ -745,7 +763,9 @@ def waypoint_bootstrap(services: list[WaypointService], port: int) -> dict[str, 
                          "OriginalDst"}},
             {"name": "envoy.filters.listener.tls_inspector", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector."
-                         "v3.TlsInspector"}},
+                         "v3.TlsInspector"},
+             **_ports_excluded(sorted({s.port for s in services if s.protocol != "TLS"}
+                                      - {s.port for s in services if s.protocol == "TLS"}))},
         ],
         "filter_chains": chains_,
     }

@@ -1148,11 +1148,12 @@ def test_the_waypoint_extensions_land_on_every_waypoint_chain() -> None:
     applied = []
     for name in WAYPOINT_EXTENSIONS:
         applied += apply_traffic_extension(bootstrap, manifest(name), WAYPOINT)[1]
+    # The network filter on the TCP chains only: a waypoint's HTTP chain holds the connection
+    # manager alone.
     assert sorted(applied) == [
         "HTTP_FILTER -> main_internal/inbound-vip|80|http|deb.debian.org",
-        "NETWORK_FILTER -> main_internal/inbound-vip|443|tls|*.example.com",
-        "NETWORK_FILTER -> main_internal/inbound-vip|443|tls|api.github.com",
-        "NETWORK_FILTER -> main_internal/inbound-vip|80|http|deb.debian.org",
+        "NETWORK_FILTER -> main_internal/inbound-vip|443|tcp|*.example.com",
+        "NETWORK_FILTER -> main_internal/inbound-vip|443|tcp|api.github.com",
     ]
     # The sidecar variants attach to no waypoint.
     for name in SIDECAR_EXTENSIONS:
@@ -1200,15 +1201,15 @@ def test_the_waypoint_policy_runs_in_a_waypoint_shaped_envoy(waypoint, serve, ne
     ok = http_request("240.240.0.3", 80, get("deb.debian.org"), netns=netns)
     assert ok.status == 200 and ok.body == b"hello from deb", ok
     denied = http_request("240.240.0.3", 80, get("evil.example.com"), netns=netns)
-    assert denied.status is None, denied   # the network filter in front of the HCM closes it
+    assert denied.status == 403 and denied.headers["x-egress-guard"] == "denied", denied
 
     assert github.snis == ["api.github.com"] and debian.hosts == ["deb.debian.org"]
     assert example.handshakes == 0 and all(d == b"" for d in example.received)
-    log = {(e["dst"], e["name"]) for e in decision_log(envoy, 3)}
-    assert log == {("240.240.0.1:443", "evil.example.com"), ("240.240.0.2:443", "www.example.com"),
-                   ("240.240.0.3:80", "evil.example.com")}, log
-    # api.github.com and deb.debian.org (network and HTTP filter) allowed by rule.
-    assert all_decisions(envoy) == {("allow", "rule"): 3, ("deny", "no_match"): 3}
+    log = {(e["dst"], e["name"], e["filter"]) for e in decision_log(envoy, 3)}
+    assert log == {("240.240.0.1:443", "evil.example.com", "network"),
+                   ("240.240.0.2:443", "www.example.com", "network"),
+                   ("240.240.0.3:80", "evil.example.com", "http")}, log
+    assert all_decisions(envoy) == {("allow", "rule"): 2, ("deny", "no_match"): 3}
 
 
 def test_a_cidr_rule_at_the_waypoint_matches_the_serviceentry_address(waypoint, serve, netns,
