@@ -1063,18 +1063,24 @@ fn render_reproduces_the_shipped_files() {
         let policy = format!("{ROOT}/{policy}");
         let r = run(&["render", &policy, flag, "--out", out.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        assert_eq!(r.stderr, "");
+        // The ambient egress-waypoint manifests get the policy by name only, and render says so.
+        let notes = if flag == "--istio" {
+            ["http", "network"]
+                .map(|kind| {
+                    format!(
+                        "egress-guard: note: egress-guard-waypoint-{kind}.yaml: by name only (an \
+                         egress waypoint sees ServiceEntry addresses, not the destination's): \
+                         left out allow in-cluster, deny cloud-metadata\n"
+                    )
+                })
+                .concat()
+        } else {
+            String::new()
+        };
+        assert_eq!(r.stderr, notes);
         let shipped = PathBuf::from(ROOT).join(shipped);
-        // The TrafficExtension manifests (Istio 1.30) are not rendered yet (issue 13);
-        // test_istio_manifests.py keeps their policy equal to the WasmPlugin's.
-        let names: Vec<String> = yaml_files(&shipped)
-            .into_iter()
-            .filter(|n| {
-                !n.starts_with("egress-guard-trafficext-")
-                    && !n.starts_with("egress-guard-waypoint-")
-            })
-            .collect();
-        assert!(names.len() >= 3, "{names:?}");
+        let names = yaml_files(&shipped);
+        assert!(names.len() >= 5, "{names:?}");
         assert_eq!(yaml_files(&out), names, "render writes every shipped file");
         assert_eq!(
             r.stdout,
@@ -1100,7 +1106,7 @@ fn render_reproduces_the_shipped_files() {
 fn render_puts_another_policy_in_every_copy() {
     let policy =
         r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
-    for (flag, copies) in [("--envoy", 8), ("--istio", 3)] {
+    for (flag, copies) in [("--envoy", 8), ("--istio", 7)] {
         let out = temp_dir("render-other");
         let r = run_with(
             &["render", "-", flag, "--out", out.to_str().unwrap()],
@@ -1108,7 +1114,8 @@ fn render_puts_another_policy_in_every_copy() {
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
         // `check` finds the policy in every copy: 4 in the Istio-shaped sidecar (one anchor,
-        // three aliases), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config.
+        // three aliases), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config
+        // (the waypoint ones too: the policy has no CIDR rule to leave out).
         let mut found = 0;
         for name in yaml_files(&out) {
             let path = out.join(&name);
@@ -1166,6 +1173,55 @@ fn render_one_file_to_stdout_with_image_or_module() {
     assert!(r
         .stdout
         .contains("local: {filename: \"/etc/envoy/egress_guard.wasm\"}"));
+}
+
+/// An ambient egress waypoint sees ServiceEntry addresses: its manifests get the policy without
+/// CIDRs (a rule with hosts keeps them), the file's comment and render's notes say what went.
+#[test]
+fn render_leaves_cidr_rules_out_of_the_waypoint_manifests() {
+    let policy = r#"{"allow": [{"name": "db", "cidrs": ["10.0.0.0/8"], "ports": [5432]},
+  {"name": "web", "hosts": ["x.example"], "cidrs": ["192.0.2.1"]}],
+ "deny": [{"name": "meta", "cidrs": ["169.254.169.254"]}]}"#;
+    let left_out = "allow db, allow web (its cidrs; its hosts kept), deny meta";
+    let file = "egress-guard-waypoint-network.yaml";
+    let r = run_with(&["render", "-", "--istio", "--file", file], Some(policy));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stderr,
+        format!(
+            "egress-guard: note: {file}: by name only (an egress waypoint sees ServiceEntry \
+             addresses, not the destination's): left out {left_out}\n"
+        )
+    );
+    assert!(
+        r.stdout.contains(&format!(
+            "    # Left out here (CIDR rules): {left_out}.\n    pluginConfig:\n      \
+             {{\"allow\": [{{\"name\": \"web\", \"hosts\": [\"x.example\"]}}]}}\n"
+        )),
+        "{}",
+        r.stdout
+    );
+    let rendered = temp_file_ext(&r.stdout, "yaml");
+    let r = run(&["check", "--json", rendered.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let report = json(&r.stdout);
+    let copies = report["files"][0]["copies"].as_array().unwrap();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0]["summary"]["cidrs"], 0, "{}", r.stdout);
+
+    // The sidecar manifests keep every rule.
+    let r = run_with(
+        &[
+            "render",
+            "-",
+            "--istio",
+            "--file",
+            "egress-guard-trafficext-network.yaml",
+        ],
+        Some(policy),
+    );
+    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+    assert!(r.stdout.contains("169.254.169.254"));
 }
 
 #[test]

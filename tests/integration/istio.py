@@ -18,7 +18,9 @@
 * :func:`traffic_extension_chains` tells which filter chains of a sidecar, gateway or waypoint
   istiod (1.30) puts a TrafficExtension on: its attachment rules (``selector``, ``targetRefs``)
   and ``match[].mode`` against each chain's mode; :func:`traffic_extension_cel_errors` evaluates
-  the TrafficExtension CRD's CEL rules.
+  the TrafficExtension CRD's CEL rules; :func:`apply_traffic_extension` inserts a Wasm
+  TrafficExtension's filter where istiod would and returns its ECDS resource.
+* :func:`waypoint_bootstrap` is an ambient egress waypoint's Envoy without HBONE.
 * :func:`serve_extension_configs` stands in for istio-agent and the ADS stream: the module's
   ``remote`` OCI reference becomes a local file (what istio-agent does after pulling the image;
   test_oci_image.py checks the image holds the same bytes), and each ``config_discovery``
@@ -380,27 +382,48 @@ def apply_wasm_plugin(bootstrap: dict[str, Any], plugin: dict[str, Any], proxy: 
     if not wasm_plugin_selects(plugin, proxy):
         return [], []
     resource = f"{meta['namespace']}.{meta['name']}"
-    plugin_config: dict[str, Any] = {
-        "name": resource,
-        "root_id": spec.get("pluginName", ""),
-        "failure_policy": FAIL_STRATEGY[spec.get("failStrategy", "FAIL_CLOSE")],
-        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"remote": {
-            "http_uri": {"uri": spec["url"], "cluster": "_", "timeout": "30s"},
-            "sha256": spec.get("sha256", "")}}},
-    }
-    if spec.get("pluginConfig"):
-        plugin_config["configuration"] = {
-            "@type": "type.googleapis.com/google.protobuf.StringValue",
-            "value": json.dumps(spec["pluginConfig"])}
-    extension = {"name": resource, "typed_config": {"@type": HTTP_WASM, "config": plugin_config}}
-    http_filter = {"name": resource, "config_discovery": {
-        "config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
-        "type_urls": [HTTP_WASM, HTTP_RBAC]}}
+    extension = _wasm_extension(resource, spec)
+    http_filter = _discovered_filter(resource, "HTTP")
     applied = []
     for lst, fc, hcm in hcms(bootstrap):
         if _insert(hcm["http_filters"], "INSERT_BEFORE", ROUTER, http_filter):
             applied.append(f"HTTP_FILTER -> {lst['name']}/{fc.get('name')}")
     return [extension], applied
+
+
+def _wasm_extension(resource: str, wasm: dict[str, Any]) -> dict[str, Any]:
+    """The ECDS resource istiod makes of a WasmPlugin's spec, or a TrafficExtension's ``wasm``:
+    a Wasm filter of the plugin's type, its module a ``remote`` OCI reference (istio-agent's to
+    pull), pluginConfig as a JSON string (pilot/pkg/model/extensions.go, ``buildDataSource`` and
+    ``toEnvoyWasm``)."""
+    config: dict[str, Any] = {
+        "name": resource,
+        "root_id": wasm.get("pluginName", ""),
+        "failure_policy": FAIL_STRATEGY[wasm.get("failStrategy", "FAIL_CLOSE")],
+        "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"remote": {
+            "http_uri": {"uri": wasm["url"], "cluster": "_", "timeout": "30s"},
+            "sha256": wasm.get("sha256", "")}}},
+    }
+    if wasm.get("pluginConfig"):
+        config["configuration"] = {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": json.dumps(wasm["pluginConfig"])}
+    kind = WASM_TYPE[wasm.get("type", "HTTP")]
+    return {"name": resource, "typed_config": {"@type": kind, "config": config}}
+
+
+# A Wasm filter's type URL, and the RBAC type istio-agent's stand-in has, by the plugin's type.
+WASM_TYPE = {"HTTP": HTTP_WASM, "NETWORK": NETWORK_WASM}
+RBAC_TYPE = {"HTTP": HTTP_RBAC, "NETWORK": NETWORK_RBAC}
+
+
+def _discovered_filter(resource: str, kind: str) -> dict[str, Any]:
+    """The filter istiod puts in a listener for an ECDS Wasm extension: configured by ADS, both
+    type URLs (pilot/pkg/networking/core/extension/extensionfilter.go), waiting for its
+    configuration (``initial_fetch_timeout: 0s``)."""
+    return {"name": resource, "config_discovery": {
+        "config_source": {"ads": {}, "initial_fetch_timeout": "0s"},
+        "type_urls": [WASM_TYPE[kind], RBAC_TYPE[kind]]}}
 
 
 # --------------------------------------------------------------------------------------------
@@ -469,7 +492,8 @@ def agent_forwards(extension_configs: list[dict[str, Any]], wasm: Path, *,
 
 
 def _ecds_path(directory: Path, name: str) -> Path:
-    return directory / f"ecds-{name}.yaml"
+    # A TrafficExtension's resource name has slashes.
+    return directory / f"ecds-{name.replace('/', '_')}.yaml"
 
 
 def write_extension_configs(directory: Path, forwarded: dict[str, dict[str, Any]]) -> None:
@@ -592,3 +616,159 @@ def traffic_extension_resource_name(ext: dict[str, Any]) -> str:
     TrafficExtension (TrafficExtensionResourceNamePrefix in pilot/pkg/model/extensions.go)."""
     meta = ext["metadata"]
     return f"extensions.istio.io/trafficextension/{meta['namespace']}.{meta['name']}"
+
+
+# The chains istiod builds with ``buildOutboundCatchAllNetworkFiltersOnly``: its stats filters
+# and the tcp_proxy, never an extension (pilot/pkg/networking/core, 1.30.0 and master).
+CATCH_ALL_CHAINS = ("virtualOutbound-catchall-tcp", "virtualOutbound-blackhole",
+                    "PassthroughFilterChain")
+TCP_PROXY = "envoy.filters.network.tcp_proxy"
+
+
+def apply_traffic_extension(bootstrap: dict[str, Any], ext: dict[str, Any], proxy: Proxy
+                            ) -> tuple[list[dict[str, Any]], list[str]]:
+    """What istiod (1.30) generates for a Wasm TrafficExtension on ``proxy``, whose listeners
+    ``bootstrap`` holds (a sidecar's outbound ones, or a waypoint's): nothing unless it attaches
+    to a chain kind (:func:`traffic_extension_chains`); else an ECDS resource named
+    :func:`traffic_extension_resource_name`, and a filter configured by it
+
+    * NETWORK: before the chain's terminal filter on every chain but the catch-all ones
+      (:data:`CATCH_ALL_CHAINS`), which istiod builds without extensions. On a sidecar that is
+      ``tcp_proxy``, or the HTTP connection manager on an HTTP chain (``buildListenerFromEntry``
+      in pilot/pkg/networking/core/listener.go); on a waypoint only ``tcp_proxy``: its HTTP
+      chains hold the connection manager alone (``buildWaypointInboundHTTPFilters`` in
+      listener_waypoint.go; network extensions go in ``buildWaypointNetworkFilters``, the TCP
+      chains');
+    * HTTP: before the router in every HTTP connection manager.
+
+    Placement among Istio's own filters (stats, metadata exchange, authz) is not emulated: the
+    bootstrap has none."""
+    chains_of = traffic_extension_chains(ext, proxy)
+    if not chains_of:
+        return [], []
+    if proxy.kind == "sidecar" and chains_of != {"outbound"}:
+        raise PatchError("the bootstrap holds a sidecar's outbound listeners only")
+    wasm = ext["spec"]["wasm"]
+    resource = traffic_extension_resource_name(ext)
+    kind = wasm.get("type", "HTTP")
+    extension = _wasm_extension(resource, wasm)
+    flt = _discovered_filter(resource, kind)
+    applied = []
+    if kind == "HTTP":
+        for lst, fc, hcm in hcms(bootstrap):
+            if _insert(hcm["http_filters"], "INSERT_BEFORE", ROUTER, flt):
+                applied.append(f"HTTP_FILTER -> {lst['name']}/{fc.get('name')}")
+        return [extension], applied
+    for lst in listeners(bootstrap):
+        for fc in chains(lst):
+            if fc.get("name") in CATCH_ALL_CHAINS:
+                continue
+            names = [f["name"] for f in fc["filters"]]
+            if proxy.kind == "waypoint" and HCM in names:
+                continue
+            terminal = next((n for n in names if n in (TCP_PROXY, HCM)), None)
+            if terminal is None:
+                raise PatchError(f"{lst['name']}/{fc.get('name')}: no terminal filter")
+            _insert(fc["filters"], "INSERT_BEFORE", terminal, flt)
+            applied.append(f"NETWORK_FILTER -> {lst['name']}/{fc.get('name')}")
+    return [extension], applied
+
+
+# --------------------------------------------------------------------------------------------
+# An ambient egress waypoint
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WaypointService:
+    """A ServiceEntry host bound to the egress waypoint: the address Istio allocated it (what
+    ztunnel sends to the waypoint as the destination, and what the waypoint's filters see), its
+    port and protocol, and where the waypoint's cluster for it resolves to (a stand-in for DNS
+    resolution of the host)."""
+
+    host: str
+    vip: str
+    port: int
+    protocol: str           # "TLS" or "HTTP"
+    endpoint: tuple[str, int]
+
+
+def _ports_excluded(ports: list[int]) -> dict[str, Any]:
+    """A listener filter's ``filter_disabled`` for ``ports`` (istiod's
+    ``listenerPredicateExcludePorts``: one range, or an or_match of several)."""
+    rules = [{"destination_port_range": {"start": p, "end": p + 1}} for p in ports]
+    if not rules:
+        return {}
+    return {"filter_disabled": rules[0] if len(rules) == 1 else {"or_match": {"rules": rules}}}
+
+
+def waypoint_bootstrap(services: list[WaypointService], port: int) -> dict[str, Any]:
+    """An egress waypoint's Envoy, as far as it matters to egress-guard, without HBONE.
+
+    In Istio 1.30 ztunnel carries a connection over HBONE to the waypoint, whose
+    ``connect_terminate`` listener ends the tunnel and hands the inner connection to the
+    internal listener ``main_internal`` with the original destination -- the ServiceEntry's
+    address and port -- as its local address. ``main_internal`` has a filter chain per service
+    port, matched on that address and port, built as INBOUND (so ``mode: SERVER``): TCP proxying
+    to the ServiceEntry's cluster, or an HTTP connection manager routing to it
+    (pilot/pkg/networking/core/listener_waypoint.go).
+
+    Here the tunnel is replaced by iptables REDIRECT to a real listener ``main_internal`` on
+    ``port`` with ``original_dst``: the filters see the same local address, the ServiceEntry's.
+    As in istiod's ``buildWaypointInternal``: chain and cluster ``inbound-vip|<port>|tcp|<host>``
+    (tcp_proxy) for a TLS or TCP port, ``inbound-vip|<port>|http|<host>`` (a connection manager
+    alone) for an HTTP port; listener filters original_dst and tls_inspector, the inspector off
+    on ports no TLS service uses (the http_inspector istiod adds is off on every port that is not
+    sniffed, as none here is). Differences: chains are picked by ``filter_chain_match`` instead
+    of istiod's matcher tree on destination IP then port, and the clusters are STATIC at each
+    service's ``endpoint`` (istiod's resolve the host)."""
+    chains_, clusters = [], []
+    for svc in services:
+        cluster = f"inbound-vip|{svc.port}|{'http' if svc.protocol == 'HTTP' else 'tcp'}|{svc.host}"
+        match = {"destination_port": svc.port,
+                 "prefix_ranges": [{"address_prefix": svc.vip, "prefix_len": 32}]}
+        if svc.protocol == "HTTP":
+            filters = [{"name": HCM, "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                         "http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": f"inbound-vip|{svc.port}|http|{svc.host}",
+                "route_config": {"name": f"inbound-vip|{svc.port}|http|{svc.host}",
+                                 "virtual_hosts": [{"name": "inbound|http|" + str(svc.port),
+                                                    "domains": ["*"],
+                                                    "routes": [{"match": {"prefix": "/"},
+                                                                "route": {"cluster": cluster}}]}]},
+                "http_filters": [{"name": ROUTER, "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3."
+                             "Router"}}]}}]
+        elif svc.protocol == "TLS":
+            filters = [{"name": TCP_PROXY, "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3."
+                         "TcpProxy",
+                "stat_prefix": cluster, "cluster": cluster}}]
+        else:
+            raise PatchError(f"protocol {svc.protocol} is not emulated")
+        chains_.append({"name": cluster, "filter_chain_match": match, "filters": filters})
+        clusters.append({"name": cluster, "type": "STATIC", "connect_timeout": "5s",
+                         "load_assignment": {"cluster_name": cluster, "endpoints": [{
+                             "lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                                 "address": svc.endpoint[0],
+                                 "port_value": svc.endpoint[1]}}}}]}]}})
+    listener = {
+        "name": "main_internal",
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "traffic_direction": "INBOUND",
+        "listener_filters": [
+            {"name": "envoy.filters.listener.original_dst", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.original_dst.v3."
+                         "OriginalDst"}},
+            {"name": "envoy.filters.listener.tls_inspector", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector."
+                         "v3.TlsInspector"},
+             **_ports_excluded(sorted({s.port for s in services if s.protocol != "TLS"}
+                                      - {s.port for s in services if s.protocol == "TLS"}))},
+        ],
+        "filter_chains": chains_,
+    }
+    return {"admin": {"address": {"socket_address": {"address": "127.0.0.1",
+                                                     "port_value": 15000}}},
+            "static_resources": {"listeners": [listener], "clusters": clusters}}

@@ -2,9 +2,10 @@
 inside the patches spliced into an Istio-shaped sidecar and run by a real Envoy with traffic.
 
 The Istio-shaped sidecar is envoy/istio-sidecar-outbound.yaml with egress-guard taken out (what
-istiod generates); istio.py applies the EnvoyFilters and the WasmPlugin to it with istiod's
-matching rules and serves the extension configs from files in place of istio-agent and ADS --
-including what istio-agent sends when it cannot pull the module (the last section).
+istiod generates); istio.py applies the EnvoyFilters, the WasmPlugin and the TrafficExtensions to
+it with istiod's matching rules and serves the extension configs from files in place of
+istio-agent and ADS -- including what istio-agent sends when it cannot pull the module. The
+waypoint TrafficExtensions run in an Envoy shaped like an ambient egress waypoint (last section).
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from egress import (ENVOY_DIR, all_decisions, decision_log, get, shipped, sniffe
 from harness import (REPO, Cert, Envoy, HttpServer, NetNS, TcpServer, connect, http_request,
                      tls_client)
 from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, NETWORK_RBAC,
-                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, WAYPOINT, agent_forwards,
-                   apply_envoy_filter, apply_wasm_plugin, discovered_filters, documents,
+                   NETWORK_WASM, SCHEMA_DIR, SCHEMA_FILES, SIDECAR, WAYPOINT, WaypointService,
+                   agent_forwards, apply_envoy_filter, apply_traffic_extension,
+                   apply_wasm_plugin, discovered_filters, documents,
                    filter_names, hcms, load_schemas, pull_failed_substitute, schema_key,
                    serve_extension_configs, strip_filters, traffic_extension_cel_errors,
-                   traffic_extension_chains, validate_spec, wasm_plugin_selects,
-                   write_extension_configs)
+                   traffic_extension_chains, traffic_extension_resource_name, validate_spec,
+                   waypoint_bootstrap, wasm_plugin_selects, write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
 MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
@@ -78,7 +80,8 @@ def test_vendored_schemas_are_the_shared_ones(name: str) -> None:
 
 def test_the_vendored_schemas_are_all_in_use() -> None:
     """Every schema file in data/ is loaded, and each kind comes from one file only."""
-    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(SCHEMA_FILES)
+    assert sorted(p.name for p in SCHEMA_DIR.glob("*.json")) == sorted(SCHEMA_FILES + (
+        FIELD_RELEASES.name,))
     kinds = {key.rsplit("/", 1)[1] for key in load_schemas()}
     assert kinds == {"WasmPlugin", "EnvoyFilter", "ServiceEntry", "Sidecar", "TrafficExtension"}
 
@@ -280,35 +283,82 @@ def test_the_envoy_filters_are_for_sidecars_not_gateways() -> None:
         assert contexts == {"SIDECAR_OUTBOUND"}, (name, contexts)
 
 
-# The first Istio release whose WasmPlugin CRD has each field (Istio's
-# manifests/charts/base/.../crd-all.gen.yaml at each release tag), and the releases from which
-# istio-agent pulls the module of an ECDS Wasm filter (pkg/wasm/convert.go: HTTP filters since
-# before WasmPlugin existed, network filters since 1.20).
-WASM_PLUGIN_FIELD_SINCE = {
-    "url": (1, 12), "sha256": (1, 12), "imagePullPolicy": (1, 12), "imagePullSecret": (1, 12),
-    "verificationKey": (1, 12), "pluginConfig": (1, 12), "pluginName": (1, 12),
-    "phase": (1, 12), "priority": (1, 12), "selector": (1, 12), "vmConfig": (1, 14),
-    "match": (1, 16), "failStrategy": (1, 19), "type": (1, 20), "targetRef": (1, 20),
-    "targetRefs": (1, 22),
-}
-FAIL_RELOAD_SINCE = (1, 27)
+# The first Istio release whose CRD has each field and enum value of a WasmPlugin, EnvoyFilter
+# and TrafficExtension spec: data/istio-field-releases.json, derived from istio/api's
+# kubernetes/customresourcedefinitions.gen.yaml at every release tag from 1.8.0 and at master
+# (scripts/istio-field-releases.py; "unreleased" for what only master has). An EnvoyFilter's
+# `patch.value` and a plugin's `pluginConfig` are free-form: their contents are Envoy's and
+# egress-guard's, not the CRD's.
+FIELD_RELEASES = SCHEMA_DIR / "istio-field-releases.json"
+# The releases from which istio-agent pulls the module of an ECDS Wasm filter (pkg/wasm/convert.go:
+# HTTP filters since before WasmPlugin existed, network filters since 1.20): what an EnvoyFilter
+# needs beyond its fields.
 ECDS_WASM_PULL_SINCE = {HTTP_WASM: (1, 12), NETWORK_WASM: (1, 20)}
-# TrafficExtension is new in Istio 1.30, every field at once (crd-all.gen.yaml has no
-# TrafficExtension at the 1.29.0 tag and has it, with these fields, at 1.30.0).
+# TrafficExtension is new in Istio 1.30 (crd-all.gen.yaml has no TrafficExtension at the 1.29.0
+# tag and has it, with every field, at 1.30.0).
 TRAFFIC_EXTENSION_SINCE = (1, 30)
 
 
+def field_releases() -> dict[str, dict[str, str]]:
+    """``group/version/Kind`` -> field path (``a.b[].c``, or ``a.b=VALUE`` for an enum value)
+    -> the first release that has it (``"1.N"`` or ``"unreleased"``)."""
+    table = json.loads(FIELD_RELEASES.read_text())
+    return {k: v for k, v in table.items() if not k.startswith("_")}
+
+
+def schema_fields(schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """Every field path and enum value a CRD's spec schema has (the script's reading)."""
+    out = {f"{prefix}={value}" for value in schema.get("enum") or []}
+    for name, sub in (schema.get("properties") or {}).items():
+        path = f"{prefix}.{name}" if prefix else name
+        out |= {path} | schema_fields(sub, path)
+    if isinstance(schema.get("items"), dict):
+        out |= schema_fields(schema["items"], prefix + "[]")
+    for key in ("oneOf", "anyOf", "allOf"):
+        for sub in schema.get(key) or []:
+            out |= schema_fields(sub, prefix)
+    return out
+
+
+def used_fields(value: Any, schema: dict[str, Any], prefix: str = "") -> set[str]:
+    """The field paths (and enum values) a manifest's spec uses, as :func:`schema_fields` names
+    them. A key the schema does not list is named anyway (the schema test reports it); nothing
+    below a free-form field or in a map (``selector.matchLabels``) is."""
+    out: set[str] = set()
+    if isinstance(value, dict) and schema.get("properties"):
+        for key, sub_value in value.items():
+            path = f"{prefix}.{key}" if prefix else key
+            out.add(path)
+            sub = (schema.get("properties") or {}).get(key)
+            if sub is not None:
+                out |= used_fields(sub_value, sub, path)
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for item in value:
+            out |= used_fields(item, schema["items"], prefix + "[]")
+    elif isinstance(value, str) and schema.get("enum"):
+        out.add(f"{prefix}={value}")
+    return out
+
+
+def _release(text: str) -> tuple[int, int]:
+    if text == "unreleased":
+        return (1, 10**6)
+    major, minor = text.split(".")
+    return int(major), int(minor)
+
+
 def required_istio(doc: dict[str, Any]) -> tuple[int, int]:
-    """The oldest Istio release that has everything the manifest uses."""
-    spec = doc["spec"]
-    if doc["kind"] == "TrafficExtension":
-        return TRAFFIC_EXTENSION_SINCE
-    if doc["kind"] == "WasmPlugin":
-        need = max(WASM_PLUGIN_FIELD_SINCE[field] for field in spec)
-        return max(need, FAIL_RELOAD_SINCE) if spec.get("failStrategy") == "FAIL_RELOAD" else need
-    assert doc["kind"] == "EnvoyFilter", doc["kind"]
-    return max(ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
-               for cp in spec["configPatches"] if cp["applyTo"] == "EXTENSION_CONFIG")
+    """The oldest Istio release that has every field the manifest uses (raises KeyError for a
+    field with no known release) and, for an EnvoyFilter, pulls its modules."""
+    key = schema_key(doc)
+    releases = field_releases()[key]
+    fields = used_fields(doc["spec"], load_schemas()[key]["properties"]["spec"])
+    need = max(_release(releases[f]) for f in fields)
+    if doc["kind"] == "EnvoyFilter":
+        need = max([need] + [ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
+                             for cp in doc["spec"]["configPatches"]
+                             if cp["applyTo"] == "EXTENSION_CONFIG"])
+    return need
 
 
 def stated_istio(text: str) -> tuple[int, int]:
@@ -335,11 +385,47 @@ def test_the_stated_istio_release_has_what_the_manifest_uses(path: Path) -> None
     assert docs_istio_floors()[path.name] == stated, path.name
 
 
+def test_the_field_releases_are_the_schemas_fields() -> None:
+    """The release table names exactly the fields and enum values of the vendored schemas of the
+    kinds it covers (the schemas are istio/api master's, as is the table's last column)."""
+    schemas, table = load_schemas(), field_releases()
+    assert sorted(table) == sorted(k for k in schemas if k.rsplit("/", 1)[1] in (
+        "WasmPlugin", "EnvoyFilter", "TrafficExtension")), sorted(table)
+    for key, releases in table.items():
+        assert set(releases) == schema_fields(schemas[key]["properties"]["spec"]), key
+        assert all(re.fullmatch(r"1\.\d+|unreleased", r) for r in releases.values()), key
+    # TrafficExtension is new in 1.30, every field at once.
+    assert set(table[TRAFFIC_EXTENSION].values()) == {"1.30"}
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_every_field_a_manifest_uses_has_a_known_release(path: Path) -> None:
+    for doc in documents(path):
+        key = schema_key(doc)
+        fields = used_fields(doc["spec"], load_schemas()[key]["properties"]["spec"])
+        assert fields and fields <= set(field_releases()[key]), sorted(
+            fields - set(field_releases()[key]))
+
+
 def test_the_istio_release_check_can_fail() -> None:
     plugin = manifest("egress-guard-http.yaml")
     assert required_istio(plugin) == (1, 20)  # `type`
     plugin["spec"]["failStrategy"] = "FAIL_RELOAD"
+    assert required_istio(plugin) == (1, 27)   # an enum value newer than its field (1.19)
+    plugin["spec"]["targetRefs"] = [WAYPOINT_REF]
     assert required_istio(plugin) == (1, 27)
+    plugin["spec"]["targetRef"] = WAYPOINT_REF   # no later than targetRefs
+    del plugin["spec"]["targetRefs"]
+    assert required_istio(plugin) == (1, 27)
+    plugin["spec"]["vmConfig"] = {"env": [{"name": "A", "valueFrom": "HOST"}]}
+    assert required_istio(plugin) == (1, 27)
+    filters = manifest("egress-guard-http-passthrough-only.yaml")
+    filters["spec"]["configPatches"][0]["patch"]["operation"] = "MERGE_AND_REPLACE_LIST"
+    assert required_istio(filters) == (1, 10**6)   # in no release yet
+    misspelt = manifest("egress-guard-http.yaml")
+    misspelt["spec"]["pluginconfig"] = {}
+    with pytest.raises(KeyError):
+        required_istio(misspelt)
     assert stated_istio("# a filter (Istio >= 1.12).\n#\napiVersion: v1\n") == (1, 12)
     assert required_istio(manifest("egress-guard-network.yaml")) == (1, 20)
     extension = manifest("egress-guard-trafficext-http.yaml")
@@ -384,8 +470,9 @@ def test_every_manifest_uses_the_same_image_and_fails_closed() -> None:
 # TrafficExtensions (Istio 1.30+)
 # --------------------------------------------------------------------------------------------
 #
-# Checked as resources only: istiod's placement of them (selector/targetRefs, match mode) is
-# ported in istio.traffic_extension_chains, but they are not spliced into a config or run.
+# Checked as resources here: istiod's placement of them (selector/targetRefs, match mode) is
+# ported in istio.traffic_extension_chains. The last two sections splice them into a sidecar
+# (the hybrid) and a waypoint-shaped Envoy and run them.
 
 # file -> the Wasm filter type. Sidecar variants are selected by label and match CLIENT; the
 # waypoint variants target the egress waypoint's Gateway.
@@ -503,13 +590,22 @@ def test_the_placement_check_can_fail() -> None:
 
 
 def _cidr_rules_removed(policy: dict[str, Any]) -> dict[str, Any]:
-    """The policy without its IP rules (and without lists left empty)."""
+    """The policy without its IP rules, as `render` makes it (src/bin/egress-guard/by_name.rs):
+    a rule with CIDRs keeps its hosts if it has any and is dropped if not; a list emptied so
+    is dropped."""
     out = copy.deepcopy(policy)
     for key in ("allow", "deny"):
-        if key in out:
-            out[key] = [r for r in out[key] if "cidrs" not in r]
-            if not out[key]:
-                del out[key]
+        if not out.get(key):
+            continue
+        kept = []
+        for rule in out[key]:
+            if rule.get("cidrs") and rule.get("hosts"):
+                kept.append({k: v for k, v in rule.items() if k != "cidrs"})
+            elif not rule.get("cidrs"):
+                kept.append(rule)
+        out[key] = kept
+        if not kept:
+            del out[key]
     return out
 
 
@@ -553,8 +649,12 @@ def splice(*manifests: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[
     extensions, applied = [], []
     for name in manifests:
         doc = manifest(name)
-        apply = apply_wasm_plugin if doc["kind"] == "WasmPlugin" else apply_envoy_filter
-        more, where = apply(bootstrap, doc)
+        if doc["kind"] == "TrafficExtension":
+            more, where = apply_traffic_extension(bootstrap, doc, SIDECAR)
+        elif doc["kind"] == "WasmPlugin":
+            more, where = apply_wasm_plugin(bootstrap, doc)
+        else:
+            more, where = apply_envoy_filter(bootstrap, doc)
         extensions += more
         applied += where
     return bootstrap, extensions, applied
@@ -915,3 +1015,214 @@ def test_fail_open_lets_egress_out_unchecked_when_the_pull_fails(spliced_sidecar
     # An RBAC filter without rules allows without counting anything.
     assert envoy.counter(NETWORK_ECDS + "update_success") == 1
     assert all_decisions(envoy) == {}
+
+
+# --------------------------------------------------------------------------------------------
+# The hybrid sidecar: TrafficExtensions where istiod puts them, the EnvoyFilter on the catch-all
+# --------------------------------------------------------------------------------------------
+
+HYBRID = ("egress-guard-network.yaml", "egress-guard-trafficext-network.yaml",
+          "egress-guard-trafficext-http.yaml")
+TE_NETWORK = "extensions.istio.io/trafficextension/istio-system.egress-guard-network"
+TE_HTTP = "extensions.istio.io/trafficextension/istio-system.egress-guard-http"
+
+
+def test_the_hybrid_puts_each_filter_where_istiod_would() -> None:
+    """The EnvoyFilter's filter on the catch-all chains; the network TrafficExtension's on the
+    service chains (a ServiceEntry's SNI chain, and before the HTTP connection manager on the
+    port-80 HTTP chain); the HTTP TrafficExtension's in the connection manager. Every filter is
+    on one chain's list once: no chain has two network egress-guards."""
+    bootstrap, extensions, applied = splice(*HYBRID)
+    assert sorted(applied) == [
+        "EXTENSION_CONFIG -> egress-guard",
+        "HTTP_FILTER -> 0.0.0.0_80/None",
+        "NETWORK_FILTER -> 0.0.0.0_443/PassthroughFilterChain",
+        "NETWORK_FILTER -> 0.0.0.0_443/api.partner.example-443",
+        "NETWORK_FILTER -> 0.0.0.0_80/None",
+        "NETWORK_FILTER -> 0.0.0.0_80/PassthroughFilterChain",
+        "NETWORK_FILTER -> virtualOutbound/virtualOutbound-catchall-tcp",
+    ]
+    assert traffic_extension_resource_name(manifest(HYBRID[1])) == TE_NETWORK
+    assert [e["name"] for e in extensions] == ["egress-guard", TE_NETWORK, TE_HTTP]
+    names = filter_names(bootstrap)
+    assert names[("0.0.0.0_443", "api.partner.example-443")] == [
+        TE_NETWORK, "envoy.filters.network.tcp_proxy"]
+    assert names[("0.0.0.0_80", "#0")] == [
+        TE_NETWORK, f"envoy.filters.network.http_connection_manager[{TE_HTTP},"
+                    "envoy.filters.http.router]"]
+    for chain in ("virtualOutbound-catchall-tcp", "PassthroughFilterChain"):
+        assert all(n.count("egress-guard") <= 1 for (_, c), n in names.items() if c == chain)
+    assert {tuple(f["config_discovery"]["type_urls"]) for f in discovered_filters(bootstrap)} == {
+        (NETWORK_WASM, NETWORK_RBAC), (HTTP_WASM, HTTP_RBAC)}
+
+
+def test_the_hybrid_sidecar_runs(spliced_sidecar, serve, netns, cert) -> None:
+    """The three manifests as istiod and istio-agent would deliver them, in a real Envoy: the
+    EnvoyFilter's egress-guard decides on the catch-all chains, the TrafficExtensions' on a
+    ServiceEntry's chain and on plain HTTP, all from the same policy.
+
+    What the network TrafficExtension changes for HTTP: it sits in front of the connection
+    manager, so it reads the request head first and a denied Host is closed there, before the
+    HTTP filter could answer 403."""
+    envoy = spliced_sidecar(*HYBRID)
+    add_addresses(netns, IN_CLUSTER)
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    evil = serve(tls_server(netns, cert, "127.0.0.51"))
+    other_port = serve(tls_server(netns, cert, "127.0.0.52", 8443))
+    debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+    partner = serve(tls_server(netns, cert, "127.0.0.56"))
+    partner_in_cluster = serve(tls_server(netns, cert, IN_CLUSTER))
+
+    for prefix in ("extension_config_discovery.network_filter.egress-guard.",
+                   f"extension_config_discovery.network_filter.{TE_NETWORK}.",
+                   f"extension_config_discovery.http_filter.{TE_HTTP}."):
+        assert envoy.counter(prefix + "update_success") == 1, prefix
+    # The catch-all chains (the EnvoyFilter's egress-guard).
+    assert tls_client("127.0.0.50", 443, "api.github.com", netns=netns).received == b"ping"
+    assert tls_client("127.0.0.51", 443, "evil.example.com", netns=netns).received == b""
+    assert tls_client("127.0.0.52", 8443, "api.github.com", netns=netns).received == b""
+    catch_all = all_decisions(envoy)
+    assert catch_all == {("allow", "rule"): 1, ("deny", "no_match"): 2}, catch_all
+    # The ServiceEntry's chain (the network TrafficExtension): the ServiceEntry alone would let
+    # api.partner.example out anywhere; the policy allows it only to in-cluster addresses.
+    assert tls_client("127.0.0.56", 443, "api.partner.example", netns=netns).received == b""
+    assert tls_client(IN_CLUSTER, 443, "api.partner.example", netns=netns).received == b"ping"
+    assert partner.handshakes == 0 and partner_in_cluster.snis == ["api.partner.example"]
+    # Plain HTTP: both TrafficExtensions allow deb.debian.org; the network one closes the rest.
+    ok = http_request("127.0.0.53", 80, get("deb.debian.org"), netns=netns)
+    assert ok.status == 200 and ok.body == b"hello from deb", ok
+    denied = http_request("127.0.0.53", 80, get("evil.example.com"), netns=netns)
+    assert denied.status is None, denied
+
+    assert github.snis == ["api.github.com"] and debian.hosts == ["deb.debian.org"]
+    assert all(data == b"" for s in (evil, other_port, partner) for data in s.received)
+    log = {(e["dst"], e["filter"], e.get("name")): e["decision"] for e in decision_log(envoy, 4)}
+    assert log == {("127.0.0.51:443", "network", "evil.example.com"): "deny",
+                   ("127.0.0.52:8443", "network", None): "deny",
+                   ("127.0.0.56:443", "network", "api.partner.example"): "deny",
+                   ("127.0.0.53:80", "network", "evil.example.com"): "deny"}, log
+    assert all_decisions(envoy) == {("allow", "rule"): 4, ("deny", "no_match"): 4}
+
+
+def test_a_failed_pull_in_the_hybrid_denies_on_every_chain(spliced_sidecar, serve, netns,
+                                                           cert) -> None:
+    """The TrafficExtensions' filters list the RBAC type too (istiod's lists): when istio-agent
+    cannot pull the module, its deny-all stands in for all three, and what the policy would
+    allow on each kind of chain is refused."""
+    envoy = spliced_sidecar(*HYBRID, pull_fails=True)
+    add_addresses(netns, IN_CLUSTER)
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    partner = serve(tls_server(netns, cert, IN_CLUSTER))
+    debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+
+    for prefix in (NETWORK_ECDS, f"extension_config_discovery.network_filter.{TE_NETWORK}.",
+                   f"extension_config_discovery.http_filter.{TE_HTTP}."):
+        assert (envoy.counter(prefix + "update_success"),
+                envoy.counter(prefix + "update_rejected")) == (1, 0), prefix
+    assert tls_client("127.0.0.50", 443, "api.github.com", netns=netns).received == b""
+    assert tls_client(IN_CLUSTER, 443, "api.partner.example", netns=netns).received == b""
+    # The network stand-in in front of the connection manager closes plain HTTP first.
+    assert http_request("127.0.0.53", 80, get("deb.debian.org"), netns=netns).status is None
+    assert github.handshakes == partner.handshakes == 0 and debian.requests == []
+    assert envoy.counter(NETWORK_DENIED) == 3
+    assert all_decisions(envoy) == {}
+
+# --------------------------------------------------------------------------------------------
+# An ambient egress waypoint
+# --------------------------------------------------------------------------------------------
+
+WAYPOINT_PORT = 15008
+# ServiceEntry hosts bound to the waypoint, at addresses from Istio's default allocation range
+# (240.240.0.0/16). The endpoints stand in for the hosts' resolved addresses.
+WAYPOINT_SERVICES = [
+    WaypointService("api.github.com", "240.240.0.1", 443, "TLS", ("127.0.0.50", 443)),
+    # A wildcard ServiceEntry (`*.example.com`, resolution DYNAMIC_DNS in Istio): everything
+    # under example.com reaches the waypoint; the policy narrows it.
+    WaypointService("*.example.com", "240.240.0.2", 443, "TLS", ("127.0.0.51", 443)),
+    WaypointService("deb.debian.org", "240.240.0.3", 80, "HTTP", ("127.0.0.53", 80)),
+]
+
+
+def test_the_waypoint_extensions_land_on_every_waypoint_chain() -> None:
+    bootstrap = waypoint_bootstrap(WAYPOINT_SERVICES, WAYPOINT_PORT)
+    applied = []
+    for name in WAYPOINT_EXTENSIONS:
+        applied += apply_traffic_extension(bootstrap, manifest(name), WAYPOINT)[1]
+    # The network filter on the TCP chains only: a waypoint's HTTP chain holds the connection
+    # manager alone.
+    assert sorted(applied) == [
+        "HTTP_FILTER -> main_internal/inbound-vip|80|http|deb.debian.org",
+        "NETWORK_FILTER -> main_internal/inbound-vip|443|tcp|*.example.com",
+        "NETWORK_FILTER -> main_internal/inbound-vip|443|tcp|api.github.com",
+    ]
+    # The sidecar variants attach to no waypoint.
+    for name in SIDECAR_EXTENSIONS:
+        assert apply_traffic_extension(bootstrap, manifest(name), WAYPOINT) == ([], [])
+
+
+@pytest.fixture
+def waypoint(netns: NetNS, start_envoy: Callable[..., Envoy], wasm_path: Path,
+             tmp: Path) -> Callable[..., Envoy]:
+    """An egress waypoint (:func:`istio.waypoint_bootstrap`) with the waypoint TrafficExtensions
+    (or ``edit(extension)`` of them), in ``netns``: connections to the ServiceEntry addresses
+    are redirected to it, as ztunnel would tunnel them."""
+    def start(edit: Callable[[dict[str, Any]], None] | None = None) -> Envoy:
+        bootstrap = waypoint_bootstrap(WAYPOINT_SERVICES, WAYPOINT_PORT)
+        extensions = []
+        for name in WAYPOINT_EXTENSIONS:
+            doc = copy.deepcopy(manifest(name))
+            if edit is not None:
+                edit(doc)
+            extensions += apply_traffic_extension(bootstrap, doc, WAYPOINT)[0]
+        serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds")
+        add_addresses(netns, *(svc.vip for svc in WAYPOINT_SERVICES))
+        envoy = start_envoy(bootstrap, netns=netns, uid=PROXY_UID)
+        netns.install_redirect(WAYPOINT_PORT, exempt_uid=PROXY_UID, exclude_ports=[ADMIN_PORT],
+                               intercept_loopback=True)
+        return envoy
+    return start
+
+
+def test_the_waypoint_policy_runs_in_a_waypoint_shaped_envoy(waypoint, serve, netns,
+                                                             cert) -> None:
+    """The waypoint manifests' policy (by name only) in a real Envoy shaped like an egress
+    waypoint: allowed names pass, other names to the same ServiceEntry addresses are stopped,
+    and the destination egress-guard sees is the ServiceEntry's address, not the server's."""
+    envoy = waypoint()
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    example = serve(tls_server(netns, cert, "127.0.0.51"))
+    debian = serve(HttpServer("127.0.0.53", 80, netns, label="deb"))
+
+    assert tls_client("240.240.0.1", 443, "api.github.com", netns=netns).received == b"ping"
+    # Another name sent to the same ServiceEntry address.
+    assert tls_client("240.240.0.1", 443, "evil.example.com", netns=netns).received == b""
+    # The wildcard ServiceEntry lets www.example.com reach the waypoint; the policy does not.
+    assert tls_client("240.240.0.2", 443, "www.example.com", netns=netns).received == b""
+    ok = http_request("240.240.0.3", 80, get("deb.debian.org"), netns=netns)
+    assert ok.status == 200 and ok.body == b"hello from deb", ok
+    denied = http_request("240.240.0.3", 80, get("evil.example.com"), netns=netns)
+    assert denied.status == 403 and denied.headers["x-egress-guard"] == "denied", denied
+
+    assert github.snis == ["api.github.com"] and debian.hosts == ["deb.debian.org"]
+    assert example.handshakes == 0 and all(d == b"" for d in example.received)
+    log = {(e["dst"], e["name"], e["filter"]) for e in decision_log(envoy, 3)}
+    assert log == {("240.240.0.1:443", "evil.example.com", "network"),
+                   ("240.240.0.2:443", "www.example.com", "network"),
+                   ("240.240.0.3:80", "evil.example.com", "http")}, log
+    assert all_decisions(envoy) == {("allow", "rule"): 2, ("deny", "no_match"): 3}
+
+
+def test_a_cidr_rule_at_the_waypoint_matches_the_serviceentry_address(waypoint, serve, netns,
+                                                                      cert) -> None:
+    """Why the waypoint policy has no CIDR rules: the sidecar policy's deny of the server's
+    real address does not fire at the waypoint, where the destination is the ServiceEntry's
+    address; a CIDR rule for the ServiceEntry range would match every host bound to it."""
+    def real_address_denied(doc: dict[str, Any]) -> None:
+        doc["spec"]["wasm"]["pluginConfig"]["deny"] = [
+            {"name": "the-real-address", "cidrs": ["127.0.0.50/32"]}]
+
+    envoy = waypoint(real_address_denied)
+    github = serve(tls_server(netns, cert, "127.0.0.50"))
+    assert tls_client("240.240.0.1", 443, "api.github.com", netns=netns).received == b"ping"
+    assert github.snis == ["api.github.com"]
+    assert all_decisions(envoy) == {("allow", "rule"): 1}

@@ -92,15 +92,17 @@ enum Command {
     /// Write the shipped Istio manifests or Envoy configurations with a policy embedded
     ///
     /// The templates are the files shipped in examples/istio/ (--istio) and envoy/ (--envoy);
-    /// each place that holds the policy gets POLICY's text, and nothing else changes. Every file
-    /// is read back and its copies of the policy compared with POLICY. Istio objects larger than
-    /// a Kubernetes object can hold (1.5 MiB as JSON) are refused.
+    /// each place that holds the policy gets POLICY's text, and nothing else changes. The
+    /// ambient egress-waypoint manifests get it without its CIDRs (they see ServiceEntry
+    /// addresses), and what was left out is named on stderr. Every file is read back and its
+    /// copies of the policy compared. Istio objects larger than a Kubernetes object can hold
+    /// (1.5 MiB as JSON) are refused.
     #[command(after_help = AFTER_HELP)]
     Render {
         /// The policy (JSON; - for standard input)
         #[arg(value_name = "POLICY")]
         policy: PathBuf,
-        /// The Istio manifests of examples/istio/ (EnvoyFilters, WasmPlugin, mesh settings)
+        /// The Istio manifests of examples/istio/ (EnvoyFilters, WasmPlugin, TrafficExtensions)
         #[arg(long, required_unless_present = "envoy", conflicts_with = "envoy")]
         istio: bool,
         /// The Envoy configurations of envoy/

@@ -19,6 +19,8 @@
 //! The tool is native only; on wasm32 (where the Envoy module is built) this is a stub.
 
 #[cfg(not(target_arch = "wasm32"))]
+mod by_name;
+#[cfg(not(target_arch = "wasm32"))]
 mod check;
 #[cfg(not(target_arch = "wasm32"))]
 mod cli;

@@ -3,8 +3,10 @@
 //!
 //! The shipped files are the templates, compiled in: each place that holds the policy (the
 //! `value: |` block of a Wasm filter's `google.protobuf.StringValue` configuration, a
-//! WasmPlugin's `pluginConfig:`) gets the policy file's text, indented, and nothing else
-//! changes. So `render examples/policies/default.json --envoy` reproduces `envoy/` byte for byte
+//! WasmPlugin's `pluginConfig:`, a TrafficExtension's `wasm.pluginConfig:`) gets the policy
+//! file's text, indented, and nothing else changes -- except in the ambient egress-waypoint
+//! manifests ([`Embed::ByName`]), which get it without its CIDR rules and a comment line naming
+//! them. So `render examples/policies/default.json --envoy` reproduces `envoy/` byte for byte
 //! (tests/cli.rs checks this), and a policy is written once.
 //!
 //! JSON is YAML, so a WasmPlugin's `pluginConfig` holds the policy's JSON text as a flow mapping.
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use egress_guard::policy::Policy;
 use serde_json::Value;
 
+use crate::by_name::{self, LeftOut};
 use crate::container::{self, CopyKind};
 use crate::io::{err, out, read_input, Exit, UsageError};
 
@@ -27,6 +30,18 @@ pub struct Template {
     pub name: &'static str,
     /// Its text.
     pub text: &'static str,
+    /// Which policy goes in it.
+    pub policy: Embed,
+}
+
+/// The policy a template gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embed {
+    /// The policy given.
+    AsGiven,
+    /// The policy given without its CIDR rules ([`by_name`]): an ambient egress waypoint sees
+    /// ServiceEntry addresses, not the real destination's.
+    ByName,
 }
 
 /// `envoy/*.yaml`.
@@ -34,22 +49,27 @@ pub const ENVOY: &[Template] = &[
     Template {
         name: "egress-gateway.yaml",
         text: include_str!("../../../envoy/egress-gateway.yaml"),
+        policy: Embed::AsGiven,
     },
     Template {
         name: "istio-sidecar-outbound.yaml",
         text: include_str!("../../../envoy/istio-sidecar-outbound.yaml"),
+        policy: Embed::AsGiven,
     },
     Template {
         name: "osm-sidecar-outbound.yaml",
         text: include_str!("../../../envoy/osm-sidecar-outbound.yaml"),
+        policy: Embed::AsGiven,
     },
     Template {
         name: "sidecar-outbound-http.yaml",
         text: include_str!("../../../envoy/sidecar-outbound-http.yaml"),
+        policy: Embed::AsGiven,
     },
     Template {
         name: "sidecar-outbound.yaml",
         text: include_str!("../../../envoy/sidecar-outbound.yaml"),
+        policy: Embed::AsGiven,
     },
 ];
 
@@ -58,14 +78,37 @@ pub const ISTIO: &[Template] = &[
     Template {
         name: "egress-guard-http-passthrough-only.yaml",
         text: include_str!("../../../examples/istio/egress-guard-http-passthrough-only.yaml"),
+        policy: Embed::AsGiven,
     },
     Template {
         name: "egress-guard-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-http.yaml"),
+        policy: Embed::AsGiven,
     },
     Template {
         name: "egress-guard-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-network.yaml"),
+        policy: Embed::AsGiven,
+    },
+    Template {
+        name: "egress-guard-trafficext-http.yaml",
+        text: include_str!("../../../examples/istio/egress-guard-trafficext-http.yaml"),
+        policy: Embed::AsGiven,
+    },
+    Template {
+        name: "egress-guard-trafficext-network.yaml",
+        text: include_str!("../../../examples/istio/egress-guard-trafficext-network.yaml"),
+        policy: Embed::AsGiven,
+    },
+    Template {
+        name: "egress-guard-waypoint-http.yaml",
+        text: include_str!("../../../examples/istio/egress-guard-waypoint-http.yaml"),
+        policy: Embed::ByName,
+    },
+    Template {
+        name: "egress-guard-waypoint-network.yaml",
+        text: include_str!("../../../examples/istio/egress-guard-waypoint-network.yaml"),
+        policy: Embed::ByName,
     },
 ];
 
@@ -151,11 +194,44 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
     }
     let mut rendered = Vec::new();
     for template in &selected {
-        let text = match render_checked(template, policy_text, options) {
+        let (embedded, left_out) = match template.policy {
+            Embed::AsGiven => (policy_text.to_string(), None),
+            Embed::ByName => match by_name::by_name(policy_text) {
+                Ok(b) => {
+                    if let Err(e) = Policy::from_json(b.text.as_bytes()) {
+                        err(&format!(
+                            "{}: {}: the policy without its CIDR rules: {e}",
+                            input.label, template.name
+                        ));
+                        return Ok(Exit::Invalid);
+                    }
+                    (b.text, Some(b.left_out))
+                }
+                Err(message) => {
+                    err(&format!("{}: {}: {message}", input.label, template.name));
+                    return Ok(Exit::Invalid);
+                }
+            },
+        };
+        let text = match render_checked(template, &embedded, options) {
             Ok(text) => text,
             Err(message) => {
                 err(&format!("{}: {}: {message}", input.label, template.name));
                 return Ok(Exit::Invalid);
+            }
+        };
+        let text = match &left_out {
+            None => text,
+            Some(left_out) => {
+                if !left_out.is_empty() {
+                    err(&format!(
+                        "egress-guard: note: {}: by name only (an egress waypoint sees \
+                         ServiceEntry addresses, not the destination's): left out {}",
+                        template.name,
+                        list(left_out)
+                    ));
+                }
+                note_left_out(&text, left_out)
             }
         };
         if options.target == Target::Istio {
@@ -351,6 +427,41 @@ pub fn render(template: &Template, policy: &str, options: &Options) -> String {
     text
 }
 
+/// The comment line a by-name template carries just above its policy, naming what was left out;
+/// render rewrites it.
+pub const LEFT_OUT_MARK: &str = "# Left out here (CIDR rules):";
+
+fn list(left_out: &[LeftOut]) -> String {
+    if left_out.is_empty() {
+        return "nothing".to_string();
+    }
+    left_out
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `text` with its [`LEFT_OUT_MARK`] line saying what `left_out` holds.
+fn note_left_out(text: &str, left_out: &[LeftOut]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.trim_start().starts_with(LEFT_OUT_MARK) {
+            let indent = indentation(line);
+            let _ = writeln!(
+                out,
+                "{}{LEFT_OUT_MARK} {}.",
+                " ".repeat(indent),
+                list(left_out)
+            );
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// A YAML double-quoted scalar (JSON's string syntax is YAML's).
 fn quoted(text: &str) -> String {
     serde_json::to_string(text).unwrap_or_else(|_| {
@@ -390,9 +501,28 @@ mod tests {
     }
 
     #[test]
+    fn every_by_name_template_says_what_it_left_out() {
+        for t in ENVOY.iter().chain(ISTIO) {
+            let marks = t
+                .text
+                .lines()
+                .filter(|l| l.trim_start().starts_with(LEFT_OUT_MARK))
+                .count();
+            let expected = usize::from(t.policy == Embed::ByName);
+            assert_eq!(marks, expected, "{}", t.name);
+        }
+        let text = "a:\n  # Left out here (CIDR rules): old.\n  b: 1\n";
+        assert_eq!(
+            note_left_out(text, &[]),
+            "a:\n  # Left out here (CIDR rules): nothing.\n  b: 1\n"
+        );
+    }
+
+    #[test]
     fn a_slot_is_replaced_and_nothing_else() {
         let template = Template {
             name: "t.yaml",
+            policy: Embed::AsGiven,
             text: "a:\n  configuration:\n    \"@type\": type.googleapis.com/google.protobuf.StringValue\n    value: |\n      {\"mode\": \"audit\"}\n\n      \n  b: 1\nc: 2\n",
         };
         let text = render(&template, "{\n  \"log\": \"all\"\n}\n", &options());
