@@ -6,7 +6,9 @@
 //! WasmPlugin's `pluginConfig:`, a TrafficExtension's `wasm.pluginConfig:`) gets the policy
 //! file's text, indented, and nothing else changes -- except in the ambient egress-waypoint
 //! manifests ([`Embed::ByName`]), which get it without its CIDR rules and a comment line naming
-//! them. So `render examples/policies/default.json --envoy` reproduces `envoy/` byte for byte
+//! them; [`Embed::Pinned`] templates only for a policy that pins. So `render
+//! examples/policies/default.json --envoy` reproduces `envoy/` byte for byte (but the pinned
+//! sidecar, which `examples/policies/pinned.json` reproduces)
 //! (tests/cli.rs checks this), and a policy is written once.
 //!
 //! JSON is YAML, so a WasmPlugin's `pluginConfig` holds the policy's JSON text as a flow mapping.
@@ -42,6 +44,10 @@ pub enum Embed {
     /// The policy given without its CIDR rules ([`by_name`]): an ambient egress waypoint sees
     /// ServiceEntry addresses, not the real destination's.
     ByName,
+    /// The policy given, which must pin (`pin`): a configuration built for pinning. Rendering
+    /// every file skips it, with a note, for a policy that pins nothing; naming it with `--file`
+    /// is then an error.
+    Pinned,
 }
 
 /// `envoy/*.yaml`.
@@ -65,6 +71,11 @@ pub const ENVOY: &[Template] = &[
         name: "sidecar-outbound-http.yaml",
         text: include_str!("../../../envoy/sidecar-outbound-http.yaml"),
         policy: Embed::AsGiven,
+    },
+    Template {
+        name: "sidecar-outbound-pinned.yaml",
+        text: include_str!("../../../envoy/sidecar-outbound-pinned.yaml"),
+        policy: Embed::Pinned,
     },
     Template {
         name: "sidecar-outbound.yaml",
@@ -168,10 +179,13 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
             return Ok(Exit::Invalid);
         }
     };
-    if let Err(e) = Policy::from_json(policy_text.as_bytes()) {
-        err(&format!("{}: {e}", input.label));
-        return Ok(Exit::Invalid);
-    }
+    let pins = match Policy::from_json(policy_text.as_bytes()) {
+        Ok(policy) => policy.pinning(),
+        Err(e) => {
+            err(&format!("{}: {e}", input.label));
+            return Ok(Exit::Invalid);
+        }
+    };
     let templates = options.target.templates();
     let names = templates.iter().map(|t| t.name).collect::<Vec<_>>();
     for name in &options.files {
@@ -195,7 +209,22 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
     let mut rendered = Vec::new();
     for template in &selected {
         let (embedded, left_out) = match template.policy {
-            Embed::AsGiven => (policy_text.to_string(), None),
+            Embed::Pinned if !pins && options.files.is_empty() => {
+                err(&format!(
+                    "egress-guard: note: {}: not written: it is built for pinning and {} pins \
+                     nothing (set \"pin\": true)",
+                    template.name, input.label
+                ));
+                continue;
+            }
+            Embed::Pinned if !pins => {
+                err(&format!(
+                    "{}: {}: built for pinning, and the policy pins nothing (set \"pin\": true)",
+                    input.label, template.name
+                ));
+                return Ok(Exit::Invalid);
+            }
+            Embed::AsGiven | Embed::Pinned => (policy_text.to_string(), None),
             Embed::ByName => match by_name::by_name(policy_text) {
                 Ok(b) => {
                     if let Err(e) = Policy::from_json(b.text.as_bytes()) {
