@@ -253,6 +253,10 @@ fn check_reads_envoy_configs_and_istio_manifests() {
                 "sidecar-outbound-http.yaml".to_string(),
                 vec!["wasm_filter"]
             ),
+            (
+                "sidecar-outbound-pinned.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
             ("sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
             (
                 "egress-guard-http-passthrough-only.yaml".to_string(),
