@@ -13,7 +13,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo demo-compose compose-deps clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo demo-compose compose-deps observability-deps clean
 
 all: build
 
@@ -152,6 +152,14 @@ compose-deps:
 	fi
 	@docker version --format 'Docker engine {{.Server.Version}}' >/dev/null || { \
 	  echo "the Docker engine does not answer: install docker.io and start dockerd" >&2; exit 1; }
+
+# promtool (Debian's prometheus package) for test_observability.py: `promtool check rules` and
+# `promtool test rules` on examples/observability/. Without it that test skips (fails in CI).
+observability-deps:
+	@command -v promtool >/dev/null || { \
+	  echo "installing prometheus (for promtool)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+	}
 
 clean:
 	$(CARGO) clean
