@@ -365,3 +365,49 @@ def write_fixtures(audit: Audit, suggested: str) -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
     (FIXTURES / "audit-envoy.log").write_text(audit.log.read_text())
     (FIXTURES / "audit-suggested.json").write_text(suggested)
+
+
+# --------------------------------------------------------------------------------------------
+# docs/rollout.md
+# --------------------------------------------------------------------------------------------
+
+ROLLOUT_DOC = REPO / "docs/rollout.md"
+CODE_BLOCK = re.compile(r"^ *```(console|sh)\n(.*?)^ *```", re.S | re.M)
+
+
+def doc_commands() -> list[list[str]]:
+    """Every ``egress-guard ...`` invocation in the doc's shell blocks and on the ``$`` lines of
+    its console blocks, as words (up to a redirection)."""
+    commands = []
+    for lang, block in CODE_BLOCK.findall(ROLLOUT_DOC.read_text()):
+        for line in map(str.lstrip, block.splitlines()):
+            if lang == "console":
+                if not line.startswith("$ "):
+                    continue            # output
+                line = line.removeprefix("$ ")
+            for segment in line.split("|"):
+                words = segment.split()
+                if words[:1] != ["egress-guard"]:
+                    continue
+                cut = next((i for i, w in enumerate(words) if w.startswith(("> ", ">", "2>"))),
+                           len(words))
+                commands.append(words[:cut])
+    return commands
+
+
+def test_the_rollout_doc_uses_commands_and_flags_the_cli_has(cli) -> None:
+    commands = doc_commands()
+    assert {c[1] for c in commands} == {"check", "suggest", "explain", "replay", "render"}, commands
+    helps: dict[str, str] = {}
+    for words in commands:
+        sub = words[1]
+        if sub not in helps:
+            out = cli(sub, "--help")
+            assert out.returncode == 0, (words, out.stderr)
+            helps[sub] = out.stdout
+        for flag in (w.split("=")[0] for w in words[2:] if w.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[sub]), \
+                f"{' '.join(words)}: {flag} is not an option of `egress-guard {sub}`"
+    # The replay step's exit code is the documented one.
+    assert "exit code 3" in cli("replay", "--help").stdout.lower() or \
+        "3  explain: deny; replay" in cli("--help").stdout
