@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,7 @@ import pytest
 from conftest import unavailable
 from egress import PG_SSL_REQUEST, Via, decision_log, decisions, get, sidecar
 from harness import (REPO, Cert, Envoy, HttpServer, TcpServer, TlsServer, http_request,
-                     tcp_exchange, tls_client, wait_until)
+                     tcp_exchange, tls_client)
 
 DST = "127.0.0.2"       # the stand-in TLS and HTTP services
 DB = "127.0.0.3"        # a service reached without a name
@@ -148,11 +149,12 @@ AUDIT_CONNECTIONS = len(TLS_NAMES) + 1 + len(HTTP_NAMES) + 1 + 1
 @dataclass
 class Audit:
     envoy: Envoy
-    log: Path                   # Envoy's own log file, as Envoy wrote it
+    log: Path                   # a copy of Envoy's own log file, as Envoy wrote it
     outcomes: Outcomes
 
 
-def run_audit(start_envoy: Callable[..., Envoy], wasm_path: Path, svc: Services) -> Audit:
+def run_audit(start_envoy: Callable[..., Envoy], wasm_path: Path, svc: Services,
+              tmp: Path) -> Audit:
     envoy = start_envoy(sidecar(wasm_path, AUDIT_POLICY))
     outcomes = audit_traffic(Via(envoy), svc)
     # Audit mode lets everything through but what a deny rule denies.
@@ -162,12 +164,16 @@ def run_audit(start_envoy: Callable[..., Envoy], wasm_path: Path, svc: Services)
     assert decisions(envoy, "allow", "rule") == 3           # github.com, api.github.com twice
     assert decisions(envoy, "audit_deny", "no_match") == AUDIT_CONNECTIONS - 4
     assert decisions(envoy, "deny", "deny_rule") == 1
-    return Audit(envoy, envoy.log_path, outcomes)
+    # A copy, so that every step reads the same lines whatever Envoy writes later.
+    log = tmp / "audit-envoy.log"
+    shutil.copy(envoy.log_path, log)
+    return Audit(envoy, log, outcomes)
 
 
 @pytest.fixture
-def audit(start_envoy: Callable[..., Envoy], wasm_path: Path, services: Services) -> Audit:
-    return run_audit(start_envoy, wasm_path, services)
+def audit(start_envoy: Callable[..., Envoy], wasm_path: Path, services: Services,
+          tmp: Path) -> Audit:
+    return run_audit(start_envoy, wasm_path, services, tmp)
 
 
 # --------------------------------------------------------------------------------------------
