@@ -116,6 +116,26 @@ def dashboard_exprs() -> dict[str, str]:
     return substituted
 
 
+def test_the_dashboard_is_laid_out() -> None:
+    """Unique panel ids, no two panels on the same cells of Grafana's 24-column grid, every
+    query on the dashboard's data source variable."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
+        for target in p.get("targets", []):
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+    assert [v["name"] for v in dashboard["templating"]["list"]] == ["datasource", "namespace",
+                                                                     "pod"]
+
+
 def test_the_files_hold_what_the_issue_asks() -> None:
     assert set(alert_exprs()) == {"EgressGuardDenialsSpike", "EgressGuardVmFailed",
                                   "EgressGuardNotDeciding", "EgressGuardConfigRejected",
