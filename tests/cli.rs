@@ -1863,3 +1863,70 @@ fn explain_without_dst_bounds_its_work_and_its_output() {
     let (_, v) = explain_json(small.to_str().unwrap(), &["--sni", "x.example"]);
     assert_eq!(v["outcomes"].as_array().unwrap().len(), 21);
 }
+
+// --- suggest and replay on a log a real Envoy wrote -------------------------------------------
+
+/// Envoy's own log file from tests/integration/test_rollout.py's audit run (tests/data/logs/).
+const REAL_LOG: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/data/logs/audit-envoy.log"
+);
+/// What `suggest` wrote for it in that run.
+const REAL_SUGGESTED: &str = include_str!("data/logs/audit-suggested.json");
+
+#[test]
+fn suggest_and_replay_a_log_a_real_envoy_wrote() {
+    let lines = std::fs::read_to_string(REAL_LOG).unwrap().lines().count();
+    let r = run(&["suggest", REAL_LOG]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, REAL_SUGGESTED);
+    assert!(
+        r.stderr.starts_with(&format!(
+            "egress-guard suggest: {lines} lines read from 1 input: 13 decision records (3 allow, \
+             9 audit_deny, 1 deny), 12 used (allow and audit_deny); {} other lines skipped, 0 \
+             unreadable records\n6 rules:",
+            lines - 13
+        )),
+        "{}",
+        r.stderr
+    );
+
+    // Its own suggestion newly denies nothing: every would-deny passes.
+    let suggested = temp_file(REAL_SUGGESTED);
+    let r = run(&[
+        "replay",
+        REAL_LOG,
+        "--policy",
+        suggested.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    let report = json(&r.stdout);
+    assert_eq!(report["newly_denied"], json("0"));
+    assert_eq!(report["no_longer_audit_deny"], json("9"));
+
+    // Without the PyPI rule: pypi.org would be newly denied, and nothing else.
+    let stricter: String = REAL_SUGGESTED
+        .lines()
+        .filter(|line| !line.contains("\"pypi-org\""))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let stricter = temp_file(&stricter);
+    let r = run(&[
+        "replay",
+        REAL_LOG,
+        "--policy",
+        stricter.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    let report = json(&r.stdout);
+    assert_eq!(report["newly_denied"], json("1"));
+    let changes = report["changes"].as_array().unwrap();
+    let newly: Vec<_> = changes
+        .iter()
+        .filter(|c| c["change"] == "newly_denied")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(newly, ["pypi.org"]);
+}
