@@ -1047,14 +1047,26 @@ fn yaml_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// The files built to pin allowed names (render's `Template::pins`), rendered from the pinning
+/// example policy of their set.
+const PINNING_ENVOY: [&str; 2] = ["egress-gateway.yaml", "sidecar-outbound-pinned.yaml"];
+
 /// The shipped manifests and configs are exactly what `render` makes of the example policies:
-/// one policy per set, and they cannot drift apart.
+/// one policy per set (and one for the set's files built to pin), and they cannot drift apart.
 #[test]
 fn render_reproduces_the_shipped_files() {
-    for (policy, flag, shipped) in [
-        ("examples/policies/default.json", "--envoy", "envoy"),
+    for (policy, pinned_policy, pinning, flag, shipped) in [
+        (
+            "examples/policies/default.json",
+            "examples/policies/default-pinned.json",
+            &PINNING_ENVOY[..],
+            "--envoy",
+            "envoy",
+        ),
         (
             "examples/policies/istio-mesh.json",
+            "",
+            &[][..],
             "--istio",
             "examples/istio",
         ),
@@ -1063,7 +1075,8 @@ fn render_reproduces_the_shipped_files() {
         let policy = format!("{ROOT}/{policy}");
         let r = run(&["render", &policy, flag, "--out", out.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        // The ambient egress-waypoint manifests get the policy by name only, and render says so.
+        // The files built to pin say that this policy pins nothing; the ambient egress-waypoint
+        // manifests get the policy by name only, and render says so (in file order).
         let notes = if flag == "--istio" {
             ["http", "network"]
                 .map(|kind| {
@@ -1077,7 +1090,17 @@ fn render_reproduces_the_shipped_files() {
         } else {
             String::new()
         };
-        assert_eq!(r.stderr, notes);
+        let pin_notes = pinning
+            .iter()
+            .map(|name| {
+                format!(
+                    "egress-guard: note: {name} is built for a policy that pins (\"pin\": \
+                     true); this one pins nothing, so no allowed name is pinned \
+                     (docs/pinning.md)\n"
+                )
+            })
+            .collect::<String>();
+        assert_eq!(r.stderr, format!("{pin_notes}{notes}"));
         let shipped = PathBuf::from(ROOT).join(shipped);
         let names = yaml_files(&shipped);
         assert!(names.len() >= 5, "{names:?}");
@@ -1089,13 +1112,33 @@ fn render_reproduces_the_shipped_files() {
                 .map(|n| format!("{}\n", out.join(n).display()))
                 .collect::<String>()
         );
+        if !pinning.is_empty() {
+            let pinned_policy = format!("{ROOT}/{pinned_policy}");
+            let mut args = vec![
+                "render",
+                &pinned_policy,
+                flag,
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            for name in pinning {
+                args.extend(["--file", *name]);
+            }
+            let r = run(&args);
+            assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+        }
         for name in &names {
             let rendered = std::fs::read_to_string(out.join(name)).unwrap();
             let expected = std::fs::read_to_string(shipped.join(name)).unwrap();
+            let from = if pinning.contains(&name.as_str()) {
+                pinned_policy
+            } else {
+                policy.as_str()
+            };
             assert!(
                 rendered == expected,
-                "{name}: render {policy} {flag} differs from the shipped file; run `egress-guard \
-                 render {policy} {flag} --out {}`",
+                "{name}: render {from} {flag} differs from the shipped file; run `egress-guard \
+                 render {from} {flag} --file {name} --out {}`",
                 shipped.display()
             );
         }
@@ -1106,7 +1149,7 @@ fn render_reproduces_the_shipped_files() {
 fn render_puts_another_policy_in_every_copy() {
     let policy =
         r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
-    for (flag, copies) in [("--envoy", 8), ("--istio", 7)] {
+    for (flag, copies) in [("--envoy", 11), ("--istio", 7)] {
         let out = temp_dir("render-other");
         let r = run_with(
             &["render", "-", flag, "--out", out.to_str().unwrap()],
@@ -1114,7 +1157,7 @@ fn render_puts_another_policy_in_every_copy() {
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
         // `check` finds the policy in every copy: 4 in the Istio-shaped sidecar (one anchor,
-        // three aliases), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config
+        // three aliases), 3 in the gateway (one a listener), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config
         // (the waypoint ones too: the policy has no CIDR rule to leave out).
         let mut found = 0;
         for name in yaml_files(&out) {

@@ -32,6 +32,8 @@ pub struct Template {
     pub text: &'static str,
     /// Which policy goes in it.
     pub policy: Embed,
+    /// Built to pin allowed names (docs/pinning.md): render notes a policy that does not pin.
+    pub pins: bool,
 }
 
 /// The policy a template gets.
@@ -50,26 +52,37 @@ pub const ENVOY: &[Template] = &[
         name: "egress-gateway.yaml",
         text: include_str!("../../../envoy/egress-gateway.yaml"),
         policy: Embed::AsGiven,
+        pins: true,
     },
     Template {
         name: "istio-sidecar-outbound.yaml",
         text: include_str!("../../../envoy/istio-sidecar-outbound.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "osm-sidecar-outbound.yaml",
         text: include_str!("../../../envoy/osm-sidecar-outbound.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "sidecar-outbound-http.yaml",
         text: include_str!("../../../envoy/sidecar-outbound-http.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
+    },
+    Template {
+        name: "sidecar-outbound-pinned.yaml",
+        text: include_str!("../../../envoy/sidecar-outbound-pinned.yaml"),
+        policy: Embed::AsGiven,
+        pins: true,
     },
     Template {
         name: "sidecar-outbound.yaml",
         text: include_str!("../../../envoy/sidecar-outbound.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
 ];
 
@@ -79,36 +92,43 @@ pub const ISTIO: &[Template] = &[
         name: "egress-guard-http-passthrough-only.yaml",
         text: include_str!("../../../examples/istio/egress-guard-http-passthrough-only.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-http.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-network.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-trafficext-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-trafficext-http.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-trafficext-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-trafficext-network.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-waypoint-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-waypoint-http.yaml"),
         policy: Embed::ByName,
+        pins: false,
     },
     Template {
         name: "egress-guard-waypoint-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-waypoint-network.yaml"),
         policy: Embed::ByName,
+        pins: false,
     },
 ];
 
@@ -168,10 +188,13 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
             return Ok(Exit::Invalid);
         }
     };
-    if let Err(e) = Policy::from_json(policy_text.as_bytes()) {
-        err(&format!("{}: {e}", input.label));
-        return Ok(Exit::Invalid);
-    }
+    let policy = match Policy::from_json(policy_text.as_bytes()) {
+        Ok(policy) => policy,
+        Err(e) => {
+            err(&format!("{}: {e}", input.label));
+            return Ok(Exit::Invalid);
+        }
+    };
     let templates = options.target.templates();
     let names = templates.iter().map(|t| t.name).collect::<Vec<_>>();
     for name in &options.files {
@@ -255,6 +278,11 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
                 }
             }
         }
+        if template.pins {
+            if let Some(note) = pin_note(template.name, &policy) {
+                err(&note);
+            }
+        }
         rendered.push((template.name, text));
     }
     match &options.out {
@@ -274,6 +302,30 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The cluster the pinning templates send pinned connections to (the policy's default
+/// `pin_cluster`).
+pub const PIN_CLUSTER: &str = "egress_guard_pinned";
+
+/// What render says about a policy in a template built to pin ([`Template::pins`]): one that
+/// does not pin, or pins to a cluster the template does not have.
+fn pin_note(name: &str, policy: &Policy) -> Option<String> {
+    if !policy.pinning() {
+        Some(format!(
+            "egress-guard: note: {name} is built for a policy that pins (\"pin\": true); this \
+             one pins nothing, so no allowed name is pinned (docs/pinning.md)"
+        ))
+    } else if policy.pin_cluster() != PIN_CLUSTER {
+        Some(format!(
+            "egress-guard: warning: {name} has the dynamic forward proxy cluster {PIN_CLUSTER}, \
+             and this policy pins to \"pin_cluster\": {:?}: Envoy closes every pinned \
+             connection unless that cluster exists (docs/pinning.md)",
+            policy.pin_cluster()
+        ))
+    } else {
+        None
+    }
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), UsageError> {
@@ -523,6 +575,7 @@ mod tests {
         let template = Template {
             name: "t.yaml",
             policy: Embed::AsGiven,
+            pins: false,
             text: "a:\n  configuration:\n    \"@type\": type.googleapis.com/google.protobuf.StringValue\n    value: |\n      {\"mode\": \"audit\"}\n\n      \n  b: 1\nc: 2\n",
         };
         let text = render(&template, "{\n  \"log\": \"all\"\n}\n", &options());
