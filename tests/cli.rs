@@ -1050,6 +1050,7 @@ fn yaml_files(dir: &std::path::Path) -> Vec<String> {
 /// The files built to pin allowed names (render's `Template::pins`), rendered from the pinning
 /// example policy of their set.
 const PINNING_ENVOY: [&str; 2] = ["egress-gateway.yaml", "sidecar-outbound-pinned.yaml"];
+const PINNING_ISTIO: [&str; 1] = ["egress-guard-network-pinned.yaml"];
 
 /// The shipped manifests and configs are exactly what `render` makes of the example policies:
 /// one policy per set (and one for the set's files built to pin), and they cannot drift apart.
@@ -1065,8 +1066,8 @@ fn render_reproduces_the_shipped_files() {
         ),
         (
             "examples/policies/istio-mesh.json",
-            "",
-            &[][..],
+            "examples/policies/istio-mesh-pinned.json",
+            &PINNING_ISTIO[..],
             "--istio",
             "examples/istio",
         ),
@@ -1149,7 +1150,7 @@ fn render_reproduces_the_shipped_files() {
 fn render_puts_another_policy_in_every_copy() {
     let policy =
         r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
-    for (flag, copies) in [("--envoy", 11), ("--istio", 7)] {
+    for (flag, copies) in [("--envoy", 11), ("--istio", 8)] {
         let out = temp_dir("render-other");
         let r = run_with(
             &["render", "-", flag, "--out", out.to_str().unwrap()],

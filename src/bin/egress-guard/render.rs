@@ -101,6 +101,12 @@ pub const ISTIO: &[Template] = &[
         pins: false,
     },
     Template {
+        name: "egress-guard-network-pinned.yaml",
+        text: include_str!("../../../examples/istio/egress-guard-network-pinned.yaml"),
+        policy: Embed::AsGiven,
+        pins: true,
+    },
+    Template {
         name: "egress-guard-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-network.yaml"),
         policy: Embed::AsGiven,
