@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (all_decisions, decision_log, decisions, get, policy_of, set_module,
+from egress import (PG_SSL_REQUEST, all_decisions, decision_log, get, policy_of, set_module,
                     set_policy, shipped, sniffed, tls_server, wasm_configs)
-from harness import Envoy, HttpServer, NetNS, connect, http_request, tls_client
+from harness import (Envoy, HttpServer, NetNS, TcpServer, connect, http_request, tcp_exchange,
+                     tls_client)
 
 pytestmark = pytest.mark.usefixtures("early_data")
 
@@ -40,6 +41,7 @@ ADMIN_PORT = 15000
 REDIRECTED_PORT = 15001
 GATEWAY = "127.0.0.1"
 DECOY = "127.0.0.99"            # the address a redirected client picks: no rule lists it
+DB = "127.0.0.70"               # allowed by CIDR where a test's policy says so
 
 # Names of the shipped policy (examples/policies/default-pinned.json) and where they resolve.
 NAMES = {
@@ -281,6 +283,28 @@ def test_redirected_tls_on_another_port_is_pinned_at_that_port(
     assert github.connections == 0 and decoy_8443.connections == 0
     assert pin_count(envoy, "pinned") == 1
     assert upstreams(envoy) == (1, 0)
+
+
+def test_redirected_cidr_allows_keep_their_destination(redirected, serve, netns, cert) -> None:
+    """On the redirected listener CIDR rules match the real destination: what one allows goes
+    there through the passthrough cluster, unpinned, whatever name it carries; an allowed name
+    sent elsewhere is still pinned."""
+    policy = policy_of(shipped(CONFIG))
+    policy["allow"].append({"name": "db", "cidrs": [f"{DB}/32"], "ports": [443, 5432]})
+    envoy = redirected(policy)
+    db = serve(TcpServer(DB, 5432, netns=netns))
+    db_tls = serve(tls_server(netns, cert, DB))
+    github = serve(tls_server(netns, cert, NAMES["api.github.com"]))
+
+    reply = tcp_exchange(DB, 5432, PG_SSL_REQUEST, until=8, netns=netns)
+    assert reply.received == PG_SSL_REQUEST, reply
+    assert tls_client(DB, 443, "api.github.com", netns=netns).received == b"ping"
+    assert tls_client(DECOY, 443, "api.github.com", netns=netns).received == b"ping"
+
+    assert db.received == [PG_SSL_REQUEST] and db_tls.snis == ["api.github.com"]
+    assert github.snis == ["api.github.com"]
+    assert pin_count(envoy, "pinned") == 1
+    assert upstreams(envoy) == (1, 2)
 
 
 def keep_alive(host: str, path: str) -> bytes:
