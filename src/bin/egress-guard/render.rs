@@ -592,6 +592,33 @@ mod tests {
     }
 
     #[test]
+    fn a_template_built_to_pin_notes_a_policy_that_does_not_pin_there() {
+        let policy = |text: &str| Policy::from_json(text.as_bytes()).unwrap();
+        let rule = r#"[{"name": "x", "hosts": ["x.example"], "ports": [443]}]"#;
+        let unpinned = policy(&format!(r#"{{"allow": {rule}}}"#));
+        let note = pin_note("egress-gateway.yaml", &unpinned).unwrap();
+        assert!(note.starts_with("egress-guard: note: egress-gateway.yaml is built for a policy"));
+        let pinned = policy(&format!(r#"{{"pin": true, "allow": {rule}}}"#));
+        assert_eq!(pin_note("egress-gateway.yaml", &pinned), None);
+        let elsewhere = policy(&format!(
+            r#"{{"pin": true, "pin_cluster": "dfp", "allow": {rule}}}"#
+        ));
+        let warning = pin_note("egress-gateway.yaml", &elsewhere).unwrap();
+        assert!(
+            warning.contains("warning") && warning.contains("\"dfp\""),
+            "{warning}"
+        );
+        // The shipped templates built to pin have the cluster PIN_CLUSTER names.
+        for t in ENVOY.iter().chain(ISTIO).filter(|t| t.pins) {
+            assert!(
+                t.text.contains(&format!("name: {PIN_CLUSTER}\n")),
+                "{}",
+                t.name
+            );
+        }
+    }
+
+    #[test]
     fn image_and_module_are_quoted() {
         assert_eq!(quoted("oci://r/x:1"), "\"oci://r/x:1\"");
         let mut o = options();
