@@ -192,8 +192,8 @@ fn check_reads_envoy_configs_and_istio_manifests() {
             }
         }
     }
-    // 5 Envoy configs, the EnvoyFilters and WasmPlugin, 4 TrafficExtensions.
-    assert_eq!(files.len(), 12);
+    // 6 Envoy configs, the 3 EnvoyFilters and the WasmPlugin, 4 TrafficExtensions.
+    assert_eq!(files.len(), 14);
     let mut args = vec!["check", "--strict"];
     args.extend(files.iter().map(String::as_str));
     let r = run(&args);
@@ -243,7 +243,7 @@ fn check_reads_envoy_configs_and_istio_manifests() {
     assert_eq!(
         kinds,
         [
-            ("egress-gateway.yaml".to_string(), vec!["wasm_filter"]),
+            ("egress-gateway.yaml".to_string(), vec!["wasm_filter"; 3]),
             (
                 "istio-sidecar-outbound.yaml".to_string(),
                 vec!["wasm_filter"; 4]
@@ -253,12 +253,20 @@ fn check_reads_envoy_configs_and_istio_manifests() {
                 "sidecar-outbound-http.yaml".to_string(),
                 vec!["wasm_filter"]
             ),
+            (
+                "sidecar-outbound-pinned.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
             ("sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
             (
                 "egress-guard-http-passthrough-only.yaml".to_string(),
                 vec!["wasm_filter"]
             ),
             ("egress-guard-http.yaml".to_string(), vec!["wasm_plugin"]),
+            (
+                "egress-guard-network-pinned.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
             ("egress-guard-network.yaml".to_string(), vec!["wasm_filter"]),
             (
                 "egress-guard-trafficext-http.yaml".to_string(),
