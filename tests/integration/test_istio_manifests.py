@@ -6,6 +6,8 @@ istiod generates); istio.py applies the EnvoyFilters, the WasmPlugin and the Tra
 it with istiod's matching rules and serves the extension configs from files in place of
 istio-agent and ADS -- including what istio-agent sends when it cannot pull the module. The
 waypoint TrafficExtensions run in an Envoy shaped like an ambient egress waypoint (last section).
+The pinned network EnvoyFilter (egress-guard-network-pinned.yaml) is spliced the same way, its
+CLUSTER ADD and tcp_proxy MERGE included, and run with names from the namespace's hosts file.
 """
 
 from __future__ import annotations
