@@ -192,8 +192,8 @@ fn check_reads_envoy_configs_and_istio_manifests() {
             }
         }
     }
-    // 6 Envoy configs, the EnvoyFilters and WasmPlugin, 4 TrafficExtensions.
-    assert_eq!(files.len(), 13);
+    // 6 Envoy configs, the 3 EnvoyFilters and the WasmPlugin, 4 TrafficExtensions.
+    assert_eq!(files.len(), 14);
     let mut args = vec!["check", "--strict"];
     args.extend(files.iter().map(String::as_str));
     let r = run(&args);
@@ -243,7 +243,7 @@ fn check_reads_envoy_configs_and_istio_manifests() {
     assert_eq!(
         kinds,
         [
-            ("egress-gateway.yaml".to_string(), vec!["wasm_filter"]),
+            ("egress-gateway.yaml".to_string(), vec!["wasm_filter"; 3]),
             (
                 "istio-sidecar-outbound.yaml".to_string(),
                 vec!["wasm_filter"; 4]
@@ -263,6 +263,10 @@ fn check_reads_envoy_configs_and_istio_manifests() {
                 vec!["wasm_filter"]
             ),
             ("egress-guard-http.yaml".to_string(), vec!["wasm_plugin"]),
+            (
+                "egress-guard-network-pinned.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
             ("egress-guard-network.yaml".to_string(), vec!["wasm_filter"]),
             (
                 "egress-guard-trafficext-http.yaml".to_string(),
@@ -1051,14 +1055,27 @@ fn yaml_files(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// The files built to pin allowed names (render's `Template::pins`), rendered from the pinning
+/// example policy of their set.
+const PINNING_ENVOY: [&str; 2] = ["egress-gateway.yaml", "sidecar-outbound-pinned.yaml"];
+const PINNING_ISTIO: [&str; 1] = ["egress-guard-network-pinned.yaml"];
+
 /// The shipped manifests and configs are exactly what `render` makes of the example policies:
-/// one policy per set, and they cannot drift apart.
+/// one policy per set (and one for the set's files built to pin), and they cannot drift apart.
 #[test]
 fn render_reproduces_the_shipped_files() {
-    for (policy, flag, shipped) in [
-        ("examples/policies/default.json", "--envoy", "envoy"),
+    for (policy, pinned_policy, pinning, flag, shipped) in [
+        (
+            "examples/policies/default.json",
+            "examples/policies/default-pinned.json",
+            &PINNING_ENVOY[..],
+            "--envoy",
+            "envoy",
+        ),
         (
             "examples/policies/istio-mesh.json",
+            "examples/policies/istio-mesh-pinned.json",
+            &PINNING_ISTIO[..],
             "--istio",
             "examples/istio",
         ),
@@ -1067,7 +1084,8 @@ fn render_reproduces_the_shipped_files() {
         let policy = format!("{ROOT}/{policy}");
         let r = run(&["render", &policy, flag, "--out", out.to_str().unwrap()]);
         assert_eq!(r.code, 0, "{}", r.stderr);
-        // The ambient egress-waypoint manifests get the policy by name only, and render says so.
+        // The files built to pin say that this policy pins nothing; the ambient egress-waypoint
+        // manifests get the policy by name only, and render says so (in file order).
         let notes = if flag == "--istio" {
             ["http", "network"]
                 .map(|kind| {
@@ -1079,17 +1097,21 @@ fn render_reproduces_the_shipped_files() {
                 })
                 .concat()
         } else {
-            // The pinned sidecar is built for pinning: not written for a policy that does not pin.
-            "egress-guard: note: sidecar-outbound-pinned.yaml: not written: it is built for \
-             pinning and examples/policies/default.json pins nothing (set \"pin\": true)\n"
-                .replace("examples/", &format!("{ROOT}/examples/"))
+            String::new()
         };
-        assert_eq!(r.stderr, notes);
+        let pin_notes = pinning
+            .iter()
+            .map(|name| {
+                format!(
+                    "egress-guard: note: {name} is built for a policy that pins (\"pin\": \
+                     true); this one pins nothing, so no allowed name is pinned \
+                     (docs/pinning.md)\n"
+                )
+            })
+            .collect::<String>();
+        assert_eq!(r.stderr, format!("{pin_notes}{notes}"));
         let shipped = PathBuf::from(ROOT).join(shipped);
-        let names = yaml_files(&shipped)
-            .into_iter()
-            .filter(|n| n != "sidecar-outbound-pinned.yaml")
-            .collect::<Vec<_>>();
+        let names = yaml_files(&shipped);
         assert!(names.len() >= 5, "{names:?}");
         assert_eq!(yaml_files(&out), names, "render writes every shipped file");
         assert_eq!(
@@ -1099,43 +1121,44 @@ fn render_reproduces_the_shipped_files() {
                 .map(|n| format!("{}\n", out.join(n).display()))
                 .collect::<String>()
         );
+        if !pinning.is_empty() {
+            let pinned_policy = format!("{ROOT}/{pinned_policy}");
+            let mut args = vec![
+                "render",
+                &pinned_policy,
+                flag,
+                "--out",
+                out.to_str().unwrap(),
+            ];
+            for name in pinning {
+                args.extend(["--file", *name]);
+            }
+            let r = run(&args);
+            assert_eq!((r.code, r.stderr.as_str()), (0, ""));
+        }
         for name in &names {
             let rendered = std::fs::read_to_string(out.join(name)).unwrap();
             let expected = std::fs::read_to_string(shipped.join(name)).unwrap();
+            let from = if pinning.contains(&name.as_str()) {
+                pinned_policy
+            } else {
+                policy.as_str()
+            };
             assert!(
                 rendered == expected,
-                "{name}: render {policy} {flag} differs from the shipped file; run `egress-guard \
-                 render {policy} {flag} --out {}`",
+                "{name}: render {from} {flag} differs from the shipped file; run `egress-guard \
+                 render {from} {flag} --file {name} --out {}`",
                 shipped.display()
             );
         }
     }
 }
 
-/// The pinned sidecar is what `render` makes of the pinned example policy; a policy that pins
-/// nothing is refused for it.
-#[test]
-fn render_reproduces_the_pinned_sidecar() {
-    let policy = format!("{ROOT}/examples/policies/pinned.json");
-    let file = "sidecar-outbound-pinned.yaml";
-    let r = run(&["render", &policy, "--envoy", "--file", file]);
-    assert_eq!((r.code, r.stderr.as_str()), (0, ""));
-    let shipped = std::fs::read_to_string(format!("{ROOT}/envoy/{file}")).unwrap();
-    assert!(
-        r.stdout == shipped,
-        "render {policy} --envoy --file {file} differs from envoy/{file}"
-    );
-    let default = format!("{ROOT}/examples/policies/default.json");
-    let r = run(&["render", &default, "--envoy", "--file", file]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("built for pinning"), "{}", r.stderr);
-}
-
 #[test]
 fn render_puts_another_policy_in_every_copy() {
     let policy =
         r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
-    for (flag, copies) in [("--envoy", 8), ("--istio", 7)] {
+    for (flag, copies) in [("--envoy", 11), ("--istio", 8)] {
         let out = temp_dir("render-other");
         let r = run_with(
             &["render", "-", flag, "--out", out.to_str().unwrap()],
@@ -1143,7 +1166,7 @@ fn render_puts_another_policy_in_every_copy() {
         );
         assert_eq!(r.code, 0, "{}", r.stderr);
         // `check` finds the policy in every copy: 4 in the Istio-shaped sidecar (one anchor,
-        // three aliases), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config
+        // three aliases), 3 in the gateway (one a listener), 1 in each other Envoy config; 1 in each Istio manifest but mesh-config
         // (the waypoint ones too: the policy has no CIDR rule to leave out).
         let mut found = 0;
         for name in yaml_files(&out) {
@@ -1862,71 +1885,4 @@ fn explain_without_dst_bounds_its_work_and_its_output() {
     );
     let (_, v) = explain_json(small.to_str().unwrap(), &["--sni", "x.example"]);
     assert_eq!(v["outcomes"].as_array().unwrap().len(), 21);
-}
-
-// --- suggest and replay on a log a real Envoy wrote -------------------------------------------
-
-/// Envoy's own log file from tests/integration/test_rollout.py's audit run (tests/data/logs/).
-const REAL_LOG: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/data/logs/audit-envoy.log"
-);
-/// What `suggest` wrote for it in that run.
-const REAL_SUGGESTED: &str = include_str!("data/logs/audit-suggested.json");
-
-#[test]
-fn suggest_and_replay_a_log_a_real_envoy_wrote() {
-    let lines = std::fs::read_to_string(REAL_LOG).unwrap().lines().count();
-    let r = run(&["suggest", REAL_LOG]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout, REAL_SUGGESTED);
-    assert!(
-        r.stderr.starts_with(&format!(
-            "egress-guard suggest: {lines} lines read from 1 input: 13 decision records (3 allow, \
-             9 audit_deny, 1 deny), 12 used (allow and audit_deny); {} other lines skipped, 0 \
-             unreadable records\n6 rules:",
-            lines - 13
-        )),
-        "{}",
-        r.stderr
-    );
-
-    // Its own suggestion newly denies nothing: every would-deny passes.
-    let suggested = temp_file(REAL_SUGGESTED);
-    let r = run(&[
-        "replay",
-        REAL_LOG,
-        "--policy",
-        suggested.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stdout);
-    let report = json(&r.stdout);
-    assert_eq!(report["newly_denied"], json("0"));
-    assert_eq!(report["no_longer_audit_deny"], json("9"));
-
-    // Without the PyPI rule: pypi.org would be newly denied, and nothing else.
-    let stricter: String = REAL_SUGGESTED
-        .lines()
-        .filter(|line| !line.contains("\"pypi-org\""))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    let stricter = temp_file(&stricter);
-    let r = run(&[
-        "replay",
-        REAL_LOG,
-        "--policy",
-        stricter.to_str().unwrap(),
-        "--json",
-    ]);
-    assert_eq!(r.code, 3, "{}", r.stdout);
-    let report = json(&r.stdout);
-    assert_eq!(report["newly_denied"], json("1"));
-    let changes = report["changes"].as_array().unwrap();
-    let newly: Vec<_> = changes
-        .iter()
-        .filter(|c| c["change"] == "newly_denied")
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(newly, ["pypi.org"]);
 }

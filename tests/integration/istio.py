@@ -5,11 +5,13 @@
   and Sidecar CRDs, and of TrafficExtension, copies of the project's shared ones), strictly: an
   unknown field is an error, as with ``kubectl apply --validate=strict``. The CRDs' CEL rules
   (``x-kubernetes-validations``) are not evaluated.
-* :func:`apply_envoy_filter` applies an EnvoyFilter's listener, network-filter, HTTP-filter and
-  virtual-host patches to a bootstrap's static listeners with istiod's matching rules (a port
-  of pilot/pkg/networking/core/envoyfilter: listener name and port, filter chain name -- the
-  default filter chain included -- SNI, transport and application protocols, destination port,
-  filter and sub-filter names), and returns its EXTENSION_CONFIG resources.
+* :func:`apply_envoy_filter` applies an EnvoyFilter's listener, network-filter, HTTP-filter,
+  virtual-host and cluster patches to a bootstrap's static listeners and clusters with istiod's
+  matching rules (a port of pilot/pkg/networking/core/envoyfilter: listener name and port,
+  filter chain name -- the default filter chain included -- SNI, transport and application
+  protocols, destination port, filter and sub-filter names; a network filter's MERGE after the
+  chain's list operations, its typed_config proto-merged; a cluster ADD), and returns its
+  EXTENSION_CONFIG resources.
 * :func:`apply_wasm_plugin` does what istiod does for an HTTP WasmPlugin with ``mode: CLIENT``:
   an ECDS resource ``<namespace>.<name>`` holding the Wasm HTTP filter (pluginConfig as a JSON
   string), referenced by a filter inserted before the router in every outbound HTTP connection
@@ -256,6 +258,25 @@ def _merge(dst: dict[str, Any], src: dict[str, Any]) -> None:
             dst[key] = copy.deepcopy(value)
 
 
+def _is_filter_merge(cp: dict[str, Any]) -> bool:
+    return cp["applyTo"] == "NETWORK_FILTER" and cp["patch"]["operation"] == "MERGE"
+
+
+def _merge_filter(flt: dict[str, Any], value: dict[str, Any]) -> bool:
+    """A network filter's MERGE as istiod does it (listener_patch.go, patchNetworkFilter): only a
+    filter with a typed_config is merged; the patch's typed_config, its type URL made the
+    filter's, is proto-merged into the filter's; a name in the patch renames the filter."""
+    if "typed_config" not in flt:
+        return False
+    if value.get("typed_config"):
+        patch = copy.deepcopy(value["typed_config"])
+        patch["@type"] = flt["typed_config"]["@type"]
+        _merge(flt["typed_config"], patch)
+    if value.get("name"):
+        flt["name"] = value["name"]
+    return True
+
+
 def apply_envoy_filter(bootstrap: dict[str, Any], envoy_filter: dict[str, Any]
                        ) -> tuple[list[dict[str, Any]], list[str]]:
     """Apply the patches in place; return (EXTENSION_CONFIG resources, where each patch applied).
@@ -264,7 +285,12 @@ def apply_envoy_filter(bootstrap: dict[str, Any], envoy_filter: dict[str, Any]
     a test can see that a patch hit exactly the places it should.
     """
     extension_configs, applied = [], []
-    for cp in envoy_filter["spec"]["configPatches"]:
+    patches = envoy_filter["spec"]["configPatches"]
+    # istiod runs a chain's network-filter list operations first, then each filter's MERGEs
+    # (listener_patch.go: patchNetworkFilters, then patchNetworkFilter per filter).
+    ordered = ([cp for cp in patches if not _is_filter_merge(cp)]
+               + [cp for cp in patches if _is_filter_merge(cp)])
+    for cp in ordered:
         apply_to, match, patch = cp["applyTo"], cp.get("match") or {}, cp["patch"]
         op, value = patch["operation"], patch.get("value")
         if apply_to == "EXTENSION_CONFIG":
@@ -274,7 +300,25 @@ def apply_envoy_filter(bootstrap: dict[str, Any], envoy_filter: dict[str, Any]
             continue
         if not _context_matches(match):
             continue
-        if apply_to == "NETWORK_FILTER":
+        if apply_to == "CLUSTER":
+            # cluster_patch.go: an ADD appends the cluster whatever the match's cluster fields.
+            if op != "ADD":
+                raise PatchError(f"CLUSTER {op} is not implemented here")
+            bootstrap["static_resources"]["clusters"].append(copy.deepcopy(value))
+            applied.append(f"CLUSTER -> {value['name']}")
+        elif apply_to == "NETWORK_FILTER" and op == "MERGE":
+            target = _filter_match_name(match)
+            for lst in listeners(bootstrap):
+                if not _listener_match(lst, match, apply_to):
+                    continue
+                for fc in chains(lst):
+                    if not _chain_match(lst, fc, match):
+                        continue
+                    for flt in fc["filters"]:
+                        if target in (None, flt["name"]) and _merge_filter(flt, value):
+                            applied.append(f"NETWORK_FILTER MERGE -> {lst['name']}/"
+                                           f"{fc.get('name')}/{flt['name']}")
+        elif apply_to == "NETWORK_FILTER":
             for lst in listeners(bootstrap):
                 if not _listener_match(lst, match, apply_to):
                     continue

@@ -277,15 +277,16 @@ GATEWAY_HOSTS = {"api.github.com": "127.0.0.40", "evil.example.com": "127.0.0.41
 @pytest.fixture
 def gateway(netns: NetNS, netns_hosts: Callable[..., Path], start_envoy: Callable[..., Envoy],
             wasm_path: Path) -> Callable[..., Envoy]:
-    """The shipped gateway in ``netns`` on 127.0.0.1:443 (so the test's servers can use other
-    127.0.0.x:443), names resolved through the namespace's hosts file."""
+    """The shipped gateway in ``netns`` with its listeners on 127.0.0.1 (so the test's servers
+    can use other 127.0.0.x:443), names resolved through the namespace's hosts file. Its
+    pinning: test_gateway_pinning.py."""
     def start(policy: dict[str, Any] | None = None) -> Envoy:
         netns_hosts(GATEWAY_HOSTS)
         cfg = set_module(shipped("egress-gateway.yaml"), wasm_path)
         if policy is not None:
             set_policy(cfg, policy)
-        cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["address"] = \
-            "127.0.0.1"
+        for lst in cfg["static_resources"]["listeners"]:
+            lst["address"]["socket_address"]["address"] = "127.0.0.1"
         return start_envoy(cfg, netns=netns)
     return start
 
@@ -298,13 +299,13 @@ def test_gateway_forwards_an_allowed_name_and_stops_a_denied_one_before_dns(
 
     denied = tls_client("127.0.0.1", 443, "evil.example.com", netns=netns)
     assert denied.received == b"" and not denied.handshake_ok, denied
-    assert envoy.counter("dns_cache.egress_gateway.dns_query_attempt") == 0
+    assert envoy.counter("dns_cache.egress_guard_pinned.dns_query_attempt") == 0
     assert evil.connections == 0
 
     ok = tls_client("127.0.0.1", 443, "api.github.com", payload=b"via gateway", netns=netns)
     assert ok.received == b"via gateway", ok
     assert github.snis == ["api.github.com"]
-    assert envoy.counter("dns_cache.egress_gateway.dns_query_attempt") == 1
+    assert envoy.counter("dns_cache.egress_guard_pinned.dns_query_attempt") == 1
     assert sniffed(envoy, "inspector_sni") == 2
     assert all_decisions(envoy) == {("allow", "rule"): 1, ("deny", "no_match"): 1}
     assert decision_log(envoy)[-1]["name"] == "evil.example.com"

@@ -6,6 +6,8 @@ istiod generates); istio.py applies the EnvoyFilters, the WasmPlugin and the Tra
 it with istiod's matching rules and serves the extension configs from files in place of
 istio-agent and ADS -- including what istio-agent sends when it cannot pull the module. The
 waypoint TrafficExtensions run in an Envoy shaped like an ambient egress waypoint (last section).
+The pinned network EnvoyFilter (egress-guard-network-pinned.yaml) is spliced the same way, its
+CLUSTER ADD and tcp_proxy MERGE included, and run with names from the namespace's hosts file.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from istio import (GATEWAY_API_GATEWAY, HTTP_RBAC, HTTP_WASM, INGRESS_GATEWAY, N
                    waypoint_bootstrap, wasm_plugin_selects, write_extension_configs)
 
 ISTIO_DIR = REPO / "examples" / "istio"
+PINNED = "egress-guard-network-pinned.yaml"     # egress-guard-network.yaml with pinning
 MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
 # Install-time mesh settings: an IstioOperator for istioctl, values for the istiod Helm chart.
 MESH_CONFIG_DIR = ISTIO_DIR / "mesh-config"
@@ -90,9 +93,8 @@ def test_there_are_manifests() -> None:
     """Cluster resources in examples/istio/, install-time settings in mesh-config/ (an
     IstioOperator is no cluster resource since Istio 1.24 removed the in-cluster operator)."""
     kinds = sorted(schema_key(d) for p in MANIFESTS for d in documents(p))
-    assert kinds == 4 * [TRAFFIC_EXTENSION] + ["extensions.istio.io/v1alpha1/WasmPlugin",
-                                               "networking.istio.io/v1alpha3/EnvoyFilter",
-                                               "networking.istio.io/v1alpha3/EnvoyFilter"], kinds
+    assert kinds == 4 * [TRAFFIC_EXTENSION] + ["extensions.istio.io/v1alpha1/WasmPlugin"] + 3 * [
+        "networking.istio.io/v1alpha3/EnvoyFilter"], kinds
     assert sorted(p.name for p in MESH_CONFIG_DIR.iterdir()) == ["helm-values.yaml",
                                                                  "istio-operator.yaml"]
 
@@ -277,7 +279,8 @@ def test_the_wasm_plugin_is_for_sidecars_not_gateways(proxy, selected) -> None:
 
 def test_the_envoy_filters_are_for_sidecars_not_gateways() -> None:
     """EnvoyFilters patch gateways in context GATEWAY (or ANY); ours patch SIDECAR_OUTBOUND."""
-    for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
+    for name in ("egress-guard-network.yaml", "egress-guard-network-pinned.yaml",
+                 "egress-guard-http-passthrough-only.yaml"):
         contexts = {cp["match"]["context"] for cp in manifest(name)["spec"]["configPatches"]
                     if cp["applyTo"] != "EXTENSION_CONFIG"}
         assert contexts == {"SIDECAR_OUTBOUND"}, (name, contexts)
@@ -294,6 +297,11 @@ FIELD_RELEASES = SCHEMA_DIR / "istio-field-releases.json"
 # HTTP filters since before WasmPlugin existed, network filters since 1.20): what an EnvoyFilter
 # needs beyond its fields.
 ECDS_WASM_PULL_SINCE = {HTTP_WASM: (1, 12), NETWORK_WASM: (1, 20)}
+# Envoy fields in an EnvoyFilter's patch values that istiod must know (it parses the values into
+# go-control-plane's protos) and the proxy must have: tcp_proxy's max_early_data_bytes is Envoy
+# 1.37's, which Istio ships from 1.29 (istio/istio#58764 moved release-1.29's go-control-plane
+# to 1.37).
+ENVOY_FIELD_SINCE = {"max_early_data_bytes": (1, 29)}
 # TrafficExtension is new in Istio 1.30 (crd-all.gen.yaml has no TrafficExtension at the 1.29.0
 # tag and has it, with every field, at 1.30.0).
 TRAFFIC_EXTENSION_SINCE = (1, 30)
@@ -358,6 +366,9 @@ def required_istio(doc: dict[str, Any]) -> tuple[int, int]:
         need = max([need] + [ECDS_WASM_PULL_SINCE[cp["patch"]["value"]["typed_config"]["@type"]]
                              for cp in doc["spec"]["configPatches"]
                              if cp["applyTo"] == "EXTENSION_CONFIG"])
+        values = json.dumps([cp["patch"].get("value") for cp in doc["spec"]["configPatches"]])
+        need = max([need] + [since for field, since in ENVOY_FIELD_SINCE.items()
+                             if f'"{field}"' in values])
     return need
 
 
@@ -428,6 +439,7 @@ def test_the_istio_release_check_can_fail() -> None:
         required_istio(misspelt)
     assert stated_istio("# a filter (Istio >= 1.12).\n#\napiVersion: v1\n") == (1, 12)
     assert required_istio(manifest("egress-guard-network.yaml")) == (1, 20)
+    assert required_istio(manifest(PINNED)) == (1, 29)      # tcp_proxy max_early_data_bytes
     extension = manifest("egress-guard-trafficext-http.yaml")
     assert required_istio(extension) == (1, 30)
     assert not stated_istio("# (Istio >= 1.29)\napiVersion: v1\n") >= required_istio(extension)
@@ -452,9 +464,25 @@ def test_every_manifest_carries_the_same_policy() -> None:
     assert first["mode"] == "allowlist"
 
 
+def pinned_policy() -> dict[str, Any]:
+    (cp,) = [cp for cp in manifest(PINNED)["spec"]["configPatches"]
+             if cp["applyTo"] == "EXTENSION_CONFIG"]
+    return json.loads(cp["patch"]["value"]["typed_config"]["config"]["configuration"]["value"])
+
+
+def test_the_pinned_manifest_carries_the_same_policy_pinned() -> None:
+    """The pinned variant's policy is the others' with "pin": true and the hold it needs."""
+    policy = pinned_policy()
+    assert policy == {**_policies()["egress-guard-network.yaml"], "pin": True,
+                      "sniff": {"hold_upstream": True}}
+    assert policy == json.loads((REPO / "examples" / "policies" /
+                                 "istio-mesh-pinned.json").read_text())
+
+
 def test_every_manifest_uses_the_same_image_and_fails_closed() -> None:
     urls, policies = set(), set()
-    for name in ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"):
+    for name in ("egress-guard-network.yaml", "egress-guard-network-pinned.yaml",
+                 "egress-guard-http-passthrough-only.yaml"):
         for cp in manifest(name)["spec"]["configPatches"]:
             if cp["applyTo"] == "EXTENSION_CONFIG":
                 config = cp["patch"]["value"]["typed_config"]["config"]
@@ -640,8 +668,14 @@ def test_the_traffic_extensions_state_istio_1_30() -> None:
 
 
 def istio_generated() -> dict[str, Any]:
-    """envoy/istio-sidecar-outbound.yaml without egress-guard: what istiod generates."""
-    return strip_filters(shipped("istio-sidecar-outbound.yaml"), "egress-guard")
+    """envoy/istio-sidecar-outbound.yaml without egress-guard, and without the
+    ``max_early_data_bytes`` it gives its tcp_proxies: what istiod generates."""
+    bootstrap = strip_filters(shipped("istio-sidecar-outbound.yaml"), "egress-guard")
+    for lst in bootstrap["static_resources"]["listeners"]:
+        for fc in [*lst.get("filter_chains", []), lst.get("default_filter_chain") or {}]:
+            for f in fc.get("filters", []):
+                f.get("typed_config", {}).pop("max_early_data_bytes", None)
+    return bootstrap
 
 
 def splice(*manifests: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
@@ -690,7 +724,8 @@ def test_passthrough_only_http_patch_lands_on_allow_any() -> None:
 @pytest.mark.parametrize("manifests", [
     ("egress-guard-network.yaml", "egress-guard-http.yaml"),
     ("egress-guard-network.yaml", "egress-guard-http-passthrough-only.yaml"),
-], ids=["wasmplugin", "passthrough_only"])
+    (PINNED, "egress-guard-http.yaml"),
+], ids=["wasmplugin", "passthrough_only", "pinned"])
 def test_spliced_config_validates(manifests, envoy_cmd, wasm_path: Path, tmp: Path) -> None:
     bootstrap, extensions, _ = splice(*manifests)
     serve_extension_configs(bootstrap, extensions, wasm_path, tmp / "ecds")
@@ -783,6 +818,148 @@ def test_spliced_passthrough_only_http_leaves_mesh_services_alone(spliced_sideca
     assert all_decisions(envoy) == {("allow", "rule"): 1, ("deny", "no_match"): 1}
     assert envoy.counter("extension_config_discovery.http_filter.egress-guard-http"
                          ".update_success") == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Pinned (egress-guard-network-pinned.yaml)
+# --------------------------------------------------------------------------------------------
+
+PASSTHROUGH_CHAINS = [("0.0.0.0_443", "PassthroughFilterChain"),
+                      ("0.0.0.0_80", "PassthroughFilterChain"),
+                      ("virtualOutbound", "virtualOutbound-catchall-tcp")]
+PINNED_FILTERS = ["egress-guard", "envoy.filters.network.sni_dynamic_forward_proxy",
+                  "envoy.filters.network.tcp_proxy"]
+
+
+def test_the_pinned_patches_land_where_the_pinned_sidecar_has_its_filters() -> None:
+    """On the chains egress-guard-network.yaml patches: egress-guard, then
+    sni_dynamic_forward_proxy, then Istio's tcp_proxy, merged with max_early_data_bytes (which
+    istiod's own lacks); the dynamic forward proxy cluster added, sharing the filter's DNS
+    cache; nothing else touched (the ServiceEntry's chain, the blackhole, the HTTP chain)."""
+    before = istio_generated()
+    bootstrap, extensions, applied = splice(PINNED)
+    assert sorted(applied) == sorted(
+        ["EXTENSION_CONFIG -> egress-guard", "CLUSTER -> egress_guard_pinned"]
+        + [f"NETWORK_FILTER -> {lst}/{chain}" for lst, chain in PASSTHROUGH_CHAINS for _ in "12"]
+        + [f"NETWORK_FILTER MERGE -> {lst}/{chain}/envoy.filters.network.tcp_proxy"
+           for lst, chain in PASSTHROUGH_CHAINS])
+    names, names_before = filter_names(bootstrap), filter_names(before)
+    for key in PASSTHROUGH_CHAINS:
+        assert names[key] == PINNED_FILTERS, key
+    assert {k: v for k, v in names.items() if k not in PASSTHROUGH_CHAINS} == {
+        k: v for k, v in names_before.items() if k not in PASSTHROUGH_CHAINS}
+    clusters = {c["name"]: c for c in bootstrap["static_resources"]["clusters"]}
+    dfp = clusters["egress_guard_pinned"]["cluster_type"]
+    pinned_sidecar = {c["name"]: c for c in
+                      shipped("sidecar-outbound-pinned.yaml")["static_resources"]["clusters"]}
+    assert dfp == pinned_sidecar["egress_guard_pinned"]["cluster_type"]
+    for lst in bootstrap["static_resources"]["listeners"]:
+        for fc in [*lst.get("filter_chains", []), lst.get("default_filter_chain") or {}]:
+            key = (lst["name"], fc.get("name"))
+            for f in fc.get("filters", []):
+                config = f.get("typed_config", {})
+                if f["name"] == "envoy.filters.network.tcp_proxy":
+                    # Merged, not replaced: Istio's cluster and stat_prefix stay.
+                    assert config.get("max_early_data_bytes") == (
+                        65536 if key in PASSTHROUGH_CHAINS else None), key
+                    assert config["cluster"] and config["stat_prefix"], key
+                if f["name"] == "envoy.filters.network.sni_dynamic_forward_proxy":
+                    assert config["dns_cache_config"] == dfp["typed_config"]["dns_cache_config"]
+    (extension,) = extensions
+    assert json.loads(extension["typed_config"]["config"]["configuration"]["value"])["pin"]
+
+
+def test_the_merge_port_can_fail() -> None:
+    """The MERGE emulation matches by filter name: aimed at another filter, nothing merges."""
+    doc = copy.deepcopy(manifest(PINNED))
+    for cp in doc["spec"]["configPatches"]:
+        if cp["patch"]["operation"] == "MERGE":
+            cp["match"]["listener"]["filterChain"]["filter"]["name"] = "envoy.filters.network.nope"
+    bootstrap = istio_generated()
+    _, applied = apply_envoy_filter(bootstrap, doc)
+    assert not [a for a in applied if "MERGE" in a]
+    assert "max_early_data_bytes" not in json.dumps(bootstrap)
+
+
+PINNED_NAMES = {"api.github.com": "127.0.0.60", "evil.example.com": "127.0.0.61"}
+DECOY = "127.0.0.69"            # the address the client picks: no rule lists it
+
+
+def pin_count(envoy: Envoy, outcome: str) -> int:
+    return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_pin_total")
+
+
+def set_extension_policy(policy: dict[str, Any]) -> Callable[..., None]:
+    """An ``edit`` for :func:`spliced_sidecar`: the network filter's policy replaced."""
+    def edit(_bootstrap: dict[str, Any], extensions: list[dict[str, Any]]) -> None:
+        for ext in extensions:
+            if ext["typed_config"]["@type"] == NETWORK_WASM:
+                ext["typed_config"]["config"]["configuration"]["value"] = json.dumps(policy)
+    return edit
+
+
+@pytest.mark.usefixtures("early_data")
+def test_the_pinned_sidecar_sends_an_allowed_name_only_to_that_name(
+        spliced_sidecar, netns_hosts, serve, netns, cert) -> None:
+    """The pinned manifest as shipped, policy included, on 443 (0.0.0.0_443's
+    PassthroughFilterChain, SNI from tls_inspector): an allowed name sent to an address no rule
+    lists reaches the name's own address; that address gets nothing; a denied name is never
+    looked up; an in-cluster address (allowed by CIDR) keeps its connection, unpinned."""
+    netns_hosts(PINNED_NAMES)
+    envoy = spliced_sidecar(PINNED, "egress-guard-http.yaml")
+    add_addresses(netns, IN_CLUSTER)
+    github = serve(tls_server(netns, cert, PINNED_NAMES["api.github.com"]))
+    evil = serve(tls_server(netns, cert, PINNED_NAMES["evil.example.com"]))
+    decoy = serve(tls_server(netns, cert, DECOY))
+    in_cluster = serve(tls_server(netns, cert, IN_CLUSTER))
+
+    denied = tls_client(DECOY, 443, "evil.example.com", netns=netns)
+    assert denied.received == b"" and not denied.handshake_ok, denied
+    assert envoy.counter("dns_cache.egress_guard_pinned.dns_query_attempt") == 0
+    ok = tls_client(DECOY, 443, "api.github.com", payload=b"card 4242", netns=netns)
+    assert ok.received == b"card 4242", ok
+    assert tls_client(IN_CLUSTER, 443, "db.cluster.local", netns=netns).received == b"ping"
+
+    assert github.snis == ["api.github.com"] and github.received == [b"card 4242"]
+    assert decoy.connections == 0 and evil.connections == 0
+    assert in_cluster.snis == ["db.cluster.local"]
+    assert sniffed(envoy, "inspector_sni") == 3
+    assert pin_count(envoy, "pinned") == 1
+    assert envoy.counter("cluster.egress_guard_pinned.upstream_cx_total") == 1
+    assert all_decisions(envoy) == {("allow", "rule"): 2, ("deny", "no_match"): 1}
+
+
+@pytest.mark.usefixtures("early_data")
+def test_the_pinned_catch_all_holds_reads_and_pins_at_the_original_port(
+        spliced_sidecar, netns_hosts, serve, netns, cert) -> None:
+    """virtualOutbound-catchall-tcp has no tls_inspector: egress-guard holds the connection
+    (Istio's tcp_proxy with the merged max_early_data_bytes), reads the ClientHello or the Host
+    itself and pins it at the original port (8443, 8080); the address the client chose gets
+    nothing. The policy is the shipped one with those ports allowed for the name."""
+    policy = pinned_policy()
+    for rule in policy["allow"]:
+        if rule["name"] == "github":
+            rule["ports"] = [443, 8080, 8443]
+    netns_hosts(PINNED_NAMES)
+    envoy = spliced_sidecar(PINNED, "egress-guard-http.yaml", edit=set_extension_policy(policy))
+    github = serve(tls_server(netns, cert, PINNED_NAMES["api.github.com"], 8443))
+    github_web = serve(HttpServer(PINNED_NAMES["api.github.com"], 8080, netns, label="github"))
+    decoy = serve(tls_server(netns, cert, DECOY, 8443))
+    decoy_web = serve(HttpServer(DECOY, 8080, netns, label="decoy"))
+
+    assert tls_client(DECOY, 8443, "api.github.com", netns=netns).received == b"ping"
+    ok = http_request(DECOY, 8080, get("api.github.com"), netns=netns)
+    assert ok.status == 200 and ok.body == b"hello from github", ok
+    denied = http_request(DECOY, 8080, get("evil.example.com"), netns=netns)
+    assert denied.status is None, denied
+
+    assert github.snis == ["api.github.com"] and github_web.hosts == ["api.github.com"]
+    assert decoy.connections == 0 and decoy_web.connections == 0
+    assert sniffed(envoy, "tls_sni") == 1 and sniffed(envoy, "http_host") == 2
+    assert pin_count(envoy, "pinned") == 2
+    assert envoy.counter("cluster.egress_guard_pinned.upstream_cx_total") == 2
+    # One lookup per name and port (the DNS cache's key), none for the denied Host.
+    assert envoy.counter("dns_cache.egress_guard_pinned.dns_query_attempt") == 2
 
 
 # --------------------------------------------------------------------------------------------

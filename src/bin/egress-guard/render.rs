@@ -6,9 +6,7 @@
 //! WasmPlugin's `pluginConfig:`, a TrafficExtension's `wasm.pluginConfig:`) gets the policy
 //! file's text, indented, and nothing else changes -- except in the ambient egress-waypoint
 //! manifests ([`Embed::ByName`]), which get it without its CIDR rules and a comment line naming
-//! them; [`Embed::Pinned`] templates only for a policy that pins. So `render
-//! examples/policies/default.json --envoy` reproduces `envoy/` byte for byte (but the pinned
-//! sidecar, which `examples/policies/pinned.json` reproduces)
+//! them. So `render examples/policies/default.json --envoy` reproduces `envoy/` byte for byte
 //! (tests/cli.rs checks this), and a policy is written once.
 //!
 //! JSON is YAML, so a WasmPlugin's `pluginConfig` holds the policy's JSON text as a flow mapping.
@@ -34,6 +32,8 @@ pub struct Template {
     pub text: &'static str,
     /// Which policy goes in it.
     pub policy: Embed,
+    /// Built to pin allowed names (docs/pinning.md): render notes a policy that does not pin.
+    pub pins: bool,
 }
 
 /// The policy a template gets.
@@ -44,10 +44,6 @@ pub enum Embed {
     /// The policy given without its CIDR rules ([`by_name`]): an ambient egress waypoint sees
     /// ServiceEntry addresses, not the real destination's.
     ByName,
-    /// The policy given, which must pin (`pin`): a configuration built for pinning. Rendering
-    /// every file skips it, with a note, for a policy that pins nothing; naming it with `--file`
-    /// is then an error.
-    Pinned,
 }
 
 /// `envoy/*.yaml`.
@@ -56,31 +52,37 @@ pub const ENVOY: &[Template] = &[
         name: "egress-gateway.yaml",
         text: include_str!("../../../envoy/egress-gateway.yaml"),
         policy: Embed::AsGiven,
+        pins: true,
     },
     Template {
         name: "istio-sidecar-outbound.yaml",
         text: include_str!("../../../envoy/istio-sidecar-outbound.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "osm-sidecar-outbound.yaml",
         text: include_str!("../../../envoy/osm-sidecar-outbound.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "sidecar-outbound-http.yaml",
         text: include_str!("../../../envoy/sidecar-outbound-http.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "sidecar-outbound-pinned.yaml",
         text: include_str!("../../../envoy/sidecar-outbound-pinned.yaml"),
-        policy: Embed::Pinned,
+        policy: Embed::AsGiven,
+        pins: true,
     },
     Template {
         name: "sidecar-outbound.yaml",
         text: include_str!("../../../envoy/sidecar-outbound.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
 ];
 
@@ -90,36 +92,49 @@ pub const ISTIO: &[Template] = &[
         name: "egress-guard-http-passthrough-only.yaml",
         text: include_str!("../../../examples/istio/egress-guard-http-passthrough-only.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-http.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
+    },
+    Template {
+        name: "egress-guard-network-pinned.yaml",
+        text: include_str!("../../../examples/istio/egress-guard-network-pinned.yaml"),
+        policy: Embed::AsGiven,
+        pins: true,
     },
     Template {
         name: "egress-guard-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-network.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-trafficext-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-trafficext-http.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-trafficext-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-trafficext-network.yaml"),
         policy: Embed::AsGiven,
+        pins: false,
     },
     Template {
         name: "egress-guard-waypoint-http.yaml",
         text: include_str!("../../../examples/istio/egress-guard-waypoint-http.yaml"),
         policy: Embed::ByName,
+        pins: false,
     },
     Template {
         name: "egress-guard-waypoint-network.yaml",
         text: include_str!("../../../examples/istio/egress-guard-waypoint-network.yaml"),
         policy: Embed::ByName,
+        pins: false,
     },
 ];
 
@@ -179,8 +194,8 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
             return Ok(Exit::Invalid);
         }
     };
-    let pins = match Policy::from_json(policy_text.as_bytes()) {
-        Ok(policy) => policy.pinning(),
+    let policy = match Policy::from_json(policy_text.as_bytes()) {
+        Ok(policy) => policy,
         Err(e) => {
             err(&format!("{}: {e}", input.label));
             return Ok(Exit::Invalid);
@@ -209,22 +224,7 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
     let mut rendered = Vec::new();
     for template in &selected {
         let (embedded, left_out) = match template.policy {
-            Embed::Pinned if !pins && options.files.is_empty() => {
-                err(&format!(
-                    "egress-guard: note: {}: not written: it is built for pinning and {} pins \
-                     nothing (set \"pin\": true)",
-                    template.name, input.label
-                ));
-                continue;
-            }
-            Embed::Pinned if !pins => {
-                err(&format!(
-                    "{}: {}: built for pinning, and the policy pins nothing (set \"pin\": true)",
-                    input.label, template.name
-                ));
-                return Ok(Exit::Invalid);
-            }
-            Embed::AsGiven | Embed::Pinned => (policy_text.to_string(), None),
+            Embed::AsGiven => (policy_text.to_string(), None),
             Embed::ByName => match by_name::by_name(policy_text) {
                 Ok(b) => {
                     if let Err(e) = Policy::from_json(b.text.as_bytes()) {
@@ -284,6 +284,11 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
                 }
             }
         }
+        if template.pins {
+            if let Some(note) = pin_note(template.name, &policy) {
+                err(&note);
+            }
+        }
         rendered.push((template.name, text));
     }
     match &options.out {
@@ -303,6 +308,30 @@ pub fn run(options: &Options) -> Result<Exit, UsageError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// The cluster the pinning templates send pinned connections to (the policy's default
+/// `pin_cluster`).
+pub const PIN_CLUSTER: &str = "egress_guard_pinned";
+
+/// What render says about a policy in a template built to pin ([`Template::pins`]): one that
+/// does not pin, or pins to a cluster the template does not have.
+fn pin_note(name: &str, policy: &Policy) -> Option<String> {
+    if !policy.pinning() {
+        Some(format!(
+            "egress-guard: note: {name} is built for a policy that pins (\"pin\": true); this \
+             one pins nothing, so no allowed name is pinned (docs/pinning.md)"
+        ))
+    } else if policy.pin_cluster() != PIN_CLUSTER {
+        Some(format!(
+            "egress-guard: warning: {name} has the dynamic forward proxy cluster {PIN_CLUSTER}, \
+             and this policy pins to \"pin_cluster\": {:?}: Envoy closes every pinned \
+             connection unless that cluster exists (docs/pinning.md)",
+            policy.pin_cluster()
+        ))
+    } else {
+        None
+    }
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), UsageError> {
@@ -552,6 +581,7 @@ mod tests {
         let template = Template {
             name: "t.yaml",
             policy: Embed::AsGiven,
+            pins: false,
             text: "a:\n  configuration:\n    \"@type\": type.googleapis.com/google.protobuf.StringValue\n    value: |\n      {\"mode\": \"audit\"}\n\n      \n  b: 1\nc: 2\n",
         };
         let text = render(&template, "{\n  \"log\": \"all\"\n}\n", &options());
@@ -559,6 +589,33 @@ mod tests {
             text,
             "a:\n  configuration:\n    \"@type\": type.googleapis.com/google.protobuf.StringValue\n    value: |\n      {\n        \"log\": \"all\"\n      }\n\n      \n  b: 1\nc: 2\n"
         );
+    }
+
+    #[test]
+    fn a_template_built_to_pin_notes_a_policy_that_does_not_pin_there() {
+        let policy = |text: &str| Policy::from_json(text.as_bytes()).unwrap();
+        let rule = r#"[{"name": "x", "hosts": ["x.example"], "ports": [443]}]"#;
+        let unpinned = policy(&format!(r#"{{"allow": {rule}}}"#));
+        let note = pin_note("egress-gateway.yaml", &unpinned).unwrap();
+        assert!(note.starts_with("egress-guard: note: egress-gateway.yaml is built for a policy"));
+        let pinned = policy(&format!(r#"{{"pin": true, "allow": {rule}}}"#));
+        assert_eq!(pin_note("egress-gateway.yaml", &pinned), None);
+        let elsewhere = policy(&format!(
+            r#"{{"pin": true, "pin_cluster": "dfp", "allow": {rule}}}"#
+        ));
+        let warning = pin_note("egress-gateway.yaml", &elsewhere).unwrap();
+        assert!(
+            warning.contains("warning") && warning.contains("\"dfp\""),
+            "{warning}"
+        );
+        // The shipped templates built to pin have the cluster PIN_CLUSTER names.
+        for t in ENVOY.iter().chain(ISTIO).filter(|t| t.pins) {
+            assert!(
+                t.text.contains(&format!("name: {PIN_CLUSTER}\n")),
+                "{}",
+                t.name
+            );
+        }
     }
 
     #[test]
