@@ -192,8 +192,8 @@ fn check_reads_envoy_configs_and_istio_manifests() {
             }
         }
     }
-    // 5 Envoy configs, the EnvoyFilters and WasmPlugin, 4 TrafficExtensions.
-    assert_eq!(files.len(), 12);
+    // 7 Envoy configs (2 pinned), the EnvoyFilters and WasmPlugin, 4 TrafficExtensions.
+    assert_eq!(files.len(), 14);
     let mut args = vec!["check", "--strict"];
     args.extend(files.iter().map(String::as_str));
     let r = run(&args);
@@ -250,7 +250,15 @@ fn check_reads_envoy_configs_and_istio_manifests() {
             ),
             ("osm-sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
             (
+                "sidecar-outbound-http-pinned.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
+            (
                 "sidecar-outbound-http.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
+            (
+                "sidecar-outbound-pinned.yaml".to_string(),
                 vec!["wasm_filter"]
             ),
             ("sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
@@ -904,7 +912,9 @@ fn explain_and_check_say_what_is_pinned() {
             "  pin:     2 rules, cluster egress_guard_pinned; note: without sniff.hold_upstream \
              only an SNI from tls_inspector can be pinned; a pinned name read from the client's \
              bytes (HTTP Host, or TLS on a listener without tls_inspector) is denied \
-             (pin_unavailable)\n"
+             (pin_unavailable)\n           HTTP filter: requests are pinned only on a route to \
+             cluster egress_guard_pinned (as in envoy/sidecar-outbound-http-pinned.yaml); on any \
+             other route a request that must be pinned is denied (pin_unavailable)\n"
         ),
         "{}",
         r.stdout
@@ -919,7 +929,9 @@ fn explain_and_check_say_what_is_pinned() {
             "pinned_rules=1\n  presets: none\n  sniff:   max_bytes=16384 timeout_ms=3000 \
              hold_upstream=true\n  log:     denied\n  pin:     1 rules, cluster \
              outbound|443||pinned; names read from the client's bytes are pinned while the \
-             connection is held\n"
+             connection is held\n           HTTP filter: requests are pinned only on a route to \
+             cluster outbound|443||pinned (as in envoy/sidecar-outbound-http-pinned.yaml); on any \
+             other route a request that must be pinned is denied (pin_unavailable)\n"
         ),
         "{}",
         r.stdout
