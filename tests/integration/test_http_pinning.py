@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import decision_log, decisions, policy_of, set_module, set_policy, shipped
+from egress import (Via, decision_log, decisions, get, on_loopback, policy_of, set_module,
+                    set_policy, shipped)
 from harness import Envoy, HttpResult, HttpServer, NetNS, connect, http_request
 
 PROXY_UID = 1337
@@ -252,6 +253,27 @@ def test_a_pin_cluster_the_route_does_not_go_to_refuses_what_must_be_pinned(
     assert api.connections == 0 and decoy.connections == 0
     assert decisions(envoy, "deny", "pin_unavailable") == 1
     assert pin_count(envoy, "unavailable") == 1 and pin_count(envoy, "pinned") == 0
+
+
+def test_unpinned_requests_reach_ipv4_and_ipv6_destinations(start_envoy, wasm_path,
+                                                               serve) -> None:
+    """An unpinned request goes to its original destination through the forward proxy, named by
+    its IP: IPv4 as it is, IPv6 in brackets (the proxy splits host:port at the last colon). On
+    loopback: the shipped config with a PROXY header for the original destination."""
+    v4 = serve(HttpServer("127.0.0.3", label="v4"))
+    v6 = serve(HttpServer("::1", label="v6"))
+    cfg = on_loopback(set_module(shipped(CONFIG), wasm_path))
+    envoy = start_envoy(set_policy(cfg, {
+        "pin": True, "allow": [{"name": "lan", "cidrs": ["127.0.0.3/32", "::1/128"]}]}))
+    via = Via(envoy, "outbound_http")
+
+    to_v4 = http_request(raw_request=get("web.example.com"), **via.to(v4.address))
+    to_v6 = http_request(raw_request=get("web.example.com"), **via.to(v6.address))
+
+    assert to_v4.status == 200 and to_v4.body == b"hello from v4", to_v4
+    assert to_v6.status == 200 and to_v6.body == b"hello from v6", to_v6
+    assert envoy.counter(f"cluster.{PIN_CLUSTER}.upstream_rq_total") == 2
+    assert pin_count(envoy, "pinned") == 0
 
 
 def read_one(sock: socket.socket, timeout: float = 5.0) -> tuple[int, bytes]:
