@@ -2,9 +2,10 @@
 //! is a local `403` with `x-egress-guard: denied` and a JSON body.
 //!
 //! Pinning ([docs/pinning.md](../../docs/pinning.md)): when the request's route goes to the
-//! policy's `pin_cluster` (Envoy's HTTP dynamic forward proxy, `envoy/sidecar-outbound-http-pinned.yaml`),
-//! every request that passes gets the filter state that says where it goes — its name if pinned,
-//! else its original destination; under any other route a request that must be pinned is refused.
+//! policy's `pin_cluster` (Envoy's HTTP dynamic forward proxy, as in
+//! `envoy/sidecar-outbound-http-pinned.yaml`), every request that passes gets the filter state
+//! that says where it goes — its name if pinned, else its original destination; under any other
+//! route a request that must be pinned is refused.
 
 use std::rc::Rc;
 

@@ -78,7 +78,8 @@ pub enum PinWindow<'a> {
     /// session holds the connection it paused at open (`sniff.hold_upstream`).
     Open,
     /// The upstream is chosen (the connection went on at open, or at a sniff timeout), or the
-    /// filter cannot pin at all (the HTTP filter): a decision that must be pinned is denied.
+    /// filter cannot pin at all (an HTTP request whose route goes to another cluster than
+    /// `pin_cluster`): a decision that must be pinned is denied.
     Closed,
     /// A later request on a connection pinned to this name: it may carry only that name.
     PinnedTo(&'a str),
@@ -264,7 +265,9 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
 /// Applies pinning to `decision` (`policy::pin` says what is pinned): pins it while the
 /// upstream is open to choice, denies it (`pin_unavailable`, in every mode) when it must be
 /// pinned and cannot be, and holds a later request on a pinned connection to the pinned name.
-/// Afterwards `decision.pin` is true exactly when the connection goes to its name.
+/// Under [`PinWindow::Routed`] it also sends a request that passes unpinned to its original
+/// destination (denied if the proxy refuses). Afterwards `decision.pin` is true exactly when
+/// the connection goes to its name.
 fn settle_pin<R: Record + ?Sized>(
     policy: &Policy,
     seen: &Observed<'_>,
