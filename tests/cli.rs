@@ -192,8 +192,8 @@ fn check_reads_envoy_configs_and_istio_manifests() {
             }
         }
     }
-    // 6 Envoy configs, the 3 EnvoyFilters and the WasmPlugin, 4 TrafficExtensions.
-    assert_eq!(files.len(), 14);
+    // 7 Envoy configs (2 pinned), the 3 EnvoyFilters and the WasmPlugin, 4 TrafficExtensions.
+    assert_eq!(files.len(), 15);
     let mut args = vec!["check", "--strict"];
     args.extend(files.iter().map(String::as_str));
     let r = run(&args);
@@ -249,6 +249,10 @@ fn check_reads_envoy_configs_and_istio_manifests() {
                 vec!["wasm_filter"; 4]
             ),
             ("osm-sidecar-outbound.yaml".to_string(), vec!["wasm_filter"]),
+            (
+                "sidecar-outbound-http-pinned.yaml".to_string(),
+                vec!["wasm_filter"]
+            ),
             (
                 "sidecar-outbound-http.yaml".to_string(),
                 vec!["wasm_filter"]
@@ -912,7 +916,9 @@ fn explain_and_check_say_what_is_pinned() {
             "  pin:     2 rules, cluster egress_guard_pinned; note: without sniff.hold_upstream \
              only an SNI from tls_inspector can be pinned; a pinned name read from the client's \
              bytes (HTTP Host, or TLS on a listener without tls_inspector) is denied \
-             (pin_unavailable)\n"
+             (pin_unavailable)\n           HTTP filter: requests are pinned only on a route to \
+             cluster egress_guard_pinned (as in envoy/sidecar-outbound-http-pinned.yaml); on any \
+             other route a request that must be pinned is denied (pin_unavailable)\n"
         ),
         "{}",
         r.stdout
@@ -927,7 +933,9 @@ fn explain_and_check_say_what_is_pinned() {
             "pinned_rules=1\n  presets: none\n  sniff:   max_bytes=16384 timeout_ms=3000 \
              hold_upstream=true\n  log:     denied\n  pin:     1 rules, cluster \
              outbound|443||pinned; names read from the client's bytes are pinned while the \
-             connection is held\n"
+             connection is held\n           HTTP filter: requests are pinned only on a route to \
+             cluster outbound|443||pinned (as in envoy/sidecar-outbound-http-pinned.yaml); on any \
+             other route a request that must be pinned is denied (pin_unavailable)\n"
         ),
         "{}",
         r.stdout
@@ -1057,7 +1065,11 @@ fn yaml_files(dir: &std::path::Path) -> Vec<String> {
 
 /// The files built to pin allowed names (render's `Template::pins`), rendered from the pinning
 /// example policy of their set.
-const PINNING_ENVOY: [&str; 2] = ["egress-gateway.yaml", "sidecar-outbound-pinned.yaml"];
+const PINNING_ENVOY: [&str; 3] = [
+    "egress-gateway.yaml",
+    "sidecar-outbound-http-pinned.yaml",
+    "sidecar-outbound-pinned.yaml",
+];
 const PINNING_ISTIO: [&str; 1] = ["egress-guard-network-pinned.yaml"];
 
 /// The shipped manifests and configs are exactly what `render` makes of the example policies:
@@ -1158,7 +1170,7 @@ fn render_reproduces_the_shipped_files() {
 fn render_puts_another_policy_in_every_copy() {
     let policy =
         r#"{"mode": "audit", "allow": [{"name": "x", "hosts": ["x.example"], "ports": [443]}]}"#;
-    for (flag, copies) in [("--envoy", 11), ("--istio", 8)] {
+    for (flag, copies) in [("--envoy", 12), ("--istio", 8)] {
         let out = temp_dir("render-other");
         let r = run_with(
             &["render", "-", flag, "--out", out.to_str().unwrap()],

@@ -1,5 +1,11 @@
 //! The HTTP filter: decides each request on its `:authority` and the original destination; a deny
 //! is a local `403` with `x-egress-guard: denied` and a JSON body.
+//!
+//! Pinning ([docs/pinning.md](../../docs/pinning.md)): when the request's route goes to the
+//! policy's `pin_cluster` (Envoy's HTTP dynamic forward proxy, as in
+//! `envoy/sidecar-outbound-http-pinned.yaml`), every request that passes gets the filter state
+//! that says where it goes — its name if pinned, else its original destination; under any other
+//! route a request that must be pinned is refused.
 
 use std::rc::Rc;
 
@@ -8,12 +14,16 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, MapType};
 use serde::Serialize;
 
-use super::record::{destination, Recorder};
+use super::host;
+use super::record::{destination, property_string, Recorder};
 use super::report;
 use super::state::Shared;
 use crate::policy::name::classify_authority;
+use crate::policy::pin::{filter_state_request, LifeSpan, Target, SET_FILTER_STATE};
 use crate::policy::{Decision, Policy, Reason, Verdict};
-use crate::session::{judge, FilterKind, NameSource, Observed, PinWindow, Proto};
+use crate::session::{
+    judge, request_window, FilterKind, Judged, NameSource, Observed, Proto, Record, SniffOutcome,
+};
 
 /// The per-request context.
 pub(crate) struct HttpFilter {
@@ -78,11 +88,14 @@ impl HttpContext for HttpFilter {
                 filter: FilterKind::Http,
                 anomaly: None,
                 request: 1,
-                // This filter cannot route a request to its name: a request that must be pinned
-                // is refused (403, pin_unavailable) rather than sent to the original destination.
-                pin: PinWindow::Closed,
+                // Pinning needs a route to the pin cluster (the pinned config); under any
+                // other route a request that must be pinned is refused (403, pin_unavailable).
+                pin: request_window(
+                    &shared.policy,
+                    property_string(&["xds", "cluster_name"]).as_deref(),
+                ),
             },
-            &mut Recorder::new(&shared),
+            &mut RequestRecorder(Recorder::new(&shared)),
         );
         if decision.verdict != Verdict::Deny {
             return Action::Continue;
@@ -93,6 +106,38 @@ impl HttpContext for HttpFilter {
             &destination,
             decision.reason,
         )
+    }
+}
+
+/// The connection's [`Recorder`], routing one request: the filter state lives as long as the
+/// request, so each request on a keep-alive connection goes where its own decision says.
+struct RequestRecorder<'a>(Recorder<'a>);
+
+impl Record for RequestRecorder<'_> {
+    fn sniffed(&mut self, outcome: SniffOutcome) {
+        self.0.sniffed(outcome);
+    }
+
+    fn judged(&mut self, judged: &Judged<'_>) {
+        self.0.judged(judged);
+    }
+
+    /// Sets the two filter-state objects the HTTP dynamic forward proxy reads (host, then port;
+    /// the route already chose the cluster).
+    fn pin(&mut self, target: &Target<'_>) -> bool {
+        for (key, value) in target.request_filter_states() {
+            let request = filter_state_request(key, &value, LifeSpan::DownstreamRequest);
+            if let Err(status) = host::call_foreign_function(SET_FILTER_STATE, &request) {
+                log::warn!(
+                    "egress-guard: cannot route a request to {}:{}: Envoy refused filter state \
+                     {key} (status {status}); refusing it",
+                    target.host,
+                    target.port
+                );
+                return false;
+            }
+        }
+        true
     }
 }
 

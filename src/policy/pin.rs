@@ -45,6 +45,8 @@
 //! assert_eq!(arg[..2], [0x0a, 27]); // field 1 (path), 27 bytes
 //! ```
 
+use std::net::IpAddr;
+
 /// Filter state read by `tcp_proxy`: the cluster for this connection.
 pub const CLUSTER_KEY: &str = "envoy.tcp_proxy.cluster";
 /// Filter state read by the dynamic forward proxy (the `sni_dynamic_forward_proxy` filter and
@@ -88,6 +90,28 @@ impl Target<'_> {
             (PORT_KEY, self.port.to_string()),
             (CLUSTER_KEY, self.cluster.to_string()),
         ]
+    }
+}
+
+impl Target<'_> {
+    /// The filter-state objects the HTTP filter sets for one request, as (key, value): host and
+    /// port only. The route picks the cluster (the HTTP dynamic forward proxy filter and cluster
+    /// read these two); `envoy.tcp_proxy.cluster` means nothing to an HTTP route.
+    pub fn request_filter_states(&self) -> [(&'static str, String); 2] {
+        [
+            (HOST_KEY, self.host.to_string()),
+            (PORT_KEY, self.port.to_string()),
+        ]
+    }
+}
+
+/// An IP address as the dynamic forward proxy's host: IPv4 dotted, IPv6 in brackets (the
+/// proxy splits `host:port` at the last colon, so a bare IPv6 address would lose its tail).
+/// An IP literal needs no DNS lookup: the proxy connects to it as it is.
+pub fn ip_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
     }
 }
 
@@ -208,6 +232,38 @@ mod tests {
         assert_eq!(
             filter_state_request("p", &"v".repeat(200), LifeSpan::DownstreamRequest)[3..6],
             [0x12, 0xc8, 0x01]
+        );
+    }
+
+    #[test]
+    fn a_request_sets_host_and_port_only() {
+        let target = Target {
+            cluster: "egress_guard_pinned",
+            host: "api.example.com",
+            port: 8080,
+        };
+        let states = target.request_filter_states();
+        assert_eq!(
+            states,
+            [
+                (HOST_KEY, "api.example.com".to_string()),
+                (PORT_KEY, "8080".to_string()),
+            ]
+        );
+        let arg = filter_state_request(HOST_KEY, &states[0].1, LifeSpan::DownstreamRequest);
+        assert_eq!(
+            decode(&arg),
+            (HOST_KEY.to_string(), "api.example.com".to_string(), 1)
+        );
+    }
+
+    #[test]
+    fn ip_hosts_are_literals_the_proxy_can_split_from_the_port() {
+        assert_eq!(ip_host("203.0.113.9".parse().unwrap()), "203.0.113.9");
+        assert_eq!(ip_host("2001:db8::1".parse().unwrap()), "[2001:db8::1]");
+        assert_eq!(
+            ip_host("::ffff:10.0.0.1".parse().unwrap()),
+            "[::ffff:10.0.0.1]"
         );
     }
 

@@ -30,7 +30,7 @@ pub use crate::sniff::pipeline::Held;
 pub use labels::{FilterKind, NameSource, PinOutcome, Proto, SniffOutcome};
 
 use crate::policy::name::{classify_authority, classify_sni, MalformedName, NameClass};
-use crate::policy::pin::Target;
+use crate::policy::pin::{ip_host, Target};
 use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
 use crate::sniff::http::{parse_request_head, KNOWN_METHODS};
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
@@ -64,8 +64,10 @@ pub trait Record {
     fn sniffed(&mut self, outcome: SniffOutcome);
     /// One decision to count (and log, as the policy says).
     fn judged(&mut self, judged: &Judged<'_>);
-    /// Pins the connection to `target` (the adapter sets Envoy's filter state); `false` if the
-    /// proxy refused. Called only while the upstream is still open to choice ([`PinWindow::Open`]).
+    /// Sends the connection or request to `target` (the adapter sets Envoy's filter state);
+    /// `false` if the proxy refused. Called only while the upstream is still open to choice
+    /// ([`PinWindow::Open`], [`PinWindow::Routed`]); under `Routed`, a request that passes
+    /// unpinned is sent to its original destination, `target.host` its IP literal.
     fn pin(&mut self, target: &Target<'_>) -> bool;
 }
 
@@ -76,10 +78,27 @@ pub enum PinWindow<'a> {
     /// session holds the connection it paused at open (`sniff.hold_upstream`).
     Open,
     /// The upstream is chosen (the connection went on at open, or at a sniff timeout), or the
-    /// filter cannot pin at all (the HTTP filter): a decision that must be pinned is denied.
+    /// filter cannot pin at all (an HTTP request whose route goes to another cluster than
+    /// `pin_cluster`): a decision that must be pinned is denied.
     Closed,
     /// A later request on a connection pinned to this name: it may carry only that name.
     PinnedTo(&'a str),
+    /// An HTTP request whose route goes to the policy's `pin_cluster` (the pinned HTTP-filter
+    /// config): the filter says where *every* request that passes goes — a pinned one to its
+    /// name, any other to its original destination (as an IP literal).
+    Routed,
+}
+
+/// The pin window of an HTTP request whose route goes to `route_cluster` (Envoy's
+/// `xds.cluster_name`; `None` when the proxy cannot say): [`PinWindow::Routed`] when that is
+/// the policy's `pin_cluster`, else [`PinWindow::Closed`] — a request that must be pinned is
+/// then refused (`pin_unavailable`), since its route leads to the client's chosen address.
+pub fn request_window(policy: &Policy, route_cluster: Option<&str>) -> PinWindow<'static> {
+    if route_cluster == Some(policy.pin_cluster()) {
+        PinWindow::Routed
+    } else {
+        PinWindow::Closed
+    }
 }
 
 /// What the filter knows about one connection or request when it asks the policy.
@@ -246,7 +265,9 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
 /// Applies pinning to `decision` (`policy::pin` says what is pinned): pins it while the
 /// upstream is open to choice, denies it (`pin_unavailable`, in every mode) when it must be
 /// pinned and cannot be, and holds a later request on a pinned connection to the pinned name.
-/// Afterwards `decision.pin` is true exactly when the connection goes to its name.
+/// Under [`PinWindow::Routed`] it also sends a request that passes unpinned to its original
+/// destination (denied if the proxy refuses). Afterwards `decision.pin` is true exactly when
+/// the connection goes to its name.
 fn settle_pin<R: Record + ?Sized>(
     policy: &Policy,
     seen: &Observed<'_>,
@@ -269,9 +290,26 @@ fn settle_pin<R: Record + ?Sized>(
             // end, another site.
             PinOutcome::OtherName
         }
+        PinWindow::Routed if !decision.pin => {
+            if decision.verdict == Verdict::Deny {
+                return None;
+            }
+            // Every request on this route goes through the forward proxy: one that passes
+            // unpinned goes to its original destination, named by its IP.
+            let host = ip_host(seen.dst.ip());
+            let target = Target {
+                cluster: policy.pin_cluster(),
+                host: &host,
+                port: seen.dst.port(),
+            };
+            if rec.pin(&target) {
+                return None;
+            }
+            PinOutcome::Failed
+        }
         _ if !decision.pin => return None,
         PinWindow::Closed => PinOutcome::Unavailable,
-        PinWindow::Open => match name {
+        PinWindow::Open | PinWindow::Routed => match name {
             Some(host) => {
                 let target = Target {
                     cluster: policy.pin_cluster(),

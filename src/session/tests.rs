@@ -729,3 +729,170 @@ fn a_pinned_connection_carries_only_its_name() {
         Some("deny/later_request/pin_unavailable@api.example")
     );
 }
+
+/// One HTTP-filter request to `to` for `host` under `window`.
+fn request(p: &Policy, to: &str, host: &str, window: PinWindow<'_>, log: &mut Log) -> Decision {
+    let name = classify_authority(host.as_bytes());
+    let seen = Observed {
+        dst: dst(to),
+        name: Some(&name),
+        source: NameSource::Authority,
+        proto: Proto::Http,
+        filter: FilterKind::Http,
+        anomaly: None,
+        request: 1,
+        pin: window,
+    };
+    judge(p, &seen, log)
+}
+
+#[test]
+fn the_http_filter_pins_only_behind_a_route_to_the_pin_cluster() {
+    let p = pinning("allowlist", false);
+    assert_eq!(
+        request_window(&p, Some("egress_guard_pinned")),
+        PinWindow::Routed
+    );
+    for other in [
+        Some("passthrough"),
+        Some("egress_guard_pinned2"),
+        Some(""),
+        None,
+    ] {
+        assert_eq!(request_window(&p, other), PinWindow::Closed, "{other:?}");
+    }
+    let custom =
+        policy(r#"{"pin": true, "pin_cluster": "dfp", "allow": [{"hosts": ["a.example"]}]}"#);
+    assert_eq!(request_window(&custom, Some("dfp")), PinWindow::Routed);
+    assert_eq!(
+        request_window(&custom, Some("egress_guard_pinned")),
+        PinWindow::Closed
+    );
+}
+
+#[test]
+fn behind_the_pin_route_every_request_that_passes_is_sent_somewhere() {
+    // Pinned: to the name at the original port. Unpinned but passing: to the original
+    // destination, as an IP literal (IPv6 in brackets). Denied: nowhere.
+    for mode in ["allowlist", "audit", "passthrough"] {
+        let p = pinning(mode, false);
+        let mut log = Log::default();
+        let d = request(
+            &p,
+            "203.0.113.9:8080",
+            "API.example:9999",
+            PinWindow::Routed,
+            &mut log,
+        );
+        assert!(d.pin && d.verdict.passes(), "{mode}");
+        let d = request(
+            &p,
+            "203.0.113.9:80",
+            "loose.example",
+            PinWindow::Routed,
+            &mut log,
+        );
+        assert!(!d.pin && d.verdict.passes(), "{mode}");
+        let d = request(
+            &p,
+            "10.0.0.5:443",
+            "api.example",
+            PinWindow::Routed,
+            &mut log,
+        );
+        assert!(!d.pin && d.verdict.passes(), "{mode}");
+        let d = request(
+            &p,
+            "[2001:db8::7]:80",
+            "loose.example",
+            PinWindow::Routed,
+            &mut log,
+        );
+        assert!(!d.pin && d.verdict.passes(), "{mode}");
+        let d = request(
+            &p,
+            "203.0.113.9:80",
+            "evil.example",
+            PinWindow::Routed,
+            &mut log,
+        );
+        assert_eq!(d.verdict, Verdict::Deny, "{mode}");
+        assert_eq!(
+            log.pins,
+            [
+                "api.example:8080>egress_guard_pinned",
+                "203.0.113.9:80>egress_guard_pinned",
+                "10.0.0.5:443>egress_guard_pinned",
+                "[2001:db8::7]:80>egress_guard_pinned",
+            ],
+            "{mode}"
+        );
+        let pinned = if mode == "passthrough" {
+            "allow/passthrough@api.example^pinned"
+        } else {
+            "allow/rule@api.example^pinned"
+        };
+        assert_eq!(log.decisions.first().map(String::as_str), Some(pinned));
+    }
+    // A would-deny in audit passes unpinned: to its original destination.
+    let p = pinning("audit", false);
+    let mut log = Log::default();
+    let d = request(
+        &p,
+        "203.0.113.9:80",
+        "other.example",
+        PinWindow::Routed,
+        &mut log,
+    );
+    assert_eq!((d.verdict, d.pin), (Verdict::AuditDeny, false));
+    assert_eq!(log.pins, ["203.0.113.9:80>egress_guard_pinned"]);
+}
+
+#[test]
+fn a_request_the_proxy_cannot_route_is_refused() {
+    // Envoy refuses the filter state: whether the request had to be pinned or not, it is
+    // refused — behind the pin route, a request without the state would go where its Host says.
+    let p = pinning("passthrough", false);
+    for host in ["api.example", "loose.example"] {
+        let mut log = Log {
+            refuse_pins: true,
+            ..Log::default()
+        };
+        let d = request(&p, "203.0.113.9:80", host, PinWindow::Routed, &mut log);
+        assert_eq!(
+            (d.verdict, d.reason),
+            (Verdict::Deny, Reason::PinUnavailable)
+        );
+        assert_eq!(
+            log.decisions,
+            [format!("deny/pin_unavailable/failed@{host}")]
+        );
+    }
+    // Under any other route, a request that must be pinned is refused without asking the
+    // proxy; one that need not be goes on untouched.
+    let mut log = Log::default();
+    let d = request(
+        &p,
+        "203.0.113.9:80",
+        "api.example",
+        PinWindow::Closed,
+        &mut log,
+    );
+    assert_eq!(d.reason, Reason::PinUnavailable);
+    let d = request(
+        &p,
+        "203.0.113.9:80",
+        "loose.example",
+        PinWindow::Closed,
+        &mut log,
+    );
+    assert!(d.verdict.passes());
+    assert!(log.pins.is_empty());
+    assert_eq!(
+        log.decisions,
+        [
+            "deny/pin_unavailable/unavailable@api.example",
+            "allow/passthrough@loose.example"
+        ]
+    );
+}

@@ -213,7 +213,7 @@ def test_plaintext_http_is_pinned_and_carries_only_its_name(pinned, serve, netns
     assert other.connections == 0 and decoy.connections == 0
     assert pin_count(envoy, "pinned") == 1 and pin_count(envoy, "other_name") == 1
     assert decisions(envoy, "deny", "later_request") == 1
-    entry = decision_log(envoy)[-1]
+    entry = decision_log(envoy, 3)[-1]
     assert (entry["reason"], entry["detail"], entry["request"], entry["name"]) == (
         "later_request", "pin_unavailable", 3, "other.example.com")
     # A fresh connection for the other name is pinned to that name.

@@ -575,6 +575,13 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
             "  pin:     {} rules, cluster {}; {needs}",
             pin.rules, pin.cluster
         );
+        let _ = writeln!(
+            text,
+            "           HTTP filter: requests are pinned only on a route to cluster {} (as in \
+             envoy/sidecar-outbound-http-pinned.yaml); on any other route a request that must be \
+             pinned is denied (pin_unavailable)",
+            pin.cluster
+        );
     }
     text
 }

@@ -67,6 +67,12 @@ pub const ENVOY: &[Template] = &[
         pins: false,
     },
     Template {
+        name: "sidecar-outbound-http-pinned.yaml",
+        text: include_str!("../../../envoy/sidecar-outbound-http-pinned.yaml"),
+        policy: Embed::AsGiven,
+        pins: true,
+    },
+    Template {
         name: "sidecar-outbound-http.yaml",
         text: include_str!("../../../envoy/sidecar-outbound-http.yaml"),
         policy: Embed::AsGiven,
