@@ -265,6 +265,11 @@ impl HeadParser {
         if buf.len() < self.seen {
             self.reset();
         }
+        if self.quiet(buf) {
+            // Mid-line: nothing is checked before the line's CR or LF arrives.
+            self.seen = buf.len();
+            return Outcome::NeedMore;
+        }
         self.seen = buf.len();
         loop {
             let next = match &mut self.stage {
@@ -285,6 +290,29 @@ impl HeadParser {
                 Next::Stage(stage) => self.stage = stage,
             }
         }
+    }
+}
+
+impl HeadParser {
+    /// Whether `buf` (which extends the last call's) adds nothing the head's lines could be
+    /// checked on: the parser is in the middle of a header line, everything before the new bytes
+    /// is scanned, and the new bytes hold no CR or LF. The answer is then `NeedMore` without
+    /// entering the parse (the fixed cost of a call is what a client sending a byte per packet
+    /// multiplies). [`Lines::line_end`] scans these bytes again once a line end arrives, so
+    /// each byte is still read at most twice.
+    #[inline]
+    pub(super) fn quiet(&self, buf: &[u8]) -> bool {
+        self.quiet_from(self.seen)
+            && buf
+                .get(self.seen..)
+                .is_some_and(|new| !new.iter().any(|&b| b == b'\r' || b == b'\n'))
+    }
+
+    /// Whether, having just answered `NeedMore` for a buffer of `len` bytes, the parser waits
+    /// only for a CR or LF: it is in the middle of a line, with everything before scanned.
+    #[inline]
+    pub(crate) fn quiet_from(&self, len: usize) -> bool {
+        matches!(&self.stage, Stage::Head(lines) if lines.scanned == len && self.seen == len && lines.pos <= len)
     }
 }
 

@@ -259,6 +259,22 @@ pub struct Sniffer {
     http: http::HeadParser,
     /// The final answer, once there is one.
     done: Option<Sniffed>,
+    /// After a `NeedMore`: what the parsers wait for, so that a call that brings none of it
+    /// answers `NeedMore` at once (a client sending a byte per packet pays this per byte).
+    quiet: Quiet,
+}
+
+/// What a [`Sniffer`] in the middle of a message waits for (each parser says what it can skip:
+/// [`tls::HelloParser`] the rest of a record, [`http::HeadParser`] the rest of a line).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Quiet {
+    /// Nothing can be skipped.
+    #[default]
+    No,
+    /// A buffer shorter than this cannot change the answer.
+    Until(usize),
+    /// New bytes without a CR or LF cannot change the answer.
+    NoLineEnd,
 }
 
 impl Sniffer {
@@ -274,7 +290,33 @@ impl Sniffer {
 
     /// The answer for `buf`, the whole buffer held so far, with a cap of `max_bytes` (see the
     /// type's contract): exactly [`sniff`]'s.
+    #[inline]
     pub fn feed(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
+        if self.quiet != Quiet::No && self.still_quiet(buf, max_bytes) {
+            self.seen = buf.len();
+            return Sniffed::NeedMore;
+        }
+        self.feed_slow(buf, max_bytes)
+    }
+
+    /// Whether `buf` brings nothing the parsers wait for (see [`Quiet`]).
+    #[inline]
+    fn still_quiet(&self, buf: &[u8], max_bytes: usize) -> bool {
+        let len = buf.len();
+        if len < self.seen || len >= self.max_bytes || max_bytes != self.max_bytes {
+            return false;
+        }
+        match self.quiet {
+            Quiet::No => false,
+            Quiet::Until(end) => len < end,
+            Quiet::NoLineEnd => buf
+                .get(self.seen..)
+                .is_some_and(|new| !new.iter().any(|&b| b == b'\r' || b == b'\n')),
+        }
+    }
+
+    fn feed_slow(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
+        self.quiet = Quiet::No;
         if buf.len() < self.seen || max_bytes != self.max_bytes {
             self.reset();
             self.max_bytes = max_bytes;
@@ -286,7 +328,17 @@ impl Sniffer {
         match self.answer(buf, max_bytes) {
             // A fresh value rather than the one returned: the common path, once per callback,
             // then writes the tag alone instead of copying the whole answer.
-            Sniffed::NeedMore => Sniffed::NeedMore,
+            Sniffed::NeedMore => {
+                self.quiet = if self.http.quiet_from(buf.len()) {
+                    Quiet::NoLineEnd
+                } else {
+                    match self.tls.quiet_until() {
+                        end if end > buf.len() => Quiet::Until(end),
+                        _ => Quiet::No,
+                    }
+                };
+                Sniffed::NeedMore
+            }
             answer => {
                 self.done = Some(answer.clone());
                 answer

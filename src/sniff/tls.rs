@@ -124,15 +124,30 @@ pub(crate) struct HelloParser {
     collected: usize,
     /// Handshake header plus body length, once the handshake header has arrived.
     total: Option<usize>,
+    /// A buffer shorter than this is still `NeedMore`, without a look: the last call answered
+    /// `NeedMore` in the middle of a record whose header was checked, with the handshake's
+    /// length known and every check that does not wait for the record's end made (its bound
+    /// against the cap, the handshake's length against the record). Only its last byte moves the
+    /// walk on. (Buffers only grow, so a stale value is always behind the buffer.)
+    quiet_until: usize,
 }
 
 impl HelloParser {
+    /// A buffer shorter than this is still `NeedMore` (0 when the parser cannot say).
+    #[inline]
+    pub(crate) fn quiet_until(&self) -> usize {
+        self.quiet_until
+    }
+
     /// The answer for `buf`, which extends the buffer of the previous call.
     pub(crate) fn resume(
         &mut self,
         buf: &[u8],
         max_bytes: usize,
     ) -> Result<Outcome<ClientHello>, TooLarge> {
+        if buf.len() < self.quiet_until {
+            return Ok(Outcome::NeedMore);
+        }
         match buf.first() {
             None => Ok(Outcome::NeedMore),
             Some(&CONTENT_HANDSHAKE) => self.records(buf, max_bytes),
@@ -201,6 +216,9 @@ impl HelloParser {
                 }
             }
             if !record_complete {
+                if self.total.is_some() {
+                    self.quiet_until = body_end;
+                }
                 return Ok(Outcome::NeedMore);
             }
             self.collected = before.saturating_add(len);
