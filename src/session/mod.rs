@@ -867,14 +867,14 @@ fn observe(sniffed: &Sniffed) -> Seen {
         anomaly,
     };
     match sniffed {
-        Sniffed::Tls { sni: Some(sni) } => seen(
+        Sniffed::Tls { sni: Some(sni), .. } => seen(
             SniffOutcome::TlsSni,
             Some(classify_sni(sni.as_bytes())),
             NameSource::Sni,
             Proto::Tls,
             None,
         ),
-        Sniffed::Tls { sni: None } => seen(
+        Sniffed::Tls { sni: None, .. } => seen(
             SniffOutcome::TlsNoSni,
             None,
             NameSource::None,
