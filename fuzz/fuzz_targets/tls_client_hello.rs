@@ -36,7 +36,10 @@ fuzz_target!(|data: &[u8]| {
             }
             if hello.ech {
                 // The extension type is somewhere in the bytes (a cheap necessary condition).
-                assert!(data.windows(2).any(|w| w == [0xfe, 0x0d]), "ECH from nowhere");
+                assert!(
+                    data.windows(2).any(|w| w == [0xfe, 0x0d]),
+                    "ECH from nowhere"
+                );
             }
         }
         Outcome::Malformed(why) => {

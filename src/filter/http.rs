@@ -81,6 +81,7 @@ impl HttpContext for HttpFilter {
                 // This filter cannot route a request to its name: a request that must be pinned
                 // is refused (403, pin_unavailable) rather than sent to the original destination.
                 pin: PinWindow::Closed,
+                ech: false,
             },
             &mut Recorder::new(&shared),
         );

@@ -27,11 +27,11 @@ mod tests;
 use std::net::SocketAddr;
 
 pub use crate::sniff::pipeline::Held;
-pub use labels::{FilterKind, NameSource, PinOutcome, Proto, SniffOutcome};
+pub use labels::{EchOutcome, FilterKind, NameSource, PinOutcome, Proto, SniffOutcome};
 
 use crate::policy::name::{classify_authority, classify_sni, MalformedName, NameClass};
 use crate::policy::pin::Target;
-use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
+use crate::policy::{Decision, EchPolicy, Facts, NameFact, Policy, Reason, Verdict};
 use crate::sniff::http::{parse_request_head, KNOWN_METHODS};
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
 use crate::sniff::response::Unframed;
@@ -101,6 +101,9 @@ pub struct Observed<'a> {
     pub request: u32,
     /// Whether a decision that must be pinned still can be.
     pub pin: PinWindow<'a>,
+    /// The ClientHello carried `encrypted_client_hello` (real or GREASE ECH): the name is its
+    /// outer SNI.
+    pub ech: bool,
 }
 
 impl Observed<'static> {
@@ -121,6 +124,7 @@ impl Observed<'static> {
             request,
             // Nameless: never pinned.
             pin: PinWindow::Closed,
+            ech: false,
         }
     }
 }
@@ -147,6 +151,8 @@ pub struct Judged<'a> {
     pub malformed: Option<&'static str>,
     /// What pinning did, when the decision had to be pinned (or the connection already was).
     pub pin: Option<PinOutcome>,
+    /// What the `ech` setting did, when the ClientHello carried ECH.
+    pub ech: Option<EchOutcome>,
 }
 
 impl Judged<'_> {
@@ -216,6 +222,20 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
             decision = as_destination;
         }
     }
+    let ech = seen.ech.then(|| match policy.ech() {
+        EchPolicy::Allow => EchOutcome::Allowed,
+        EchPolicy::Deny => EchOutcome::Denied,
+    });
+    if ech == Some(EchOutcome::Denied)
+        && !matches!(
+            decision.reason,
+            Reason::DenyRule | Reason::Malformed | Reason::TooLarge
+        )
+    {
+        // `ech: deny`: denied in every mode, before pinning is even considered. A deny rule or
+        // a malformed name keeps its own, stronger reason.
+        decision = Decision::new(Verdict::Deny, Reason::Ech, None);
+    }
     let pinned_name = match name {
         NameFact::Name(name) => Some(name),
         _ => None,
@@ -239,6 +259,7 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
         detail,
         malformed,
         pin,
+        ech,
     });
     decision
 }
@@ -355,7 +376,10 @@ impl Session {
             sniffer: Sniffer::new(),
             pinned: None,
         };
-        if let Some(sni) = inspector_sni.filter(|s| !s.is_empty()) {
+        // With `ech: deny` the ClientHello itself must be read: tls_inspector does not say
+        // whether it carried ECH, so neither its SNI nor an allow on IP and port decides at open.
+        let ech_deny = policy.ech() == EchPolicy::Deny;
+        if let Some(sni) = inspector_sni.filter(|s| !s.is_empty() && !ech_deny) {
             rec.sniffed(SniffOutcome::InspectorSni);
             let name = classify_sni(sni);
             let seen = Observed {
@@ -368,13 +392,17 @@ impl Session {
                 request: 1,
                 // tcp_proxy has not picked its upstream yet.
                 pin: PinWindow::Open,
+                ech: false,
             };
             let decision = judge(policy, &seen, rec);
             session.bind(&decision, Some(&name));
             let action = session.settle(decision.verdict);
             return (session, action);
         }
-        if let Some(early) = policy.decide_early(dst.ip(), dst.port()) {
+        if let Some(early) = policy
+            .decide_early(dst.ip(), dst.port())
+            .filter(|early| !ech_deny || !early.verdict.passes())
+        {
             // No name can change this decision: take it now, without holding a byte.
             let seen = Observed::nameless(dst, Proto::Other, None, 1);
             let verdict = judge(policy, &seen, rec).verdict;
@@ -818,6 +846,7 @@ fn check_later<R: Record + ?Sized>(
                 // A pinned connection carries only requests for its name; on any other, the
                 // upstream was chosen long ago.
                 pin: pinned.map_or(PinWindow::Closed, PinWindow::PinnedTo),
+                ech: false,
             };
             judge(policy, &observed, rec).verdict != Verdict::Deny
         }
@@ -840,6 +869,8 @@ struct Seen {
     source: NameSource,
     proto: Proto,
     anomaly: Option<Anomaly>,
+    /// A ClientHello carrying `encrypted_client_hello`.
+    ech: bool,
 }
 
 impl Seen {
@@ -854,6 +885,7 @@ impl Seen {
             anomaly: self.anomaly,
             request: 1,
             pin: PinWindow::Closed,
+            ech: self.ech,
         }
     }
 }
@@ -865,8 +897,10 @@ fn observe(sniffed: &Sniffed) -> Seen {
         source,
         proto,
         anomaly,
+        ech: false,
     };
-    match sniffed {
+    let ech = matches!(sniffed, Sniffed::Tls { ech: true, .. });
+    let mut seen = match sniffed {
         Sniffed::Tls { sni: Some(sni), .. } => seen(
             SniffOutcome::TlsSni,
             Some(classify_sni(sni.as_bytes())),
@@ -926,5 +960,7 @@ fn observe(sniffed: &Sniffed) -> Seen {
             Proto::Other,
             Some(Anomaly::Malformed(Held::Truncated.as_str())),
         ),
-    }
+    };
+    seen.ech = ech;
+    seen
 }

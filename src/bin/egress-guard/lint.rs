@@ -62,7 +62,7 @@ pub fn lint(bytes: &[u8]) -> Lint {
 
 // --- every error -----------------------------------------------------------------------------
 
-const KEYS: [&str; 6] = ["mode", "allow", "deny", "presets", "sniff", "log"];
+const KEYS: [&str; 7] = ["mode", "allow", "deny", "presets", "sniff", "log", "ech"];
 
 /// Validates `{key: value}` on its own.
 fn check_part(key: &str, value: &Value) -> Result<(), ConfigError> {
@@ -916,7 +916,7 @@ mod tests {
                 "allow[2]: a rule needs at least one of hosts, cidrs, ports",
                 "presets[0]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
                 "sniff.max_bytes: 1 is out of range 512-65536",
-                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`",
+                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`",
                 "allow[3].name: \"ok\" is already used by allow[1]",
                 "presets[2]: \"pypi\" is already listed at presets[1]",
             ]
