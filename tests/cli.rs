@@ -524,6 +524,33 @@ const LINTED: &str = r#"{
 }"#;
 
 #[test]
+fn check_warns_about_ech_public_names_and_ech_deny_with_pinning() {
+    let policy = r#"{"allow": [{"name": "cf", "hosts": ["cloudflare-ech.com"]}]}"#;
+    let r = run_with(&["check", "-"], Some(policy));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("allow[0].hosts[0]: \"cloudflare-ech.com\" matches \"cloudflare-ech.com\", the ECH public name of Cloudflare")
+            && r.stderr.ends_with("[ech-public-name]\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run_with(&["check", "--strict", "-"], Some(policy)).code, 1);
+
+    let pinned = r#"{"ech": "deny", "pin": true, "allow": [{"hosts": ["a.example"]}]}"#;
+    let r = run_with(&["check", "-"], Some(pinned));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("<stdin>: warning: ech: "), "{}", r.stderr);
+    assert!(r.stderr.contains("[ech-deny-pin-no-hold]"), "{}", r.stderr);
+    assert_eq!(run_with(&["check", "--strict", "-"], Some(pinned)).code, 1);
+    let held = pinned.replace(
+        "\"pin\": true",
+        "\"pin\": true, \"sniff\": {\"hold_upstream\": true}",
+    );
+    let r = run_with(&["check", "--strict", "-"], Some(&held));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
 fn check_warnings_strict_and_json() {
     let r = run_with(&["check", "-"], Some(LINTED));
     assert_eq!(r.code, 0, "warnings alone exit 0");
