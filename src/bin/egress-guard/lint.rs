@@ -671,7 +671,8 @@ pub const ECH_PUBLIC_NAMES: &[(&str, &str)] = &[
     // use in Russia).
     ("cloudflare-ech.com", "Cloudflare"),
     // The DEfO project's ECH test deployment: defo.ie's ECHConfigList names cover.defo.ie
-    // (curl's docs/ECH.md, "retry_configs for defo.ie from cover.defo.ie").
+    // (curl's ECH guide, https://github.com/curl/curl/blob/master/docs/ECH.md: "retry_configs
+    // for defo.ie from cover.defo.ie").
     ("cover.defo.ie", "the DEfO ECH test servers (defo.ie)"),
 ];
 
