@@ -148,6 +148,23 @@ def sniff_seeds(tls, http):
     }
 
 
+def session_ech_seeds(tls):
+    """session's input: policy, split (hi, lo), schedule, then client bytes (all of them: the
+    split is their length). Policies 8 and 9 say "ech": "deny"; policy + 10 adds the inspector
+    SNI ok.example. Only these ECH seeds are written here; the others came from fuzz runs."""
+    def seed(policy, client, schedule=3):
+        return bytes([policy]) + struct.pack(">H", len(client)) + bytes([schedule]) + client
+    ech = records(hello_with(b"ok.example", (0xFE0D, grease_ech())))
+    plain = records(hello_with(b"ok.example"))
+    return {
+        "ech_deny_hello_with_ech": seed(8, ech),
+        "ech_deny_inspector_sni_hello_with_ech": seed(18, ech),
+        "ech_deny_inspector_sni_plain_hello": seed(18, plain),
+        "ech_deny_held_pinned_hello_with_ech": seed(9, ech, schedule=0),
+        "ech_allow_hello_with_ech": seed(0, ech),
+    }
+
+
 def config_seeds():
     policies = ROOT / "examples" / "policies"
     seeds = {f"example_{p.stem}": p.read_bytes() for p in sorted(policies.glob("*.json"))}
@@ -187,6 +204,7 @@ def main():
     write("http_request_head", http)
     write("sniff", sniff_seeds(tls, http))
     write("config", config_seeds())
+    write("session", session_ech_seeds(tls))
 
 
 if __name__ == "__main__":
