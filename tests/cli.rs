@@ -541,6 +541,12 @@ fn check_warns_about_ech_public_names_and_ech_deny_with_pinning() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("<stdin>: warning: ech: "), "{}", r.stderr);
     assert!(r.stderr.contains("[ech-deny-pin-no-hold]"), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("without sniff.hold_upstream nothing can be pinned"),
+        "{}",
+        r.stdout
+    );
     assert_eq!(run_with(&["check", "--strict", "-"], Some(pinned)).code, 1);
     let held = pinned.replace(
         "\"pin\": true",
