@@ -690,6 +690,34 @@ fn explain_allow_by_rule_and_by_preset() {
 }
 
 #[test]
+fn explain_with_ech_deny_allows_nothing_at_open() {
+    let policy = r#"{"ech": "deny", "allow": [{"name": "db", "cidrs": ["10.0.0.5"]}],
+                     "deny": [{"name": "meta", "cidrs": ["169.254.169.254"]}]}"#;
+    let path = temp_file(policy);
+    let path = path.to_str().unwrap();
+    let r = run(&["explain", path, "--dst", "10.0.0.5:443"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains(
+            "at open   no: with \"ech\": \"deny\" nothing is allowed when the connection opens"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("ech       deny: "), "{}", r.stdout);
+    let (_, v) = explain_json(path, &["--dst", "10.0.0.5:443"]);
+    assert_eq!(v["at_open"], json("null"));
+    // A denial is still taken at open.
+    let (_, v) = explain_json(path, &["--dst", "169.254.169.254:80"]);
+    assert_eq!(v["at_open"]["reason"], json(r#""deny_rule""#));
+    // Without ech: deny, the allow is taken at open and no ech line is printed.
+    let path = temp_file(&policy.replace(r#""ech": "deny", "#, ""));
+    let r = run(&["explain", path.to_str().unwrap(), "--dst", "10.0.0.5:443"]);
+    assert!(r.stdout.contains("at open   yes: "), "{}", r.stdout);
+    assert!(!r.stdout.contains("\nech "), "{}", r.stdout);
+}
+
+#[test]
 fn explain_deny() {
     // A lookalike of an allowed name.
     let (code, v) = explain_json(
