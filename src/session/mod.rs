@@ -399,10 +399,8 @@ impl Session {
             let action = session.settle(decision.verdict);
             return (session, action);
         }
-        if let Some(early) = policy
-            .decide_early(dst.ip(), dst.port())
-            .filter(|early| !ech_deny || !early.verdict.passes())
-        {
+        let early = policy.decide_early(dst.ip(), dst.port());
+        if let Some(early) = early.filter(|early| !ech_deny || !early.verdict.passes()) {
             // No name can change this decision: take it now, without holding a byte.
             let seen = Observed::nameless(dst, Proto::Other, None, 1);
             let verdict = judge(policy, &seen, rec).verdict;
@@ -415,7 +413,9 @@ impl Session {
             }
             return (session, action);
         }
-        let held = policy.sniff().hold_upstream;
+        // An allow on IP and port read only for ECH (`ech: deny`) is never pinned: holding the
+        // upstream would gain nothing, and a server-first protocol would wait for the timeout.
+        let held = policy.sniff().hold_upstream && early.is_none();
         session.phase = Phase::Sniffing {
             held,
             after_timeout: false,

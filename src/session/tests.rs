@@ -918,6 +918,25 @@ fn ech_denied_reads_the_bytes_of_what_ip_and_port_would_allow_at_open() {
     let (s, action) = Session::open(&p, dst("169.254.169.254:80"), None, 0, &mut log);
     assert_eq!((action, s.is_closed()), (Action::Close, true));
     assert_eq!(log.decisions, ["deny/deny_rule"]);
+
+    // With hold_upstream too, such a connection is not held whole: it is never pinned, and a
+    // server-first protocol must not wait for the timeout. Its bytes are still read first.
+    let p = policy(&json("deny").replace(
+        r#""timeout_ms": 1000"#,
+        r#""timeout_ms": 1000, "hold_upstream": true"#,
+    ));
+    let mut log = Log::default();
+    let (mut s, action) = Session::open(&p, dst("10.0.0.5:443"), None, 0, &mut log);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(s.client(&p, &bytes, false, 0, &mut log), Action::Close);
+    assert_eq!(log.decisions, ["deny/ech@anything.example~ech"]);
+    // A silent (server-first) client is allowed at the timeout without a resume.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst("10.0.0.5:443"), None, 0, &mut log);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Nothing);
+    assert_eq!(log.decisions, ["allow/rule"]);
+    // (Where a host rule makes the name matter, hold_upstream holds as ever: see
+    // ech_denied_is_never_decided_at_open_on_the_inspector_sni.)
 }
 
 #[test]
