@@ -536,6 +536,39 @@ const LINTED: &str = r#"{
 }"#;
 
 #[test]
+fn check_warns_about_ech_public_names_and_ech_deny_with_pinning() {
+    let policy = r#"{"allow": [{"name": "cf", "hosts": ["cloudflare-ech.com"]}]}"#;
+    let r = run_with(&["check", "-"], Some(policy));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("allow[0].hosts[0]: \"cloudflare-ech.com\" matches \"cloudflare-ech.com\", the ECH public name of Cloudflare")
+            && r.stderr.ends_with("[ech-public-name]\n"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run_with(&["check", "--strict", "-"], Some(policy)).code, 1);
+
+    let pinned = r#"{"ech": "deny", "pin": true, "allow": [{"hosts": ["a.example"]}]}"#;
+    let r = run_with(&["check", "-"], Some(pinned));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("<stdin>: warning: ech: "), "{}", r.stderr);
+    assert!(r.stderr.contains("[ech-deny-pin-no-hold]"), "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("without sniff.hold_upstream nothing can be pinned"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(run_with(&["check", "--strict", "-"], Some(pinned)).code, 1);
+    let held = pinned.replace(
+        "\"pin\": true",
+        "\"pin\": true, \"sniff\": {\"hold_upstream\": true}",
+    );
+    let r = run_with(&["check", "--strict", "-"], Some(&held));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
 fn check_warnings_strict_and_json() {
     let r = run_with(&["check", "-"], Some(LINTED));
     assert_eq!(r.code, 0, "warnings alone exit 0");
@@ -666,6 +699,34 @@ fn explain_allow_by_rule_and_by_preset() {
                 "port": null, "any_destination": false}"#
         )
     );
+}
+
+#[test]
+fn explain_with_ech_deny_allows_nothing_at_open() {
+    let policy = r#"{"ech": "deny", "allow": [{"name": "db", "cidrs": ["10.0.0.5"]}],
+                     "deny": [{"name": "meta", "cidrs": ["169.254.169.254"]}]}"#;
+    let path = temp_file(policy);
+    let path = path.to_str().unwrap();
+    let r = run(&["explain", path, "--dst", "10.0.0.5:443"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains(
+            "at open   no: with \"ech\": \"deny\" nothing is allowed when the connection opens"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("ech       deny: "), "{}", r.stdout);
+    let (_, v) = explain_json(path, &["--dst", "10.0.0.5:443"]);
+    assert_eq!(v["at_open"], json("null"));
+    // A denial is still taken at open.
+    let (_, v) = explain_json(path, &["--dst", "169.254.169.254:80"]);
+    assert_eq!(v["at_open"]["reason"], json(r#""deny_rule""#));
+    // Without ech: deny, the allow is taken at open and no ech line is printed.
+    let path = temp_file(&policy.replace(r#""ech": "deny", "#, ""));
+    let r = run(&["explain", path.to_str().unwrap(), "--dst", "10.0.0.5:443"]);
+    assert!(r.stdout.contains("at open   yes: "), "{}", r.stdout);
+    assert!(!r.stdout.contains("\nech "), "{}", r.stdout);
 }
 
 #[test]

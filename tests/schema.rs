@@ -186,6 +186,8 @@ fn documented_examples_are_valid_for_both() {
             {"hosts": ["a.example"], "pin": false}, {"cidrs": ["10.0.0.0/8"], "pin": true}
         ]}),
         json!({"pin": false, "pin_cluster": "x", "presets": ["pypi"]}),
+        json!({"ech": "deny", "allow": [{"hosts": ["a.example"]}]}),
+        json!({"ech": "allow"}),
     ] {
         let text = value.to_string();
         parse(text.as_bytes()).unwrap_or_else(|e| panic!("{text}: {e}"));
@@ -257,6 +259,10 @@ fn invalid_configs_are_rejected_by_both() {
         json!({"pin_cluster": "ä"}),
         json!({"pin_cluster": "a".repeat(256)}),
         json!({"pin_cluster": 1}),
+        json!({"ech": "Deny"}),
+        json!({"ech": "block"}),
+        json!({"ech": true}),
+        json!({"ech": null}),
     ];
     for value in cases {
         let text = value.to_string();
@@ -334,6 +340,7 @@ fn the_schema_lists_every_preset_and_the_defaults() {
     assert_eq!(props["mode"]["default"], defaults.mode.as_str());
     assert_eq!(props["log"]["default"], defaults.log.as_str());
     assert_eq!(props["pin"]["default"], defaults.pin);
+    assert_eq!(props["ech"]["default"], defaults.ech.as_str());
     assert_eq!(
         props["pin_cluster"]["default"],
         defaults.pin_cluster.as_str()
@@ -508,9 +515,10 @@ fn config() -> impl Strategy<Value = Value> {
                 1 => pick(&["", "a b", "é", "\t"]),
             ],
         ),
+        prop::option::weighted(0.2, pick(&["allow", "deny", "Deny", "none"])),
     )
         .prop_map(
-            |(mode, allow, deny, presets, sniff, log, pin, pin_cluster)| {
+            |(mode, allow, deny, presets, sniff, log, pin, pin_cluster, ech)| {
                 let mut config = serde_json::Map::new();
                 for (key, value) in [
                     ("mode", mode),
@@ -521,6 +529,7 @@ fn config() -> impl Strategy<Value = Value> {
                     ("log", log),
                     ("pin", pin),
                     ("pin_cluster", pin_cluster),
+                    ("ech", ech),
                 ] {
                     if let Some(value) = value {
                         config.insert(key.to_string(), value);

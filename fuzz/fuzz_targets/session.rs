@@ -5,21 +5,24 @@
 //! and nothing more is forwarded; nothing is forwarded before a decision allowed something.
 //! Pinning (two policies pin): a decision that passes as pinned was pinned to that very name by
 //! a call the proxy accepted; a decision that had to be pinned and could not be denies; no name
-//! is ever pinned twice on one connection.
+//! is ever pinned twice on one connection. ECH (policies with `"ech": "deny"`): a ClientHello
+//! that carried `encrypted_client_hello` never passes, and nothing passes at open, even with an
+//! SNI from `tls_inspector`.
 //!
 //! Input: `[policy, split_hi, split_lo, schedule, bytes...]`: `bytes` splits at `split` into the
-//! client's stream and the server's; `schedule` picks the chunk sizes and where ticks fall.
+//! client's stream and the server's; `schedule` picks the chunk sizes and where ticks fall;
+//! `policy / POLICIES.len()` picks the inspector's SNI at open (none, or one of two names).
 #![no_main]
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
 use egress_guard::policy::pin::Target;
-use egress_guard::policy::{Config, Policy, Reason, Verdict};
+use egress_guard::policy::{Config, EchPolicy, Policy, Reason, Verdict};
 use egress_guard::session::{Action, Judged, Record, Session, SniffOutcome};
 use libfuzzer_sys::fuzz_target;
 
-const POLICIES: [&str; 8] = [
+const POLICIES: [&str; 10] = [
     r#"{"allow": [{"name": "ok", "hosts": ["ok.example", "*.ok.example"]}],
         "deny": [{"name": "evil", "hosts": ["evil.example"]}], "sniff": {"max_bytes": 512}}"#,
     r#"{"mode": "audit", "allow": [{"name": "ok", "hosts": ["ok.example"]}],
@@ -36,10 +39,21 @@ const POLICIES: [&str; 8] = [
         "sniff": {"max_bytes": 512, "hold_upstream": true}}"#,
     r#"{"mode": "passthrough", "pin": true, "allow": [{"name": "ok", "hosts": ["ok.example"]}],
         "deny": [{"name": "evil", "hosts": ["evil.example"]}], "sniff": {"max_bytes": 512}}"#,
+    // The destination is allowed by IP and port: an allow at open, unless ech: deny.
+    r#"{"ech": "deny", "allow": [{"name": "ip", "cidrs": ["192.0.2.1"], "ports": [80]},
+        {"name": "ok", "hosts": ["ok.example"]}], "sniff": {"max_bytes": 512}}"#,
+    r#"{"mode": "passthrough", "ech": "deny", "pin": true,
+        "allow": [{"name": "ok", "hosts": ["ok.example"]}],
+        "sniff": {"max_bytes": 512, "hold_upstream": true}}"#,
 ];
+
+/// The SNI `tls_inspector` read, by `policy / POLICIES.len() % 3`.
+const INSPECTOR: [Option<&[u8]>; 3] = [None, Some(b"ok.example"), Some(b"evil.example")];
 
 #[derive(Default)]
 struct Seen {
+    /// The policy says `"ech": "deny"`.
+    ech_deny: bool,
     denied: bool,
     allowed: bool,
     /// The names the proxy was asked to pin this connection to.
@@ -66,6 +80,17 @@ impl Record for Seen {
         if decision.reason == Reason::PinUnavailable {
             assert_eq!(decision.verdict, Verdict::Deny);
         }
+        assert_eq!(judged.ech.is_some(), judged.observed.ech);
+        if self.ech_deny && judged.observed.ech {
+            assert_eq!(
+                decision.verdict,
+                Verdict::Deny,
+                "ECH passed under ech: deny"
+            );
+        }
+        if decision.reason == Reason::Ech {
+            assert!(self.ech_deny && judged.observed.ech && decision.verdict == Verdict::Deny);
+        }
     }
     fn pin(&mut self, target: &Target<'_>) -> bool {
         assert!(self.pins.is_empty(), "pinned twice");
@@ -86,11 +111,19 @@ fuzz_target!(|data: &[u8]| {
             .collect()
     });
     let policy = &policies[usize::from(*which) % policies.len()];
+    let inspector = INSPECTOR[usize::from(*which) / policies.len() % INSPECTOR.len()];
     let split = (usize::from(*hi) << 8 | usize::from(*lo)).min(bytes.len());
     let (client, server) = bytes.split_at(split);
     let dst: SocketAddr = "192.0.2.1:80".parse().unwrap();
-    let mut seen = Seen::default();
-    let (mut session, at_open) = Session::open(policy, dst, None, 0, &mut seen);
+    let mut seen = Seen {
+        ech_deny: policy.ech() == EchPolicy::Deny,
+        ..Seen::default()
+    };
+    let (mut session, at_open) = Session::open(policy, dst, inspector, 0, &mut seen);
+    if seen.ech_deny {
+        // Nothing passes at open: the ClientHello must be read first.
+        assert!(!seen.allowed, "allowed at open under ech: deny");
+    }
     let mut closed = at_open == Action::Close;
     let mut held: Vec<u8> = Vec::new();
     let mut forwarded: Vec<u8> = Vec::new();

@@ -54,7 +54,7 @@ fuzz_target!(|data: &[u8]| {
             "{capped:?}"
         ),
     }
-    if let Sniffed::Tls { sni: Some(sni) } = &capped {
+    if let Sniffed::Tls { sni: Some(sni), .. } = &capped {
         assert!(!sni.is_empty() && sni.is_ascii());
     }
 });

@@ -1,6 +1,7 @@
 //! `parse_client_hello` on arbitrary bytes: no panic; agrees with `sniff`; a found SNI is a
 //! non-empty ASCII string; for the parser and for `sniff` alike, every prefix answers `NeedMore`
-//! or the final answer (split invariance); bytes appended after a settled answer change nothing.
+//! or the final answer (split invariance); bytes appended after a settled answer change nothing;
+//! a found hello reports ECH exactly when its bytes hold the `encrypted_client_hello` type.
 #![no_main]
 
 use egress_guard::sniff::tls::{parse_client_hello, ClientHello};
@@ -26,11 +27,19 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(
                 sniffed,
                 Sniffed::Tls {
-                    sni: hello.sni.clone()
+                    sni: hello.sni.clone(),
+                    ech: hello.ech,
                 }
             );
             if let Some(sni) = &hello.sni {
                 assert!(!sni.is_empty() && sni.is_ascii(), "{sni:?}");
+            }
+            if hello.ech {
+                // The extension type is somewhere in the bytes (a cheap necessary condition).
+                assert!(
+                    data.windows(2).any(|w| w == [0xfe, 0x0d]),
+                    "ECH from nowhere"
+                );
             }
         }
         Outcome::Malformed(why) => {

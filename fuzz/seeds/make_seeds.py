@@ -50,6 +50,16 @@ def hello(name=b"api.github.com", **kw):
     return handshake(1, hello_body(exts, **kw))
 
 
+def grease_ech():
+    # encrypted_client_hello of the outer type, shaped like GREASE ECH (RFC 9849 §6.2).
+    return b"\x00\x00\x01\x00\x01\x2a" + u16(32) + b"\x11" * 32 + u16(176) + b"\x5c" * 176
+
+
+def hello_with(name, *extra):
+    exts = [(0, sni_ext((0, name))), (10, b"\x00\x02\x00\x1d"), (43, b"\x02\x03\x03")]
+    return handshake(1, hello_body(exts + list(extra)))
+
+
 def tls_seeds():
     data = ROOT / "tests" / "data" / "tls"
     seeds = {
@@ -83,6 +93,12 @@ def tls_seeds():
         "huge_handshake_length": records(b"\x01\xff\xff\xff\x03\x03", length=16384),
         "sslv2_hello": bytes.fromhex("802e0103010015000000100100800300800700c0"),
         "alert_first": b"\x15\x03\x03\x00\x02\x02\x28",
+        "ech_grease": records(hello_with(b"cloudflare-ech.com", (0xFE0D, grease_ech()))),
+        "ech_small_records": records(hello_with(b"a.example", (0xFE0D, grease_ech())), chunk=50),
+        "ech_twice": records(hello_with(b"a.example", (0xFE0D, b"\x00"), (0xFE0D, b"\x00"))),
+        "ech_outer_extensions": records(
+            hello_with(b"a.example", (0xFE0D, grease_ech()), (0xFD00, b"\x02\x00\x0a"))
+        ),
         "not_tls": b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
     }
     return seeds
@@ -132,6 +148,23 @@ def sniff_seeds(tls, http):
     }
 
 
+def session_ech_seeds(tls):
+    """session's input: policy, split (hi, lo), schedule, then client bytes (all of them: the
+    split is their length). Policies 8 and 9 say "ech": "deny"; policy + 10 adds the inspector
+    SNI ok.example. Only these ECH seeds are written here; the others came from fuzz runs."""
+    def seed(policy, client, schedule=3):
+        return bytes([policy]) + struct.pack(">H", len(client)) + bytes([schedule]) + client
+    ech = records(hello_with(b"ok.example", (0xFE0D, grease_ech())))
+    plain = records(hello_with(b"ok.example"))
+    return {
+        "ech_deny_hello_with_ech": seed(8, ech),
+        "ech_deny_inspector_sni_hello_with_ech": seed(18, ech),
+        "ech_deny_inspector_sni_plain_hello": seed(18, plain),
+        "ech_deny_held_pinned_hello_with_ech": seed(9, ech, schedule=0),
+        "ech_allow_hello_with_ech": seed(0, ech),
+    }
+
+
 def config_seeds():
     policies = ROOT / "examples" / "policies"
     seeds = {f"example_{p.stem}": p.read_bytes() for p in sorted(policies.glob("*.json"))}
@@ -171,6 +204,7 @@ def main():
     write("http_request_head", http)
     write("sniff", sniff_seeds(tls, http))
     write("config", config_seeds())
+    write("session", session_ech_seeds(tls))
 
 
 if __name__ == "__main__":

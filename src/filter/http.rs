@@ -94,6 +94,7 @@ impl HttpContext for HttpFilter {
                     &shared.policy,
                     property_string(&["xds", "cluster_name"]).as_deref(),
                 ),
+                ech: false,
             },
             &mut RequestRecorder(Recorder::new(&shared)),
         );

@@ -12,8 +12,9 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use rustc_hash::FxHashMap;
 
+use crate::policy::EchPolicy;
 use crate::policy::{Policy, Reason, RuleId, Verdict};
-use crate::session::{PinOutcome, SniffOutcome};
+use crate::session::{EchOutcome, PinOutcome, SniffOutcome};
 
 /// The counters of one filter configuration.
 pub(crate) struct Metrics {
@@ -23,6 +24,8 @@ pub(crate) struct Metrics {
     rules: RefCell<Vec<Option<u32>>>,
     /// Pin outcomes, defined when some rule pins.
     pin: [Option<u32>; PinOutcome::COUNT],
+    /// What the `ech` setting did with ClientHellos carrying ECH.
+    ech: [Option<u32>; EchOutcome::COUNT],
 }
 
 impl Metrics {
@@ -40,12 +43,19 @@ impl Metrics {
                 let outcome = PinOutcome::ALL.get(i).filter(|_| policy.pinning())?;
                 define(&format!("outcome=.={outcome};.;egress_guard_pin_total"))
             }),
+            ech: std::array::from_fn(|i| {
+                let outcome = EchOutcome::ALL.get(i)?;
+                define(&format!("outcome=.={outcome};.;egress_guard_ech_total"))
+            }),
         };
         for &(verdict, reason) in expected_decisions(policy) {
             metrics.decision_id(verdict, reason);
         }
         if policy.pinning() {
             metrics.decision_id(Verdict::Deny, Reason::PinUnavailable);
+        }
+        if policy.ech() == EchPolicy::Deny {
+            metrics.decision_id(Verdict::Deny, Reason::Ech);
         }
         // Every malformed kind is defined now, at zero, so dashboards and alerts see them.
         for kind in crate::session::malformed_kinds() {
@@ -59,6 +69,13 @@ impl Metrics {
     /// Counts one pin outcome.
     pub(crate) fn pin(&self, outcome: PinOutcome) {
         if let Some(Some(id)) = self.pin.get(outcome.index()) {
+            increment(*id);
+        }
+    }
+
+    /// Counts one ClientHello that carried ECH, by what the `ech` setting did.
+    pub(crate) fn ech(&self, outcome: EchOutcome) {
+        if let Some(Some(id)) = self.ech.get(outcome.index()) {
             increment(*id);
         }
     }

@@ -38,6 +38,9 @@ impl Record for Recorder<'_> {
         if let Some(outcome) = judged.pin {
             shared.metrics.pin(outcome);
         }
+        if let Some(outcome) = judged.ech {
+            shared.metrics.ech(outcome);
+        }
         shared.metrics.decision(
             &shared.policy,
             decision.verdict,
@@ -62,6 +65,7 @@ impl Record for Recorder<'_> {
             detail: judged.detail,
             request: (judged.observed.request > 1).then_some(judged.observed.request),
             pinned: shared.policy.pinning().then_some(decision.pin),
+            ech: judged.observed.ech,
         });
     }
 

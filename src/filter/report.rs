@@ -27,6 +27,10 @@ pub(crate) struct Record<'a> {
     /// when the policy pins at all, so other policies' lines stay as they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<bool>,
+    /// The ClientHello carried `encrypted_client_hello` (real or GREASE ECH): `name` is its
+    /// outer SNI. Only on such lines.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ech: bool,
 }
 
 /// Whether the policy's `log` setting wants this decision logged. Checked before anything is

@@ -51,6 +51,10 @@ pub struct Config {
     /// The Envoy cluster (a dynamic forward proxy) pinned connections are sent to.
     #[serde(default)]
     pub pin_cluster: ClusterName,
+    /// What a ClientHello carrying `encrypted_client_hello` (ECH, real or GREASE) gets. Default
+    /// [`EchPolicy::Allow`].
+    #[serde(default)]
+    pub ech: EchPolicy,
 }
 
 /// The name of an Envoy cluster: 1 to 255 visible ASCII characters (no spaces or control
@@ -160,6 +164,37 @@ impl LogLevel {
 }
 
 impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What happens to a ClientHello that carries the `encrypted_client_hello` extension (ECH, RFC
+/// 9849). Its SNI is then only the outer name (a provider's public name, or, with the GREASE ECH
+/// that browsers send by default, the real name): the two cannot be told apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(remote = "Self", rename_all = "lowercase")]
+pub enum EchPolicy {
+    /// Decided on the outer SNI like any ClientHello; logged (`"ech": true`) and counted
+    /// (`"allow"`, the default).
+    #[default]
+    Allow,
+    /// Denied in every mode, with its own reason `ech` (`"deny"`). Browsers' GREASE ECH is
+    /// denied too.
+    Deny,
+}
+
+impl EchPolicy {
+    /// The configuration spelling: `"allow"`, `"deny"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EchPolicy::Allow => "allow",
+            EchPolicy::Deny => "deny",
+        }
+    }
+}
+
+impl fmt::Display for EchPolicy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -423,6 +458,7 @@ object_only!(SniffConfig, "a sniff object");
 
 string_only!(Mode, "a mode string");
 string_only!(LogLevel, "a log level string");
+string_only!(EchPolicy, "\"allow\" or \"deny\"");
 
 fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> {
     match u32::try_from(value) {

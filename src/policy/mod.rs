@@ -50,7 +50,7 @@ use std::net::IpAddr;
 
 pub use cidrs::{canonical_ip, parse_cidr, CidrError};
 pub use config::{
-    ClusterName, Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, SniffConfig,
+    ClusterName, Config, ConfigError, ConfigErrorKind, EchPolicy, LogLevel, Mode, Rule, SniffConfig,
 };
 pub use hosts::{HostPattern, PatternError, PatternErrorKind, PatternKind};
 pub use name::{classify_authority, classify_sni, MalformedName, NameClass};
@@ -177,6 +177,9 @@ crate::labels::labelled! {
         /// upstream was already chosen) or the proxy refused: denied in every mode rather than
         /// let out to the client's IP. Produced by the filter.
         PinUnavailable => "pin_unavailable",
+        /// The ClientHello carried `encrypted_client_hello` (real or GREASE ECH) and the policy
+        /// has `"ech": "deny"`: denied in every mode. Produced by the filter.
+        Ech => "ech",
     }
 }
 
@@ -266,6 +269,8 @@ pub struct Policy {
     mode: Mode,
     sniff: SniffConfig,
     log: LogLevel,
+    /// What a ClientHello carrying ECH gets.
+    ech: EchPolicy,
     /// The cluster pinned connections go to.
     pin_cluster: ClusterName,
     /// Some allow rule pins.
@@ -400,6 +405,7 @@ impl Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
+            ech: config.ech,
             pin_cluster: config.pin_cluster.clone(),
             pinning,
             deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
@@ -432,6 +438,12 @@ impl Policy {
     /// Which decisions are logged.
     pub fn log(&self) -> LogLevel {
         self.log
+    }
+
+    /// What a ClientHello carrying `encrypted_client_hello` gets (`ech`). With
+    /// [`EchPolicy::Deny`] no TLS connection can be allowed before its ClientHello is read.
+    pub fn ech(&self) -> EchPolicy {
+        self.ech
     }
 
     /// Whether some deny rule has CIDRs: then an IP literal the client sends as its name (an

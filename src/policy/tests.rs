@@ -846,7 +846,7 @@ fn config_errors() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"modez": "audit"}"#,
-            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`",
+            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`",
         ),
         (
             r#"{"allow": [{"hostz": ["a.example"]}]}"#,
@@ -887,6 +887,14 @@ fn config_errors() {
         (
             r#"{"mode": "block"}"#,
             "mode: unknown variant `block`, expected one of `allowlist`, `audit`, `passthrough`",
+        ),
+        (
+            r#"{"ech": "block"}"#,
+            "ech: unknown variant `block`, expected `allow` or `deny`",
+        ),
+        (
+            r#"{"ech": false}"#,
+            r#"ech: invalid type: boolean `false`, expected "allow" or "deny""#,
         ),
         (
             r#"{"log": "everything"}"#,
@@ -1149,7 +1157,7 @@ fn errors_stay_on_one_line() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"\nmode": "audit"}"#,
-            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`"#,
+            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`"#,
         ),
         (
             r#"{"mode": "audit\r\n{\"decision\":\"allow\"}"}"#,
@@ -1273,4 +1281,17 @@ fn scale_100k_host_rules() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn ech_setting() {
+    use crate::policy::EchPolicy;
+    assert_eq!(Config::default().ech, EchPolicy::Allow);
+    let policy = Policy::from_json(br#"{"allow": [{"hosts": ["a.example"]}]}"#).unwrap();
+    assert_eq!(policy.ech(), EchPolicy::Allow);
+    let policy = Policy::from_json(br#"{"ech": "deny"}"#).unwrap();
+    assert_eq!(policy.ech(), EchPolicy::Deny);
+    let policy = Policy::from_json(br#"{"ech": "allow"}"#).unwrap();
+    assert_eq!(policy.ech(), EchPolicy::Allow);
+    assert_eq!(Reason::Ech.as_str(), "ech");
 }

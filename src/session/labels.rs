@@ -85,3 +85,15 @@ labelled! {
         OtherName => "other_name",
     }
 }
+
+labelled! {
+    /// What the `ech` setting did with a ClientHello that carried `encrypted_client_hello`; one
+    /// counter each (`egress_guard_ech_total{outcome}`).
+    pub enum EchOutcome {
+        /// `ech: allow`: decided on its outer SNI like any ClientHello (the decision itself is
+        /// counted as usual).
+        Allowed => "allowed",
+        /// `ech: deny`: denied (reason `ech`).
+        Denied => "denied",
+    }
+}

@@ -27,11 +27,11 @@ mod tests;
 use std::net::SocketAddr;
 
 pub use crate::sniff::pipeline::Held;
-pub use labels::{FilterKind, NameSource, PinOutcome, Proto, SniffOutcome};
+pub use labels::{EchOutcome, FilterKind, NameSource, PinOutcome, Proto, SniffOutcome};
 
 use crate::policy::name::{classify_authority, classify_sni, MalformedName, NameClass};
 use crate::policy::pin::{ip_host, Target};
-use crate::policy::{Decision, Facts, NameFact, Policy, Reason, Verdict};
+use crate::policy::{Decision, EchPolicy, Facts, NameFact, Policy, Reason, Verdict};
 use crate::sniff::http::{parse_request_head, KNOWN_METHODS};
 use crate::sniff::pipeline::{Action as Follow, Later, Pipeline, Refusal, ServerAction};
 use crate::sniff::response::Unframed;
@@ -120,6 +120,9 @@ pub struct Observed<'a> {
     pub request: u32,
     /// Whether a decision that must be pinned still can be.
     pub pin: PinWindow<'a>,
+    /// The ClientHello carried `encrypted_client_hello` (real or GREASE ECH): the name is its
+    /// outer SNI.
+    pub ech: bool,
 }
 
 impl Observed<'static> {
@@ -140,6 +143,7 @@ impl Observed<'static> {
             request,
             // Nameless: never pinned.
             pin: PinWindow::Closed,
+            ech: false,
         }
     }
 }
@@ -166,6 +170,8 @@ pub struct Judged<'a> {
     pub malformed: Option<&'static str>,
     /// What pinning did, when the decision had to be pinned (or the connection already was).
     pub pin: Option<PinOutcome>,
+    /// What the `ech` setting did, when the ClientHello carried ECH.
+    pub ech: Option<EchOutcome>,
 }
 
 impl Judged<'_> {
@@ -235,6 +241,20 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
             decision = as_destination;
         }
     }
+    let ech = seen.ech.then(|| match policy.ech() {
+        EchPolicy::Allow => EchOutcome::Allowed,
+        EchPolicy::Deny => EchOutcome::Denied,
+    });
+    if ech == Some(EchOutcome::Denied)
+        && !matches!(
+            decision.reason,
+            Reason::DenyRule | Reason::Malformed | Reason::TooLarge
+        )
+    {
+        // `ech: deny`: denied in every mode, before pinning is even considered. A deny rule or
+        // a malformed name keeps its own, stronger reason.
+        decision = Decision::new(Verdict::Deny, Reason::Ech, None);
+    }
     let pinned_name = match name {
         NameFact::Name(name) => Some(name),
         _ => None,
@@ -258,6 +278,7 @@ pub fn judge<R: Record + ?Sized>(policy: &Policy, seen: &Observed<'_>, rec: &mut
         detail,
         malformed,
         pin,
+        ech,
     });
     decision
 }
@@ -393,7 +414,10 @@ impl Session {
             sniffer: Sniffer::new(),
             pinned: None,
         };
-        if let Some(sni) = inspector_sni.filter(|s| !s.is_empty()) {
+        // With `ech: deny` the ClientHello itself must be read: tls_inspector does not say
+        // whether it carried ECH, so neither its SNI nor an allow on IP and port decides at open.
+        let ech_deny = policy.ech() == EchPolicy::Deny;
+        if let Some(sni) = inspector_sni.filter(|s| !s.is_empty() && !ech_deny) {
             rec.sniffed(SniffOutcome::InspectorSni);
             let name = classify_sni(sni);
             let seen = Observed {
@@ -406,13 +430,15 @@ impl Session {
                 request: 1,
                 // tcp_proxy has not picked its upstream yet.
                 pin: PinWindow::Open,
+                ech: false,
             };
             let decision = judge(policy, &seen, rec);
             session.bind(&decision, Some(&name));
             let action = session.settle(decision.verdict);
             return (session, action);
         }
-        if let Some(early) = policy.decide_early(dst.ip(), dst.port()) {
+        let early = policy.decide_early(dst.ip(), dst.port());
+        if let Some(early) = early.filter(|early| !ech_deny || !early.verdict.passes()) {
             // No name can change this decision: take it now, without holding a byte.
             let seen = Observed::nameless(dst, Proto::Other, None, 1);
             let verdict = judge(policy, &seen, rec).verdict;
@@ -425,7 +451,9 @@ impl Session {
             }
             return (session, action);
         }
-        let held = policy.sniff().hold_upstream;
+        // An allow on IP and port read only for ECH (`ech: deny`) is never pinned: holding the
+        // upstream would gain nothing, and a server-first protocol would wait for the timeout.
+        let held = policy.sniff().hold_upstream && early.is_none();
         session.phase = Phase::Sniffing {
             held,
             after_timeout: false,
@@ -856,6 +884,7 @@ fn check_later<R: Record + ?Sized>(
                 // A pinned connection carries only requests for its name; on any other, the
                 // upstream was chosen long ago.
                 pin: pinned.map_or(PinWindow::Closed, PinWindow::PinnedTo),
+                ech: false,
             };
             judge(policy, &observed, rec).verdict != Verdict::Deny
         }
@@ -878,6 +907,8 @@ struct Seen {
     source: NameSource,
     proto: Proto,
     anomaly: Option<Anomaly>,
+    /// A ClientHello carrying `encrypted_client_hello`.
+    ech: bool,
 }
 
 impl Seen {
@@ -892,6 +923,7 @@ impl Seen {
             anomaly: self.anomaly,
             request: 1,
             pin: PinWindow::Closed,
+            ech: self.ech,
         }
     }
 }
@@ -903,16 +935,18 @@ fn observe(sniffed: &Sniffed) -> Seen {
         source,
         proto,
         anomaly,
+        ech: false,
     };
-    match sniffed {
-        Sniffed::Tls { sni: Some(sni) } => seen(
+    let ech = matches!(sniffed, Sniffed::Tls { ech: true, .. });
+    let mut seen = match sniffed {
+        Sniffed::Tls { sni: Some(sni), .. } => seen(
             SniffOutcome::TlsSni,
             Some(classify_sni(sni.as_bytes())),
             NameSource::Sni,
             Proto::Tls,
             None,
         ),
-        Sniffed::Tls { sni: None } => seen(
+        Sniffed::Tls { sni: None, .. } => seen(
             SniffOutcome::TlsNoSni,
             None,
             NameSource::None,
@@ -964,5 +998,7 @@ fn observe(sniffed: &Sniffed) -> Seen {
             Proto::Other,
             Some(Anomaly::Malformed(Held::Truncated.as_str())),
         ),
-    }
+    };
+    seen.ech = ech;
+    seen
 }

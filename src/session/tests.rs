@@ -22,6 +22,8 @@ struct Log {
     pins: Vec<String>,
     /// The proxy refuses to pin (Envoy without the filter-state factories).
     refuse_pins: bool,
+    /// What the `ech` setting did, for every decision on a ClientHello that carried ECH.
+    ech: Vec<EchOutcome>,
 }
 
 impl Record for Log {
@@ -44,6 +46,11 @@ impl Record for Log {
         if judged.decision.pin {
             line += "^pinned";
         }
+        if judged.observed.ech {
+            line += "~ech";
+        }
+        assert_eq!(judged.ech.is_some(), judged.observed.ech);
+        self.ech.extend(judged.ech);
         self.decisions.push(line);
     }
 
@@ -81,6 +88,15 @@ fn dst(s: &str) -> SocketAddr {
 
 fn hello(sni: &str) -> Vec<u8> {
     Hello::with_sni(sni.as_bytes()).record()
+}
+
+/// A ClientHello with this SNI and an `encrypted_client_hello` extension (as GREASE ECH).
+fn hello_ech(sni: &str) -> Vec<u8> {
+    let mut hello = Hello::with_sni(sni.as_bytes());
+    if let Some(ext) = hello.extensions.as_mut() {
+        ext.push((0xfe0d, vec![0, 0, 1, 0, 1, 0x2a, 0, 1, 7, 0, 2, 9, 9]));
+    }
+    hello.record()
 }
 
 /// Opens a session and feeds `input` a byte at a time until it decides; returns the session,
@@ -404,6 +420,12 @@ fn every_label_is_distinct() {
             .collect::<Vec<_>>(),
     );
     distinct(&Proto::ALL.iter().map(|o| o.as_str()).collect::<Vec<_>>());
+    distinct(
+        &EchOutcome::ALL
+            .iter()
+            .map(|o| o.as_str())
+            .collect::<Vec<_>>(),
+    );
     distinct(&malformed_kinds().collect::<Vec<_>>());
     for (i, o) in SniffOutcome::ALL.iter().enumerate() {
         assert_eq!(o.index(), i);
@@ -742,6 +764,7 @@ fn request(p: &Policy, to: &str, host: &str, window: PinWindow<'_>, log: &mut Lo
         anomaly: None,
         request: 1,
         pin: window,
+        ech: false,
     };
     judge(p, &seen, log)
 }
@@ -895,4 +918,233 @@ fn a_request_the_proxy_cannot_route_is_refused() {
             "allow/passthrough@loose.example"
         ]
     );
+}
+
+/// `rules(mode, hold)` with `"ech": "deny"`.
+fn ech_deny(mode: &str, hold: bool) -> Policy {
+    policy(&format!(
+        r#"{{"mode": "{mode}", "ech": "deny",
+            "allow": [{{"name": "ok", "hosts": ["ok.example"]}},
+                      {{"name": "db", "cidrs": ["10.0.0.5"], "ports": [5432]}}],
+            "deny": [{{"name": "evil", "hosts": ["evil.example"]}}],
+            "sniff": {{"timeout_ms": 1000, "hold_upstream": {hold}}}}}"#
+    ))
+}
+
+const MODES: [&str; 3] = ["allowlist", "audit", "passthrough"];
+
+/// How `rules`/`ech_deny` allow `ok.example` in `mode`.
+fn ok_allowed(mode: &str) -> &'static str {
+    if mode == "passthrough" {
+        "allow/passthrough@ok.example"
+    } else {
+        "allow/rule@ok.example"
+    }
+}
+
+#[test]
+fn ech_allowed_is_decided_on_the_outer_sni_and_noted() {
+    for (mode, want_other) in MODES.into_iter().zip([
+        "deny/no_match@other.example~ech",
+        "audit_deny/no_match@other.example~ech",
+        "allow/passthrough@other.example~ech",
+    ]) {
+        for hold in [false, true] {
+            let p = rules(mode, hold);
+            let ok_ech = format!("{}~ech", ok_allowed(mode));
+            for (input, want) in [
+                (hello_ech("ok.example"), ok_ech.as_str()),
+                (hello_ech("other.example"), want_other),
+                (hello_ech("evil.example"), "deny/deny_rule@evil.example~ech"),
+                // Without the extension: nothing noted.
+                (hello("ok.example"), ok_allowed(mode)),
+            ] {
+                let (_, action, log) = feed(&p, WEB, &input);
+                assert_eq!(log.decisions, [want], "{mode} hold={hold}");
+                let passes = !want.starts_with("deny/");
+                assert_eq!(action == Action::Continue, passes, "{want}");
+                let ech = want.ends_with("~ech").then_some(EchOutcome::Allowed);
+                assert_eq!(log.ech, Vec::from_iter(ech), "{want}");
+            }
+        }
+    }
+}
+
+#[test]
+fn ech_denied_in_every_mode_hold_or_not() {
+    for mode in MODES {
+        for hold in [false, true] {
+            let p = ech_deny(mode, hold);
+            for (input, want) in [
+                (hello_ech("ok.example"), "deny/ech@ok.example~ech"),
+                (hello_ech("other.example"), "deny/ech@other.example~ech"),
+                // A deny rule and a malformed name keep their own reasons.
+                (hello_ech("evil.example"), "deny/deny_rule@evil.example~ech"),
+                (hello_ech("ok..example"), "deny/malformed/bad_label~ech"),
+            ] {
+                let (s, action, log) = feed(&p, WEB, &input);
+                assert_eq!(log.decisions, [want], "{mode} hold={hold}");
+                assert_eq!(action, Action::Close, "{want}");
+                assert!(s.is_closed());
+                assert_eq!(log.ech, [EchOutcome::Denied], "{want}");
+            }
+            // Without the extension the policy decides as ever.
+            let (_, action, log) = feed(&p, WEB, &hello("ok.example"));
+            assert_eq!(
+                (action, log.decisions.as_slice()),
+                (Action::Continue, &[ok_allowed(mode).to_string()][..])
+            );
+            assert!(log.ech.is_empty());
+        }
+    }
+}
+
+#[test]
+fn ech_denied_is_never_decided_at_open_on_the_inspector_sni() {
+    for mode in MODES {
+        for hold in [false, true] {
+            let p = ech_deny(mode, hold);
+            let mut log = Log::default();
+            let (mut s, action) = Session::open(&p, dst(WEB), Some(b"ok.example"), 0, &mut log);
+            // Nothing decided: the ClientHello must be read (held whole with hold_upstream).
+            let at_open = if hold {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+            assert_eq!(action, at_open, "{mode} hold={hold}");
+            assert!(log.decisions.is_empty() && log.outcomes.is_empty());
+            assert!(!s.passes_client_bytes() && s.deadline() == Some(SECOND));
+            let bytes = hello_ech("ok.example");
+            assert_eq!(s.client(&p, &bytes, false, 0, &mut log), Action::Close);
+            assert_eq!(log.decisions, ["deny/ech@ok.example~ech"]);
+            assert_eq!(log.outcomes, [SniffOutcome::TlsSni]);
+
+            // The same SNI without the extension is allowed from the bytes.
+            let mut log = Log::default();
+            let (mut s, _) = Session::open(&p, dst(WEB), Some(b"ok.example"), 0, &mut log);
+            let bytes = hello("ok.example");
+            assert_eq!(s.client(&p, &bytes, false, 0, &mut log), Action::Continue);
+            assert_eq!(log.decisions, [ok_allowed(mode)]);
+        }
+    }
+    // With `ech: allow` the inspector's SNI still decides at open (the hello is not read, so
+    // its ECH is neither logged nor counted).
+    let p = rules("allowlist", false);
+    let mut log = Log::default();
+    let (s, action) = Session::open(&p, dst(WEB), Some(b"ok.example"), 0, &mut log);
+    assert_eq!((action, s.passes_client_bytes()), (Action::Continue, true));
+    assert_eq!(log.decisions, ["allow/rule@ok.example"]);
+}
+
+#[test]
+fn ech_denied_reads_the_bytes_of_what_ip_and_port_would_allow_at_open() {
+    let json = |ech: &str| {
+        format!(
+            r#"{{"ech": "{ech}", "allow": [{{"name": "db", "cidrs": ["10.0.0.5"]}}],
+                "deny": [{{"name": "meta", "cidrs": ["169.254.169.254"]}}],
+                "sniff": {{"timeout_ms": 1000}}}}"#
+        )
+    };
+    // `ech: allow`: allowed at open (and only peeked at, for IP literals).
+    let p = policy(&json("allow"));
+    let (_, action, log) = feed(&p, "10.0.0.5:443", &hello_ech("anything.example"));
+    assert_eq!(action, Action::Continue);
+    assert_eq!(log.decisions, ["allow/rule"]);
+    // `ech: deny`: the first bytes decide.
+    let p = policy(&json("deny"));
+    let mut log = Log::default();
+    let (mut s, action) = Session::open(&p, dst("10.0.0.5:443"), None, 0, &mut log);
+    assert_eq!(action, Action::Continue);
+    assert!(log.decisions.is_empty());
+    let bytes = hello_ech("anything.example");
+    assert_eq!(s.client(&p, &bytes, false, 0, &mut log), Action::Close);
+    assert_eq!(log.decisions, ["deny/ech@anything.example~ech"]);
+    // Without ECH, or not TLS at all, allowed by the CIDR rule.
+    let (_, action, log) = feed(&p, "10.0.0.5:443", &hello("anything.example"));
+    assert_eq!((action, log.decisions.len()), (Action::Continue, 1));
+    assert_eq!(log.decisions, ["allow/rule@anything.example"]);
+    let (_, action, log) = feed(&p, "10.0.0.5:5432", b"\x00\x00\x00\x08\x04\xd2\x16\x2f");
+    assert_eq!(
+        (action, log.decisions.as_slice()),
+        (Action::Continue, &["allow/rule".to_string()][..])
+    );
+    // A silent client is allowed at the timeout, and a late ClientHello with ECH is denied.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst("10.0.0.5:443"), None, 0, &mut log);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Nothing);
+    assert_eq!(
+        s.client(&p, &bytes, false, 2 * SECOND, &mut log),
+        Action::Close
+    );
+    assert_eq!(
+        log.decisions,
+        ["allow/rule", "deny/ech@anything.example~ech"]
+    );
+    // A deny on IP and port is still taken at open.
+    let mut log = Log::default();
+    let (s, action) = Session::open(&p, dst("169.254.169.254:80"), None, 0, &mut log);
+    assert_eq!((action, s.is_closed()), (Action::Close, true));
+    assert_eq!(log.decisions, ["deny/deny_rule"]);
+
+    // With hold_upstream too, such a connection is not held whole: it is never pinned, and a
+    // server-first protocol must not wait for the timeout. Its bytes are still read first.
+    let p = policy(&json("deny").replace(
+        r#""timeout_ms": 1000"#,
+        r#""timeout_ms": 1000, "hold_upstream": true"#,
+    ));
+    let mut log = Log::default();
+    let (mut s, action) = Session::open(&p, dst("10.0.0.5:443"), None, 0, &mut log);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(s.client(&p, &bytes, false, 0, &mut log), Action::Close);
+    assert_eq!(log.decisions, ["deny/ech@anything.example~ech"]);
+    // A silent (server-first) client is allowed at the timeout without a resume.
+    let mut log = Log::default();
+    let (mut s, _) = Session::open(&p, dst("10.0.0.5:443"), None, 0, &mut log);
+    assert_eq!(s.timeout(&p, SECOND, &mut log), Action::Nothing);
+    assert_eq!(log.decisions, ["allow/rule"]);
+    // (Where a host rule makes the name matter, hold_upstream holds as ever: see
+    // ech_denied_is_never_decided_at_open_on_the_inspector_sni.)
+}
+
+#[test]
+fn ech_denied_with_pinning_needs_hold_upstream() {
+    let pinned = |hold: bool| {
+        policy(&format!(
+            r#"{{"ech": "deny", "pin": true, "allow": [{{"name": "api", "hosts": ["api.example"]}}],
+                "sniff": {{"timeout_ms": 1000, "hold_upstream": {hold}}}}}"#
+        ))
+    };
+    // Held since open: the window stays open while the ClientHello is read.
+    let p = pinned(true);
+    let mut log = Log::default();
+    let (mut s, action) = Session::open(&p, dst(WEB), Some(b"api.example"), 0, &mut log);
+    assert_eq!(action, Action::Pause);
+    assert!(log.pins.is_empty());
+    assert_eq!(
+        s.client(&p, &hello("api.example"), false, 0, &mut log),
+        Action::Continue
+    );
+    assert_eq!(log.decisions, ["allow/rule@api.example^pinned"]);
+    assert_eq!(log.pins, ["api.example:443>egress_guard_pinned"]);
+    let (_, action, log) = feed(&p, WEB, &hello_ech("api.example"));
+    assert_eq!(action, Action::Close);
+    assert_eq!(log.decisions, ["deny/ech@api.example~ech"]);
+    assert!(log.pins.is_empty(), "nothing pinned for a denied hello");
+
+    // Not held: the inspector's SNI no longer decides at open, so a pinned allow read from the
+    // bytes comes too late: pin_unavailable (`check` says so).
+    let p = pinned(false);
+    let mut log = Log::default();
+    let (mut s, action) = Session::open(&p, dst(WEB), Some(b"api.example"), 0, &mut log);
+    assert_eq!(action, Action::Continue);
+    assert_eq!(
+        s.client(&p, &hello("api.example"), false, 0, &mut log),
+        Action::Close
+    );
+    assert_eq!(
+        log.decisions,
+        ["deny/pin_unavailable/unavailable@api.example"]
+    );
+    assert!(log.pins.is_empty());
 }

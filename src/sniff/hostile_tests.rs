@@ -465,7 +465,8 @@ fn hostile_inputs_end_in_a_defined_outcome_and_no_host_rule_allows_them() {
     assert_eq!(
         big,
         Sniffed::Tls {
-            sni: Some("allowed.example".into())
+            sni: Some("allowed.example".into()),
+            ech: false,
         }
     );
 }

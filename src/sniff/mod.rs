@@ -121,6 +121,9 @@ crate::labels::labelled! {
         TlsSniEmptyName => "tls_sni_empty_name",
         /// A host_name with a byte that is not ASCII.
         TlsSniNonAscii => "tls_sni_non_ascii",
+        /// An `ech_outer_extensions` extension (0xfd00) in a ClientHello on the wire: RFC 9849
+        /// §5.1 allows it only inside the encrypted inner hello.
+        TlsEchOuterExtensions => "tls_ech_outer_extensions",
         /// An SSLv2-compatible ClientHello (RFC 5246 Appendix E.2), which carries no extensions.
         TlsSslv2Hello => "tls_sslv2_hello",
         /// Whitespace or empty lines before an HTTP request line (some servers skip them, some
@@ -174,6 +177,8 @@ pub enum Sniffed {
     Tls {
         /// The raw SNI host_name, ASCII.
         sni: Option<String>,
+        /// It carries `encrypted_client_hello` (real or GREASE ECH): `sni` is the outer name.
+        ech: bool,
     },
     /// A complete HTTP/1 request head.
     Http {
@@ -197,8 +202,8 @@ impl Sniffed {
     pub fn as_str(&self) -> &'static str {
         match self {
             Sniffed::NeedMore => "need_more",
-            Sniffed::Tls { sni: Some(_) } => "tls_sni",
-            Sniffed::Tls { sni: None } => "tls_no_sni",
+            Sniffed::Tls { sni: Some(_), .. } => "tls_sni",
+            Sniffed::Tls { sni: None, .. } => "tls_no_sni",
             Sniffed::Http { host: Some(_), .. } => "http_host",
             Sniffed::Http { host: None, .. } => "http_no_host",
             Sniffed::Other => "other",
@@ -351,7 +356,12 @@ impl Sniffer {
         let full = buf.len() >= max_bytes;
         match self.tls.resume(buf, max_bytes) {
             Err(tls::TooLarge) => return Sniffed::TooLarge,
-            Ok(Outcome::Found(hello)) => return Sniffed::Tls { sni: hello.sni },
+            Ok(Outcome::Found(hello)) => {
+                return Sniffed::Tls {
+                    sni: hello.sni,
+                    ech: hello.ech,
+                }
+            }
             Ok(Outcome::Malformed(why)) => return Sniffed::Malformed(why),
             Ok(Outcome::NeedMore) if full => return Sniffed::TooLarge,
             Ok(Outcome::NeedMore) => return Sniffed::NeedMore,
@@ -495,7 +505,14 @@ mod tests {
 
     #[test]
     fn outcome_labels() {
-        assert_eq!(Sniffed::Tls { sni: None }.as_str(), "tls_no_sni");
+        assert_eq!(
+            Sniffed::Tls {
+                sni: None,
+                ech: true
+            }
+            .as_str(),
+            "tls_no_sni"
+        );
         assert_eq!(
             Sniffed::Http {
                 host: Some("a".into()),

@@ -97,12 +97,81 @@ fn real_hellos() -> Vec<Real> {
 fn found(sni: Option<&str>) -> Outcome<ClientHello> {
     Outcome::Found(ClientHello {
         sni: sni.map(str::to_string),
+        ech: false,
     })
 }
 
 fn tls(sni: Option<&str>) -> Sniffed {
     Sniffed::Tls {
         sni: sni.map(str::to_string),
+        ech: false,
+    }
+}
+
+/// A rustls flight (one handshake record) with `extensions` appended to its ClientHello's
+/// extensions block, every length fixed up. (The ring provider rustls is built with here has no
+/// HPKE, so rustls cannot send ECH itself; its ClientHellos are real in every other field.)
+pub(super) fn with_extensions(flight: &[u8], extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let message = handshake_bytes(flight);
+    let mut body = message[4..].to_vec();
+    // legacy_version, random, session id, suites, compression: then the extensions block.
+    let mut at = 2 + 32;
+    at += 1 + usize::from(body[at]);
+    at += 2 + usize::from(u16::from_be_bytes([body[at], body[at + 1]]));
+    at += 1 + usize::from(body[at]);
+    let mut added = Vec::new();
+    for (kind, data) in extensions {
+        added.extend(kind.to_be_bytes());
+        added.extend((data.len() as u16).to_be_bytes());
+        added.extend(data);
+    }
+    let block = u16::from_be_bytes([body[at], body[at + 1]]) as usize + added.len();
+    body[at..at + 2].copy_from_slice(&(block as u16).to_be_bytes());
+    body.extend(added);
+    build::records(&build::handshake(1, &body), usize::MAX)
+}
+
+/// An `encrypted_client_hello` payload of the outer type, shaped like the GREASE ECH that
+/// Chrome and Firefox send (RFC 9849 §6.2): type outer, a cipher suite, a config id, a 32-byte
+/// enc and a random payload.
+pub(super) fn grease_ech() -> Vec<u8> {
+    let mut out = vec![0, 0, 1, 0, 1, 0x2a, 0, 32];
+    out.extend([0x11; 32]);
+    out.extend(176u16.to_be_bytes());
+    out.extend([0x5c; 176]);
+    out
+}
+
+#[test]
+fn real_hellos_with_ech() {
+    let host = "api.github.com";
+    for version in [Version::Tls13, Version::Tls12] {
+        for sni in [true, false] {
+            let flight = client_hello(version, host, sni);
+            let ech = with_extensions(&flight, &[(0xfe0d, grease_ech())]);
+            let want = Sniffed::Tls {
+                sni: sni.then(|| host.to_string()),
+                ech: true,
+            };
+            assert_eq!(sniff_every_prefix(&ech, 16384), want, "{version:?} {sni}");
+            // Byte by byte in 1-byte records, and in 100-byte records.
+            for chunk in [1, 100] {
+                let framed = build::records(&handshake_bytes(&ech), chunk);
+                assert_eq!(sniff_every_prefix(&framed, 1 << 20), want, "{chunk}");
+            }
+            // The extension twice is malformed, as any other extension twice.
+            let twice = with_extensions(&ech, &[(0xfe0d, vec![1])]);
+            assert_eq!(
+                sniff_every_prefix(&twice, 16384),
+                Sniffed::Malformed(super::Malformed::TlsDuplicateExtension)
+            );
+            // ech_outer_extensions belongs inside the encrypted inner hello only.
+            let outer = with_extensions(&ech, &[(0xfd00, vec![2, 0, 10])]);
+            assert_eq!(
+                sniff_every_prefix(&outer, 16384),
+                Sniffed::Malformed(super::Malformed::TlsEchOuterExtensions)
+            );
+        }
     }
 }
 

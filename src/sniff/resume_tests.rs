@@ -114,6 +114,7 @@ fn detection_byte_by_byte_costs_about_one_parse() {
 fn a_64_kib_client_hello_byte_by_byte_costs_about_one_parse() {
     let tls = Sniffed::Tls {
         sni: Some("a.example".into()),
+        ech: false,
     };
     // In 1-byte records (six bytes on the wire per handshake byte), in the largest records,
     // and in one record (which holds at most 16 KiB).

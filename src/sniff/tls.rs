@@ -11,7 +11,14 @@
 //!   handshake message, which RFC 8446 forbids before the server's reply);
 //! - an extensions block, when present, fills the rest of the ClientHello exactly (its absence is
 //!   valid before TLS 1.3 and means no SNI); no extension type appears twice;
-//! - a server_name extension holds exactly one non-empty ASCII `host_name`.
+//! - a server_name extension holds exactly one non-empty ASCII `host_name`;
+//! - no `ech_outer_extensions` (0xfd00): RFC 9849 §5.1 allows it only inside the encrypted
+//!   EncodedClientHelloInner ("MUST NOT appear in either ClientHelloOuter or ClientHelloInner"),
+//!   so a ClientHello on the wire that carries it was not built by a conforming client.
+//!
+//! An `encrypted_client_hello` extension (0xfe0d, RFC 9849) is reported ([`ClientHello::ech`])
+//! whatever its payload: real ECH and GREASE ECH look alike by design, and the SNI is then the
+//! outer name (the provider's public name, or, with GREASE, the real name).
 //!
 //! Bytes after the record that ends the ClientHello (a change_cipher_spec, early data) are not
 //! looked at.
@@ -43,6 +50,10 @@ pub const MAX_RECORD_LEN: usize = 1 << 14;
 const RANDOM_LEN: usize = 32;
 const MAX_SESSION_ID_LEN: usize = 32;
 const EXT_SERVER_NAME: u16 = 0;
+/// `encrypted_client_hello` (RFC 9849 §11.1).
+const EXT_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
+/// `ech_outer_extensions` (RFC 9849 §11.1): only ever inside the encrypted inner hello.
+const EXT_ECH_OUTER_EXTENSIONS: u16 = 0xfd00;
 const NAME_TYPE_HOST_NAME: u8 = 0;
 
 /// What a ClientHello says that the policy needs.
@@ -51,6 +62,9 @@ pub struct ClientHello {
     /// The raw `host_name` of the server_name extension (ASCII, not normalised), `None` when
     /// the ClientHello has no server_name extension.
     pub sni: Option<String>,
+    /// The ClientHello carries an `encrypted_client_hello` extension (real or GREASE ECH): the
+    /// SNI is then only the outer name.
+    pub ech: bool,
 }
 
 /// Parses a TLS ClientHello at the start of `buf` (the whole buffer held so far).
@@ -377,7 +391,10 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, Malformed> {
     }
     if r.is_empty() {
         // No extensions block at all: valid before TLS 1.3, and no SNI.
-        return Ok(ClientHello { sni: None });
+        return Ok(ClientHello {
+            sni: None,
+            ech: false,
+        });
     }
     let extensions = r.vec16().ok_or(Malformed::TlsExtensions)?;
     if !r.is_empty() {
@@ -386,16 +403,22 @@ fn parse_body(body: &[u8]) -> Result<ClientHello, Malformed> {
     parse_extensions(extensions)
 }
 
-/// Parses the extensions block: every extension fits, no type twice, at most one SNI.
+/// Parses the extensions block: every extension fits, no type twice, at most one SNI, no
+/// `ech_outer_extensions`; notes `encrypted_client_hello`.
 fn parse_extensions(block: &[u8]) -> Result<ClientHello, Malformed> {
     let mut r = Reader::new(block);
     let mut types = Vec::new();
     let mut server_name = None;
+    let mut ech = false;
+    let mut outer_extensions = false;
     while !r.is_empty() {
         let kind = r.u16().ok_or(Malformed::TlsExtensions)?;
         let data = r.vec16().ok_or(Malformed::TlsExtensions)?;
-        if kind == EXT_SERVER_NAME && server_name.is_none() {
-            server_name = Some(data);
+        match kind {
+            EXT_SERVER_NAME if server_name.is_none() => server_name = Some(data),
+            EXT_ENCRYPTED_CLIENT_HELLO => ech = true,
+            EXT_ECH_OUTER_EXTENSIONS => outer_extensions = true,
+            _ => {}
         }
         types.push(kind);
     }
@@ -409,8 +432,11 @@ fn parse_extensions(block: &[u8]) -> Result<ClientHello, Malformed> {
         Some(_) => return Err(Malformed::TlsDuplicateExtension),
         None => {}
     }
+    if outer_extensions {
+        return Err(Malformed::TlsEchOuterExtensions);
+    }
     let sni = server_name.map(parse_server_name).transpose()?;
-    Ok(ClientHello { sni })
+    Ok(ClientHello { sni, ech })
 }
 
 /// Parses a server_name extension body (RFC 6066 §3): exactly one non-empty ASCII host_name.
@@ -571,6 +597,7 @@ mod tests {
     fn found(sni: Option<&str>) -> Outcome<ClientHello> {
         Outcome::Found(ClientHello {
             sni: sni.map(str::to_string),
+            ech: false,
         })
     }
 
@@ -590,6 +617,7 @@ mod tests {
         let expect = match &whole {
             Outcome::Found(hello) => Sniffed::Tls {
                 sni: hello.sni.clone(),
+                ech: hello.ech,
             },
             Outcome::Malformed(why) => Sniffed::Malformed(*why),
             Outcome::NeedMore => Sniffed::NeedMore,
@@ -625,6 +653,58 @@ mod tests {
         let mut trailing = hello.record();
         trailing.extend([20, 3, 3, 0, 1, 1, 23, 3, 3, 0]);
         assert_eq!(check(&trailing), found(Some("api.github.com")));
+    }
+
+    #[test]
+    fn ech_is_reported() {
+        let mut hello = Hello::with_sni(b"cloudflare-ech.com");
+        let with_ech = |hello: &Hello| {
+            let mut hello = hello.clone();
+            if let Some(ext) = hello.extensions.as_mut() {
+                ext.push((
+                    EXT_ENCRYPTED_CLIENT_HELLO,
+                    vec![0, 0, 1, 0, 1, 7, 0, 0, 0, 1, 9],
+                ));
+            }
+            hello
+        };
+        let ech = ClientHello {
+            sni: Some("cloudflare-ech.com".into()),
+            ech: true,
+        };
+        assert_eq!(
+            check(&with_ech(&hello).record()),
+            Outcome::Found(ech.clone())
+        );
+        for chunk in [1, 3, 100] {
+            let framed = records(&with_ech(&hello).message(), chunk);
+            assert_eq!(check(&framed), Outcome::Found(ech.clone()), "{chunk}");
+        }
+        // Whatever the payload, even empty: GREASE and real ECH look alike, and the server
+        // judges the payload, not us.
+        hello.extensions = Some(vec![(EXT_ENCRYPTED_CLIENT_HELLO, vec![])]);
+        assert_eq!(
+            check(&hello.record()),
+            Outcome::Found(ClientHello {
+                sni: None,
+                ech: true
+            })
+        );
+        // ECH before the SNI.
+        hello.extensions = Some(vec![
+            (EXT_ENCRYPTED_CLIENT_HELLO, vec![0]),
+            (0, sni_ext(&[(0, b"a.example")])),
+        ]);
+        assert_eq!(
+            check(&hello.record()),
+            Outcome::Found(ClientHello {
+                sni: Some("a.example".into()),
+                ech: true
+            })
+        );
+        // A neighbouring code point is not ECH.
+        hello.extensions = Some(vec![(0xfe0c, vec![0]), (0, sni_ext(&[(0, b"a.example")]))]);
+        assert_eq!(check(&hello.record()), found(Some("a.example")));
     }
 
     #[test]
@@ -852,6 +932,37 @@ mod tests {
                     ])
                 }),
                 TlsDuplicateExtension,
+            ),
+            (
+                "encrypted_client_hello twice",
+                with(&|h| {
+                    h.extensions = Some(vec![
+                        (EXT_ENCRYPTED_CLIENT_HELLO, vec![0]),
+                        (0, sni_ext(&[(0, b"a.example")])),
+                        (EXT_ENCRYPTED_CLIENT_HELLO, vec![0]),
+                    ])
+                }),
+                TlsDuplicateExtension,
+            ),
+            (
+                "ech_outer_extensions in a ClientHello on the wire",
+                with(&|h| {
+                    h.extensions = Some(vec![
+                        (0, sni_ext(&[(0, b"a.example")])),
+                        (EXT_ECH_OUTER_EXTENSIONS, vec![2, 0, 10]),
+                    ])
+                }),
+                TlsEchOuterExtensions,
+            ),
+            (
+                "ech_outer_extensions next to encrypted_client_hello",
+                with(&|h| {
+                    h.extensions = Some(vec![
+                        (EXT_ENCRYPTED_CLIENT_HELLO, vec![0]),
+                        (EXT_ECH_OUTER_EXTENSIONS, vec![]),
+                    ])
+                }),
+                TlsEchOuterExtensions,
             ),
             (
                 "zero-length host_name",

@@ -18,6 +18,7 @@ HANDSHAKE = 22
 CLIENT_HELLO = 1
 EXT_SERVER_NAME = 0
 EXT_PADDING = 21
+EXT_ENCRYPTED_CLIENT_HELLO = 0xFE0D  # RFC 9849
 MAX_RECORD = 1 << 14
 
 
@@ -138,6 +139,14 @@ class Hello:
     def with_name(self, name: bytes) -> Hello:
         """This hello naming ``name`` (raw bytes, unchecked) as its one SNI host_name."""
         return self.with_sni_ext(sni_ext(name))
+
+    def with_ech(self) -> Hello:
+        """This hello with an ``encrypted_client_hello`` extension added last, shaped like the
+        GREASE ECH browsers send (RFC 9849 §6.2): type outer, a cipher suite, a config id, a
+        32-byte enc and a random-looking payload. The SNI stays as it was."""
+        payload = (b"\x00" + u16(1) + u16(1) + b"\x2a" + u16(32) + bytes(range(32))
+                   + u16(176) + bytes(i * 7 % 251 for i in range(176)))
+        return replace(self, extensions=[*self.extensions, (EXT_ENCRYPTED_CLIENT_HELLO, payload)])
 
     def padded_to(self, total: int) -> Hello:
         """This hello with a padding extension (RFC 7685), added last, that makes the handshake

@@ -28,7 +28,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -211,6 +211,18 @@ TLS_CASES = [
         inspector=malformed("bad_byte", "inspector_sni")),
     one("name_uppercase_trailing_dot", EVIL.with_name(b"EVIL.Example.COM.").record(),
         Seen("deny_rule", ("tls_sni",)), inspector=Seen("deny_rule", ("inspector_sni",))),
+    # ECH (the policy's default "ech": "allow"): decided on the outer SNI. ech_outer_extensions
+    # belongs inside the encrypted inner hello only (RFC 9849 §5.1): on the wire it is malformed.
+    one("ech_grease_allowed_name", API.with_ech().record(), Seen("allowed_name", ("tls_sni",)),
+        inspector=Seen("allowed_name", ("inspector_sni",))),
+    one("ech_grease_denied_name", EVIL.with_ech().record(), Seen("deny_rule", ("tls_sni",)),
+        inspector=Seen("deny_rule", ("inspector_sni",))),
+    one("ech_outer_extensions_on_the_wire",
+        replace(API.with_ech(), extensions=[*API.with_ech().extensions, (0xFD00, b"\x02\x00\x0a")])
+        .record(),
+        malformed("tls_ech_outer_extensions"),
+        # tls_inspector hands over the SNI at open and the hello is not read.
+        inspector=Seen("allowed_name", ("inspector_sni",))),
     # No usable name: decided on IP and port
     one("no_sni", EVIL.with_sni_ext(None).record(), Seen("no_name", ("tls_no_sni",))),
     one("no_sni_cidr_allowed", EVIL.with_sni_ext(None).record(),

@@ -16,6 +16,7 @@ import pytest
 
 from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed, rule_matches,
                     sidecar, sniffed)
+from hello import Hello
 from harness import (Cert, Envoy, HttpServer, TcpServer, TlsServer, connect, http_request,
                      tcp_exchange, tls_client)
 
@@ -188,6 +189,64 @@ def test_hold_upstream_denied_destination_sees_no_connection(guard, tls_server, 
     assert server.connections == 1
     assert decisions(envoy, "deny", "no_match") == 1
     assert decisions(envoy, "allow", "rule") == 1
+
+
+def ech_count(envoy: Envoy, outcome: str) -> int:
+    """``egress_guard_ech_total{outcome}``."""
+    return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_ech_total")
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["no_hold", "hold_upstream"])
+@pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
+def test_ech_deny_closes_a_client_hello_with_ech(guard, serve, request, inspector, hold) -> None:
+    """``ech: deny``: an allowed SNI in a ClientHello carrying ``encrypted_client_hello`` is
+    closed, even where tls_inspector read the SNI; the same hello without it passes."""
+    if hold:
+        request.getfixturevalue("early_data")
+    server = serve(TcpServer(DST))
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"]}], "ech": "deny",
+              "log": "all", "sniff": {"hold_upstream": hold}}
+    envoy, via = guard(policy, tls_inspector=inspector)
+    hello = Hello.real("api.example.com")
+
+    denied = tcp_exchange(send=hello.with_ech().record(), **via.to(server.address))
+    assert denied.received == b"" and denied.closed_by_peer, denied
+    assert_nothing_reached(server)
+    if hold:
+        assert server.connections == 0
+    assert decisions(envoy, "deny", "ech") == 1
+    assert ech_count(envoy, "denied") == 1
+    entry = decision_log(envoy)[-1]
+    assert (entry["decision"], entry["reason"], entry["name"], entry.get("ech")) == \
+        ("deny", "ech", "api.example.com", True), entry
+    # tls_inspector's SNI did not decide: the filter read the ClientHello itself.
+    assert sniffed(envoy, "inspector_sni") == 0 and sniffed(envoy, "tls_sni") == 1
+
+    plain = hello.record()
+    allowed = tcp_exchange(send=plain, until=len(plain), **via.to(server.address))
+    assert allowed.received == plain, allowed
+    assert decisions(envoy, "allow", "rule") == 1
+    assert "ech" not in decision_log(envoy, at_least=2)[-1]
+
+
+@pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
+def test_ech_allowed_by_default_passes_and_is_logged(guard, serve, inspector) -> None:
+    """The default ``ech: allow``: decided on the outer SNI and passed. The filter logs and
+    counts ECH when it reads the ClientHello itself; with tls_inspector the connection is decided
+    at open on the inspector's SNI and the hello is not read."""
+    server = serve(TcpServer(DST))
+    policy = {"allow": [{"name": "api", "hosts": ["api.example.com"]}], "log": "all"}
+    envoy, via = guard(policy, tls_inspector=inspector)
+    ech = Hello.real("api.example.com").with_ech().record()
+
+    ok = tcp_exchange(send=ech, until=len(ech), **via.to(server.address))
+    assert ok.received == ech, ok
+    assert decisions(envoy, "allow", "rule") == 1
+    entry = decision_log(envoy)[-1]
+    assert (entry["decision"], entry["name"]) == ("allow", "api.example.com"), entry
+    assert entry.get("ech") is (None if inspector else True), entry
+    assert ech_count(envoy, "allowed") == (0 if inspector else 1)
+    assert ech_count(envoy, "denied") == 0
 
 
 def test_without_hold_upstream_denied_destination_sees_no_byte(guard, tls_server) -> None:

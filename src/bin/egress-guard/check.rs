@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use egress_guard::policy::{Config, ConfigError, ConfigErrorKind, Policy};
+use egress_guard::policy::{Config, ConfigError, ConfigErrorKind, EchPolicy, Policy};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -126,6 +126,9 @@ struct PinReport {
     rules: usize,
     /// The dynamic forward proxy cluster pinned connections go to.
     cluster: String,
+    /// `"ech": "deny"`: the inspector's SNI no longer decides at open (only when true).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    ech_deny: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -222,6 +225,7 @@ fn summary_report(policy: &Policy) -> SummaryReport {
         pin: policy.pinning().then(|| PinReport {
             rules: s.pinned_rules,
             cluster: policy.pin_cluster().to_string(),
+            ech_deny: policy.ech() == EchPolicy::Deny,
         }),
     }
 }
@@ -565,6 +569,10 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
     if let Some(pin) = &s.pin {
         let needs = if s.sniff.hold_upstream {
             "names read from the client's bytes are pinned while the connection is held"
+        } else if pin.ech_deny {
+            "note: with \"ech\": \"deny\" the SNI from tls_inspector no longer decides at open, \
+             so without sniff.hold_upstream nothing can be pinned: every pinned allow is denied \
+             (pin_unavailable)"
         } else {
             "note: without sniff.hold_upstream only an SNI from tls_inspector can be pinned; a \
              pinned name read from the client's bytes (HTTP Host, or TLS on a listener without \

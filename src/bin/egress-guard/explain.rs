@@ -14,8 +14,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 
 use egress_guard::policy::{
-    classify_authority, classify_sni, Config, Decision, Facts, MalformedName, Mode, NameClass,
-    NameFact, Policy, Reason, RuleInfo, Verdict,
+    classify_authority, classify_sni, Config, Decision, EchPolicy, Facts, MalformedName, Mode,
+    NameClass, NameFact, Policy, Reason, RuleInfo, Verdict,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -476,12 +476,22 @@ impl<'p> Explanation<'p> {
         self.decision.verdict.passes()
     }
 
-    /// The decision at open, as far as it is one decision.
+    /// The decision at open, as far as it is one decision. With `"ech": "deny"` only a denial
+    /// is taken at open (the session reads the ClientHello before allowing anything).
     fn early(&self) -> Option<Decision> {
+        self.early_unfiltered()
+            .filter(|early| !self.ech_deny() || !early.verdict.passes())
+    }
+
+    fn early_unfiltered(&self) -> Option<Decision> {
         match self.early_any {
             Some(any) => any.flatten(),
             None => self.early,
         }
+    }
+
+    fn ech_deny(&self) -> bool {
+        self.policy.ech() == EchPolicy::Deny
     }
 
     fn rule(&self, decision: &Decision) -> Option<&'p RuleInfo> {
@@ -551,6 +561,13 @@ impl<'p> Explanation<'p> {
         if self.policy.pinning() {
             line("pinned", &self.pin_text());
         }
+        if self.ech_deny() {
+            line(
+                "ech",
+                "deny: the same ClientHello carrying encrypted_client_hello (ECH, or browsers' \
+                 GREASE ECH) is denied (reason ech)",
+            );
+        }
         text
     }
 
@@ -561,7 +578,11 @@ impl<'p> Explanation<'p> {
             _ => None,
         };
         if let (true, Some(name)) = (self.decision.pin, name) {
-            let needs = if self.policy.sniff().hold_upstream {
+            let needs = if self.ech_deny() && !self.policy.sniff().hold_upstream {
+                "but with \"ech\": \"deny\" the SNI from tls_inspector no longer decides at \
+                 open, and without sniff.hold_upstream a name read from the client's bytes cannot \
+                 be pinned: the network filter denies it (pin_unavailable)"
+            } else if self.policy.sniff().hold_upstream {
                 "the network filter pins the SNI from tls_inspector at open, or a name it reads \
                  while it holds the connection (sniff.hold_upstream)"
             } else {
@@ -680,7 +701,18 @@ impl<'p> Explanation<'p> {
             Some(None) => "this port".to_string(),
             _ => format!("port {}", self.dst.port()),
         };
+        if self.early().is_none() && self.early_unfiltered().is_some() {
+            return "no: with \"ech\": \"deny\" nothing is allowed when the connection opens: \
+                    the network filter reads the ClientHello first (tls_inspector does not say \
+                    whether it carries ECH)"
+                .to_string();
+        }
         match &self.early() {
+            None if self.ech_deny() => format!(
+                "no: a host rule applies to {port}, so the network filter needs the name; with \
+                 \"ech\": \"deny\" it reads the client's first bytes even where tls_inspector \
+                 read the SNI"
+            ),
             None => format!(
                 "no: a host rule applies to {port}, so the network filter needs the name: the \
                  SNI from tls_inspector if the listener has one, otherwise it reads the \

@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 
 use egress_guard::policy::{
-    presets, Config, ConfigError, ConfigErrorKind, HostPattern, Mode, PatternKind, Policy,
-    PortRange,
+    presets, Config, ConfigError, ConfigErrorKind, EchPolicy, Facts, HostPattern, Mode, NameFact,
+    PatternKind, Policy, PortRange, Reason,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -62,7 +62,7 @@ pub fn lint(bytes: &[u8]) -> Lint {
 
 // --- every error -----------------------------------------------------------------------------
 
-const KEYS: [&str; 6] = ["mode", "allow", "deny", "presets", "sniff", "log"];
+const KEYS: [&str; 7] = ["mode", "allow", "deny", "presets", "sniff", "log", "ech"];
 
 /// Validates `{key: value}` on its own.
 fn check_part(key: &str, value: &Value) -> Result<(), ConfigError> {
@@ -428,6 +428,15 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
             out.push(shadow_warning(first, rule));
         }
     }
+    if config.ech == EchPolicy::Deny && !config.sniff.hold_upstream && rules.iter().any(|r| r.pins)
+    {
+        out.push(Warning {
+            path: "ech".to_string(),
+            code: "ech-deny-pin-no-hold",
+            message: "with \"ech\": \"deny\" no connection is allowed at open on the SNI from                       tls_inspector (it does not say whether the ClientHello carries ECH): the                       name is read from the ClientHello after tcp_proxy chose its upstream, so                       without sniff.hold_upstream every pinned connection is denied                       (pin_unavailable); set sniff.hold_upstream"
+                .to_string(),
+        });
+    }
     // One warning per preset (a preset may have several rules).
     out.dedup_by(|a, b| a.path == b.path && a.code == b.code && a.path.starts_with("presets["));
     out
@@ -505,6 +514,20 @@ fn entry_warnings(rule: &LintRule, preset_patterns: &BTreeSet<&str>, out: &mut V
                 code: "duplicate",
                 message: format!("{host:?} is already matched by {wider:?} (hosts[{k}])"),
             });
+        }
+        if *allow {
+            if let Some((name, provider)) = ech_public_name(*kind, host) {
+                out.push(Warning {
+                    path: at.clone(),
+                    code: "ech-public-name",
+                    message: format!(
+                        "{host:?} matches {name:?}, the ECH public name of {provider}: a \
+                         ClientHello with Encrypted Client Hello carries it as its SNI whatever \
+                         site it is for, so this allows every ECH site behind that provider \
+                         (\"ech\": \"deny\" refuses ECH)"
+                    ),
+                });
+            }
         }
         if *allow && !preset_patterns.contains(host.as_str()) {
             if let Some((code, message)) = wildcard_warning(*kind, host) {
@@ -638,6 +661,43 @@ fn is_glob_meta(c: char) -> bool {
 }
 
 /// A wildcard that reaches past the domain it seems to name.
+/// Known public names of ECH client-facing servers (the outer SNI of every ECH ClientHello to a
+/// site behind them), with who runs them. The one list of them; each entry says where it was
+/// verified.
+pub const ECH_PUBLIC_NAMES: &[(&str, &str)] = &[
+    // Cloudflare's ECHConfig, published in the HTTPS DNS records of every ECH-enabled zone, has
+    // public_name cloudflare-ech.com (Cloudflare blog, "Encrypted Client Hello - the last puzzle
+    // piece to privacy", 2023-09-29; ECHConfigList decoded in the ntc.party thread on ESNI/ECH
+    // use in Russia).
+    ("cloudflare-ech.com", "Cloudflare"),
+    // The DEfO project's ECH test deployment: defo.ie's ECHConfigList names cover.defo.ie
+    // (curl's ECH guide, https://github.com/curl/curl/blob/master/docs/ECH.md: "retry_configs
+    // for defo.ie from cover.defo.ie").
+    ("cover.defo.ie", "the DEfO ECH test servers (defo.ie)"),
+];
+
+/// The known ECH public name a host pattern matches, and its provider (`*` is left to
+/// `wildcard-any`). Matched as the filter matches: through a compiled policy.
+fn ech_public_name(kind: PatternKind, pattern: &str) -> Option<(&'static str, &'static str)> {
+    if kind == PatternKind::Any {
+        return None;
+    }
+    ECH_PUBLIC_NAMES.iter().copied().find(|(name, _)| {
+        if kind == PatternKind::Exact {
+            return pattern == *name;
+        }
+        let doc = json!({"allow": [{"hosts": [pattern]}]}).to_string();
+        Policy::from_json(doc.as_bytes()).is_ok_and(|policy| {
+            let facts = Facts {
+                ip: std::net::IpAddr::from([192, 0, 2, 1]),
+                port: 443,
+                name: NameFact::Name(name),
+            };
+            policy.decide(&facts).reason == Reason::Rule
+        })
+    })
+}
+
 fn wildcard_warning(kind: PatternKind, pattern: &str) -> Option<(&'static str, String)> {
     match kind {
         PatternKind::Exact => return None,
@@ -785,6 +845,56 @@ mod tests {
     }
 
     #[test]
+    fn ech_public_names_and_ech_deny_with_pinning() {
+        let found = codes(
+            r#"{"allow": [
+                {"name": "a", "hosts": ["CloudFlare-ECH.com.", "*.cloudflare-ech.com", "*-ech.com"]},
+                {"name": "b", "hosts": ["cover.defo.ie", "*.defo.ie", "defo.ie", "*"]},
+                {"name": "c", "hosts": ["cloudflare.com", "ech.example"]}
+            ], "deny": [{"name": "d", "hosts": ["cloudflare-ech.com"]}]}"#,
+        );
+        let ech: Vec<_> = found
+            .iter()
+            .filter(|(_, code)| *code == "ech-public-name")
+            .map(|(path, _)| path.as_str())
+            .collect();
+        assert_eq!(
+            ech,
+            [
+                "allow[0].hosts[0]",
+                "allow[0].hosts[2]",
+                "allow[1].hosts[0]",
+                "allow[1].hosts[1]"
+            ]
+        );
+        let lint = lint(br#"{"allow": [{"hosts": ["cloudflare-ech.com"]}]}"#);
+        let message = &lint.warnings[0].message;
+        assert!(
+            message.contains("Cloudflare") && message.contains("every ECH site"),
+            "{message}"
+        );
+
+        // ech deny with pinning needs hold_upstream.
+        let pinned = |ech: &str, hold: bool| {
+            codes(&format!(
+                r#"{{"ech": "{ech}", "pin": true, "allow": [{{"hosts": ["a.example"]}}],
+                    "sniff": {{"hold_upstream": {hold}}}}}"#
+            ))
+        };
+        assert_eq!(
+            pinned("deny", false),
+            [("ech".to_string(), "ech-deny-pin-no-hold")]
+        );
+        assert_eq!(pinned("deny", true), []);
+        assert_eq!(pinned("allow", false), []);
+        // A policy that pins nothing needs no hold.
+        assert_eq!(
+            codes(r#"{"ech": "deny", "allow": [{"hosts": ["a.example"]}]}"#),
+            []
+        );
+    }
+
+    #[test]
     fn registrable_domains() {
         assert_eq!(registrable("api.github.com"), Some("github.com"));
         assert_eq!(registrable("a.b.example.co.uk"), Some("example.co.uk"));
@@ -916,7 +1026,7 @@ mod tests {
                 "allow[2]: a rule needs at least one of hosts, cidrs, ports",
                 "presets[0]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
                 "sniff.max_bytes: 1 is out of range 512-65536",
-                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`",
+                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`",
                 "allow[3].name: \"ok\" is already used by allow[1]",
                 "presets[2]: \"pypi\" is already listed at presets[1]",
             ]

@@ -47,6 +47,9 @@ pub struct Record {
     /// Why the input was malformed, or the policy's reason for a later request.
     #[serde(default)]
     pub detail: Option<String>,
+    /// The ClientHello carried `encrypted_client_hello` (absent: it did not, or was not read).
+    #[serde(default)]
+    pub ech: bool,
 }
 
 /// What was read.
@@ -134,6 +137,7 @@ mod tests {
             name_source: Some("host".into()),
             proto: Some("http".into()),
             detail: None,
+            ech: false,
         }
     }
 

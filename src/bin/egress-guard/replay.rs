@@ -16,7 +16,9 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use egress_guard::policy::{classify_sni, Facts, NameFact, Policy, Verdict};
+use egress_guard::policy::{
+    classify_sni, Decision, EchPolicy, Facts, NameFact, Policy, Reason, Verdict,
+};
 use serde::Serialize;
 
 use crate::io::{err, out, read_input, Exit, UsageError};
@@ -152,11 +154,22 @@ pub fn replay(policy: &Policy, records: &[Record]) -> (Vec<Group>, usize, usize)
             continue;
         }
         let name = record.name.as_deref().filter(|n| !n.is_empty());
-        let decision = policy.decide(&Facts {
+        let mut decision = policy.decide(&Facts {
             ip: dst.ip(),
             port: dst.port(),
             name: name_fact(record, name),
         });
+        // A ClientHello logged as carrying ECH meets `"ech": "deny"` as in the filter (a deny
+        // rule or a malformed name keeps its own reason).
+        if record.ech
+            && policy.ech() == EchPolicy::Deny
+            && !matches!(
+                decision.reason,
+                Reason::DenyRule | Reason::Malformed | Reason::TooLarge
+            )
+        {
+            decision = Decision::new(Verdict::Deny, Reason::Ech, None);
+        }
         let Some(change) = Change::of(&record.decision, decision.verdict) else {
             unchanged += 1;
             continue;
@@ -336,7 +349,37 @@ mod tests {
             name_source: None,
             proto: None,
             detail: None,
+            ech: false,
         }
+    }
+
+    #[test]
+    fn ech_deny_refuses_what_was_logged_with_ech() {
+        let policy = Policy::from_json(
+            br#"{"ech": "deny", "allow": [{"name": "a", "hosts": ["a.example"]}]}"#,
+        )
+        .unwrap();
+        let mut with_ech = record("allow", "rule", "192.0.2.1:443", Some("a.example"));
+        with_ech.ech = true;
+        let records = [
+            with_ech,
+            record("allow", "rule", "192.0.2.1:443", Some("a.example")),
+        ];
+        let (groups, unchanged, _) = replay(&policy, &records);
+        assert_eq!(unchanged, 1);
+        let summary = groups
+            .iter()
+            .map(|g| (g.change, g.count, g.new.reason.as_str()))
+            .collect::<Vec<_>>();
+        assert_eq!(summary, [(Change::NewlyDenied, 1, "ech")]);
+        // Under the default ech: allow, a line denied for ECH is decided on its name.
+        let policy =
+            Policy::from_json(br#"{"allow": [{"name": "a", "hosts": ["a.example"]}]}"#).unwrap();
+        let mut denied = record("deny", "ech", "192.0.2.1:443", Some("a.example"));
+        denied.ech = true;
+        let (groups, _, _) = replay(&policy, &[denied]);
+        assert_eq!(groups.len(), 1);
+        assert_eq!(groups[0].change, Change::NewlyAllowed);
     }
 
     #[test]
