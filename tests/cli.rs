@@ -492,7 +492,7 @@ fn check_reports_every_error_in_a_policy() {
             "<stdin>: allow[0].cidrs[0]: \"1.2.3.4/33\" is not a CIDR",
             "<stdin>: allow[0].ports[0]: 0 is not a port (1-65535)",
             "<stdin>: allow[0].ports[1]: \"9-1\" is not a port range: 9 is greater than 1",
-            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`",
+            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`, `enforce`",
             "<stdin>: allow[1].hosts: an empty list is not allowed: omit the key",
             "<stdin>: sniff.max_bytes: 1 is out of range 512-65536",
             "<stdin>: sniff.timeout_ms: 0 is out of range 1-60000",
@@ -648,7 +648,8 @@ fn explain_allow_by_rule_and_by_preset() {
         v,
         json(
             r#"{"decision": "allow", "passes": true, "reason": "rule", "rule": "preset-pypi",
-                "rule_kind": "allow", "preset": "pypi", "dst": "151.101.0.223:443",
+                "rule_kind": "allow", "rule_enforced": true, "preset": "pypi",
+                "dst": "151.101.0.223:443",
                 "name": "pypi.org", "name_source": "sni", "name_given": "PyPI.org.",
                 "name_class": "name", "detail": null, "mode": "allowlist", "at_open": null,
                 "port": null, "any_destination": false}"#
@@ -706,6 +707,76 @@ fn explain_audit_passes() {
         "decision  audit_deny\nreason    no_match: no allow rule matched; audit mode lets it pass \
          and logs a would-deny\n"
     ));
+}
+
+#[test]
+fn staged_deny_rules_in_check_and_explain() {
+    let path = temp_file(
+        r#"{"mode": "passthrough",
+            "deny": [{"name": "new-paste", "hosts": ["*.pastebin.com"], "enforce": false},
+                     {"name": "meta", "cidrs": ["169.254.169.254"]}]}"#,
+    );
+    let path = path.to_str().unwrap();
+    let r = run(&["check", path]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "  staged:  new-paste (\"enforce\": false: logged and counted as would-denies, \
+             never blocked)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["check", "--json", path]);
+    let v = json(&r.stdout);
+    let summary = &v["files"][0]["copies"][0]["summary"];
+    assert_eq!(
+        (&summary["staged_rules"], &summary["staged"]),
+        (&json("1"), &json(r#"["new-paste"]"#))
+    );
+    let r = run(&[
+        "explain",
+        path,
+        "--dst",
+        "198.51.100.1:443",
+        "--sni",
+        "x.pastebin.com",
+    ]);
+    assert_eq!(
+        r.code, 4,
+        "a staged would-deny exits like an audit would-deny"
+    );
+    assert!(
+        r.stdout.starts_with(
+            "decision  audit_deny\nreason    staged_deny: a staged deny rule (\"enforce\": false) \
+             matched: it passes, and is logged and counted as a would-deny\nrule      new-paste \
+             (staged deny rule: \"enforce\": false)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let (code, v) = explain_json(
+        path,
+        &["--dst", "169.254.169.254:443", "--sni", "x.pastebin.com"],
+    );
+    assert_eq!(
+        code, 3,
+        "the enforced deny rule after the staged one still denies"
+    );
+    assert_eq!(
+        (&v["reason"], &v["rule"], &v["rule_enforced"]),
+        (&json(r#""deny_rule""#), &json(r#""meta""#), &json("true"))
+    );
+    let bad = temp_file(r#"{"allow": [{"ports": [443], "enforce": false}]}"#);
+    let r = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            r#"allow[0].enforce: only a deny rule can be staged ("enforce": false); remove the key"#
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

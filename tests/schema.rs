@@ -405,8 +405,12 @@ fn rule() -> impl Strategy<Value = Value> {
         list(cidr()),
         list(port()),
         prop::option::weighted(0.03, Just(json!(true))),
+        prop::option::weighted(
+            0.2,
+            prop_oneof![4 => any::<bool>().prop_map(|v| json!(v)), 1 => Just(json!("no"))],
+        ),
     )
-        .prop_map(|(name, hosts, cidrs, ports, extra)| {
+        .prop_map(|(name, hosts, cidrs, ports, extra, enforce)| {
             let mut rule = serde_json::Map::new();
             for (key, value) in [
                 ("name", name),
@@ -414,6 +418,7 @@ fn rule() -> impl Strategy<Value = Value> {
                 ("cidrs", cidrs),
                 ("ports", ports),
                 ("extra", extra),
+                ("enforce", enforce),
             ] {
                 if let Some(value) = value {
                     rule.insert(key.to_string(), value);

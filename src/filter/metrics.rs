@@ -38,6 +38,11 @@ impl Metrics {
         for &(verdict, reason) in expected_decisions(policy) {
             metrics.decision_id(verdict, reason);
         }
+        if policy.has_staged() {
+            // Staged deny rules' would-denies (a later request's one included), in any mode.
+            metrics.decision_id(Verdict::AuditDeny, Reason::StagedDeny);
+            metrics.decision_id(Verdict::AuditDeny, Reason::LaterRequest);
+        }
         // Every malformed kind is defined now, at zero, so dashboards and alerts see them.
         for kind in crate::session::malformed_kinds() {
             lazily(&metrics.malformed, kind, || {

@@ -153,7 +153,7 @@ impl Default for SniffConfig {
 ///
 /// It matches when the port matches (or `ports` is empty) and either `hosts` and `cidrs` are both
 /// empty, or one of `hosts` matches the name, or one of `cidrs` contains the destination IP.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct Rule {
     /// Shown in logs and metrics: `[a-z0-9_-]`, 1 to 64 characters, unique across all rules.
@@ -169,6 +169,28 @@ pub struct Rule {
     /// Destination ports; empty means any port.
     #[serde(default, deserialize_with = "de_ports")]
     pub ports: Vec<PortRange>,
+    /// Deny rules only: `false` stages the rule. A staged rule blocks nothing; a connection it
+    /// matches that would otherwise pass is recorded as a would-deny ([`super::Verdict::AuditDeny`],
+    /// [`super::Reason::StagedDeny`]). Default `true`; `false` on an allow rule is an error.
+    #[serde(default = "enforced")]
+    pub enforce: bool,
+}
+
+fn enforced() -> bool {
+    true
+}
+
+impl Default for Rule {
+    /// An empty, enforced rule.
+    fn default() -> Self {
+        Rule {
+            name: String::new(),
+            hosts: Vec::new(),
+            cidrs: Vec::new(),
+            ports: Vec::new(),
+            enforce: true,
+        }
+    }
 }
 
 impl Rule {
@@ -193,6 +215,12 @@ impl Rule {
         if !self.name.is_empty() {
             check_rule_name(&self.name)
                 .map_err(|m| ConfigError::invalid(format!("{}.name", at()), m))?;
+        }
+        if !self.enforce && list != "deny" {
+            return Err(ConfigError::invalid(
+                format!("{}.enforce", at()),
+                "only a deny rule can be staged (\"enforce\": false); remove the key",
+            ));
         }
         if self.is_empty() {
             return Err(ConfigError::new(

@@ -89,6 +89,8 @@ pub struct RuleInfo {
     pub kind: RuleKind,
     /// The preset that supplied the rule, if any.
     pub preset: Option<&'static str>,
+    /// `false` for a staged deny rule (`"enforce": false`): it records would-denies only.
+    pub enforce: bool,
 }
 
 /// The facts a decision is taken on.
@@ -153,6 +155,9 @@ crate::labels::labelled! {
         Rule => "rule",
         /// A deny rule matched.
         DenyRule => "deny_rule",
+        /// A staged deny rule (`"enforce": false`) matched a connection that otherwise passes:
+        /// it still passes, as a would-deny ([`Verdict::AuditDeny`]), in every mode.
+        StagedDeny => "staged_deny",
         /// No rule matched (allowlist: deny; audit: would-deny).
         NoMatch => "no_match",
         /// Passthrough mode and no deny rule matched.
@@ -177,7 +182,7 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Why.
     pub reason: Reason,
-    /// The deciding rule, for [`Reason::Rule`] and [`Reason::DenyRule`].
+    /// The deciding rule, for [`Reason::Rule`], [`Reason::DenyRule`] and [`Reason::StagedDeny`].
     pub rule: Option<RuleId>,
 }
 
@@ -198,8 +203,10 @@ pub struct Summary {
     pub mode: Mode,
     /// Explicit allow rules.
     pub allow_rules: usize,
-    /// Deny rules.
+    /// Deny rules (staged ones included).
     pub deny_rules: usize,
+    /// Staged deny rules (`"enforce": false`).
+    pub staged_rules: usize,
     /// Allow rules supplied by presets.
     pub preset_rules: usize,
     /// Presets enabled.
@@ -221,11 +228,13 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "mode={} rules={} (allow {}, deny {}, from presets {}) hosts={} cidrs={} presets={}",
+            "mode={} rules={} (allow {}, deny {}, staged {}, from presets {}) hosts={} cidrs={} \
+             presets={}",
             self.mode,
             self.rules(),
             self.allow_rules,
             self.deny_rules,
+            self.staged_rules,
             self.preset_rules,
             self.hosts,
             self.cidrs,
@@ -253,7 +262,34 @@ pub struct Policy {
     port_only: PortIndex,
     cidrs: CidrIndex,
     hosts: HostIndex,
+    /// The staged deny rules, indexed apart (the indexes above leave them out), if any.
+    staged: Option<Box<StagedIndex>>,
     summary: Summary,
+}
+
+/// The indexes of the staged deny rules: what they match never changes the main decision, so
+/// they are looked up only when that decision lets the connection pass.
+#[derive(Debug, Clone)]
+struct StagedIndex {
+    port_only: PortIndex,
+    cidrs: CidrIndex,
+    hosts: HostIndex,
+}
+
+impl StagedIndex {
+    /// The lowest staged rule matching by CIDR or by port alone.
+    fn without_name(&self, ip: IpAddr, port: u16) -> Option<RuleId> {
+        min_rule(self.port_only.get(port), self.cidrs.lookup(ip, port))
+    }
+
+    /// The lowest staged rule matching.
+    fn lookup(&self, ip: IpAddr, port: u16, name: NameFact<'_>) -> Option<RuleId> {
+        let best = self.without_name(ip, port);
+        match name {
+            NameFact::Name(name) => min_rule(best, self.hosts.lookup(name, port)),
+            NameFact::Absent | NameFact::Malformed | NameFact::TooLarge => best,
+        }
+    }
 }
 
 /// The smaller of two optional rule ids.
@@ -296,6 +332,7 @@ impl Policy {
                         name: rule.name_or_default(list, i),
                         kind,
                         preset: None,
+                        enforce: rule.enforce,
                     },
                     hosts: Cow::Borrowed(&rule.hosts),
                     cidrs: &rule.cidrs,
@@ -316,6 +353,7 @@ impl Policy {
                         name: preset.rule_name(n),
                         kind: RuleKind::Allow,
                         preset: Some(preset.name()),
+                        enforce: true,
                     },
                     hosts: Cow::Owned(hosts),
                     cidrs: &[],
@@ -332,37 +370,60 @@ impl Policy {
         let mut host_index = HostIndexBuilder::default();
         let mut cidr_index = CidrIndexBuilder::default();
         let mut port_only = Vec::new();
+        let mut staged_hosts = HostIndexBuilder::default();
+        let mut staged_cidrs = CidrIndexBuilder::default();
+        let mut staged_port_only = Vec::new();
         for (id, rule) in (0..).zip(&flat) {
             // In passthrough mode allow rules cannot change a decision: leave them out.
             if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough {
                 continue;
             }
+            let (hosts, cidrs, port_only) = if rule.info.enforce {
+                (&mut host_index, &mut cidr_index, &mut port_only)
+            } else {
+                (&mut staged_hosts, &mut staged_cidrs, &mut staged_port_only)
+            };
             if rule.hosts.is_empty() && rule.cidrs.is_empty() {
                 port_only.push(id);
             }
             for host in rule.hosts.iter() {
-                host_index.add(host, id);
+                hosts.add(host, id);
             }
             for &net in rule.cidrs {
-                cidr_index.add(net, id);
+                cidrs.add(net, id);
             }
         }
         let hosts = host_index
             .build(ports)
             .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?;
+        let staged_rules = flat.iter().filter(|r| !r.info.enforce).count();
+        let staged = if staged_rules == 0 {
+            None
+        } else {
+            Some(Box::new(StagedIndex {
+                port_only: PortIndex::build(staged_port_only, ports),
+                cidrs: staged_cidrs.build(ports),
+                hosts: staged_hosts
+                    .build(ports)
+                    .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?,
+            }))
+        };
         let summary = Summary {
             mode: config.mode,
             allow_rules: config.allow.len(),
             deny_rules: config.deny.len(),
+            staged_rules,
             preset_rules: flat.len() - config.allow.len() - config.deny.len(),
             presets: config.presets.len(),
             hosts: flat.iter().map(|r| r.hosts.len()).sum(),
             cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
         };
+        // Enforced deny rules only: an IP literal sent as the name meets those (a staged rule
+        // looks at the destination IP only).
         let deny_cidrs = flat
             .iter()
             .take(config.deny.len())
-            .any(|r| !r.cidrs.is_empty());
+            .any(|r| r.info.enforce && !r.cidrs.is_empty());
         Ok(Policy {
             mode: config.mode,
             sniff: config.sniff,
@@ -373,6 +434,7 @@ impl Policy {
             port_only: PortIndex::build(port_only, ports),
             cidrs: cidr_index.build(ports),
             hosts,
+            staged,
             summary,
             rules: flat.into_iter().map(|r| r.info).collect(),
         })
@@ -425,21 +487,34 @@ impl Policy {
         self.summary
     }
 
+    /// Whether some deny rule is staged (`"enforce": false`).
+    pub fn has_staged(&self) -> bool {
+        self.staged.is_some()
+    }
+
     /// Decides a connection or request (README.md, "How it decides"; docs/design.md, "Malformed
     /// input is denied in every mode"):
     ///
-    /// 1. a matching deny rule denies (the first in config order), in every mode;
+    /// 1. a matching enforced deny rule denies (the first in config order), in every mode;
     /// 2. a malformed or too large head denies, in every mode;
     /// 3. passthrough allows;
     /// 4. the first matching allow rule (explicit rules, then presets) allows;
-    /// 5. otherwise allowlist denies and audit would-deny.
+    /// 5. otherwise allowlist denies and audit would-deny;
+    /// 6. if the connection passes (3, 4 or 5 in audit) and a staged deny rule matches, it
+    ///    would-denies instead, reporting the first such rule ([`Reason::StagedDeny`]).
     pub fn decide(&self, facts: &Facts<'_>) -> Decision {
         let ip = canonical_ip(facts.ip);
         let mut best = self.without_name(ip, facts.port);
         if let NameFact::Name(name) = facts.name {
             best = min_rule(best, self.hosts.lookup(name, facts.port));
         }
-        self.conclude(best, facts.name)
+        let decision = self.conclude(best, facts.name);
+        match &self.staged {
+            Some(staged) if decision.verdict.passes() => {
+                stage(decision, staged.lookup(ip, facts.port, facts.name))
+            }
+            _ => decision,
+        }
     }
 
     /// The decision at connection open, before any client byte, when the name cannot change it.
@@ -454,10 +529,23 @@ impl Policy {
     /// settled early when no earlier deny rule with hosts applies to the port (otherwise that
     /// earlier rule could be the one reported).
     pub fn decide_early(&self, ip: IpAddr, port: u16) -> Option<Decision> {
-        let best = self.without_name(canonical_ip(ip), port);
-        match self.hosts.any_rule_on(port) {
-            Some(first) if best.is_none_or(|b| first < b) => None,
-            _ => Some(self.conclude(best, NameFact::Absent)),
+        let ip = canonical_ip(ip);
+        let best = self.without_name(ip, port);
+        let decision = match self.hosts.any_rule_on(port) {
+            Some(first) if best.is_none_or(|b| first < b) => return None,
+            _ => self.conclude(best, NameFact::Absent),
+        };
+        match &self.staged {
+            Some(staged) if decision.verdict.passes() => {
+                // The same test for the staged rules: a name could add one, or report an
+                // earlier one.
+                let best = staged.without_name(ip, port);
+                match staged.hosts.any_rule_on(port) {
+                    Some(first) if best.is_none_or(|b| first < b) => None,
+                    _ => Some(stage(decision, best)),
+                }
+            }
+            _ => Some(decision),
         }
     }
 
@@ -467,6 +555,7 @@ impl Policy {
         min_rule(self.port_only.get(port), self.cidrs.lookup(ip, port))
     }
 
+    /// The decision of the enforced rules (steps 1 to 5 of [`Policy::decide`]).
     fn conclude(&self, best: Option<RuleId>, name: NameFact<'_>) -> Decision {
         if let Some(id) = best.filter(|&id| id < self.deny_rules) {
             return Decision::new(Verdict::Deny, Reason::DenyRule, Some(id));
@@ -482,5 +571,13 @@ impl Policy {
             (Mode::Allowlist, None) => Decision::new(Verdict::Deny, Reason::NoMatch, None),
             (Mode::Audit, None) => Decision::new(Verdict::AuditDeny, Reason::NoMatch, None),
         }
+    }
+}
+
+/// A passing decision, turned into a would-deny by the staged rule `staged`, if one matched.
+fn stage(decision: Decision, staged: Option<RuleId>) -> Decision {
+    match staged {
+        Some(id) => Decision::new(Verdict::AuditDeny, Reason::StagedDeny, Some(id)),
+        None => decision,
     }
 }

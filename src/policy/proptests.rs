@@ -101,8 +101,17 @@ fn rule() -> impl Strategy<Value = Rule> {
                 hosts,
                 cidrs,
                 ports,
+                enforce: true,
             }
         })
+}
+
+/// A deny rule, staged (`"enforce": false`) one time in three.
+fn deny_rule() -> impl Strategy<Value = Rule> {
+    (rule(), 0u8..3).prop_map(|(rule, n)| Rule {
+        enforce: n != 0,
+        ..rule
+    })
 }
 
 fn config() -> impl Strategy<Value = Config> {
@@ -113,7 +122,7 @@ fn config() -> impl Strategy<Value = Config> {
             Just(Mode::Passthrough)
         ],
         prop::collection::vec(rule(), 0..6),
-        prop::collection::vec(rule(), 0..4),
+        prop::collection::vec(deny_rule(), 0..4),
         prop::sample::subsequence(vec![Preset::Github, Preset::Pypi, Preset::DebianApt], 0..=3),
         any::<bool>(),
     )
@@ -231,6 +240,9 @@ proptest! {
             if !r.ports.is_empty() {
                 let ports: Vec<String> = r.ports.iter().map(|p| format!("\"{p}\"")).collect();
                 fields.push(format!(r#""ports": [{}]"#, ports.join(",")));
+            }
+            if !r.enforce {
+                fields.push(r#""enforce": false"#.to_string());
             }
             format!("{{{}}}", fields.join(","))
         };

@@ -19,6 +19,7 @@ struct Plain<'a> {
     hosts: Vec<&'a str>,
     cidrs: &'a [IpNet],
     ports: &'a [PortRange],
+    enforce: bool,
 }
 
 fn plain(rule: &Rule) -> Plain<'_> {
@@ -26,6 +27,7 @@ fn plain(rule: &Rule) -> Plain<'_> {
         hosts: rule.hosts.iter().map(|h| h.as_str()).collect(),
         cidrs: &rule.cidrs,
         ports: &rule.ports,
+        enforce: rule.enforce,
     }
 }
 
@@ -46,19 +48,46 @@ pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
                 hosts: rule.hosts.to_vec(),
                 cidrs: &[],
                 ports: rule.ports,
+                enforce: true,
             });
         }
     }
-    let matching = |rules: &[Plain<'_>]| {
+    let matching = |rules: &[Plain<'_>], enforce: bool| {
         rules
             .iter()
-            .position(|rule| matches(rule, ip, facts.port, facts.name))
+            .position(|rule| rule.enforce == enforce && matches(rule, ip, facts.port, facts.name))
     };
     let id = |n: usize| RuleId::try_from(n).ok();
 
-    if let Some(i) = matching(&deny) {
+    if let Some(i) = matching(&deny, true) {
         return decision(Verdict::Deny, Reason::DenyRule, id(i));
     }
+    let enforced = enforced(
+        config,
+        facts,
+        &allow,
+        |rules| matching(rules, true),
+        deny.len(),
+    );
+    // README.md, "Staged rules": a staged deny rule turns a connection that passes into a
+    // would-deny; one that is denied stays denied.
+    match matching(&deny, false) {
+        Some(i) if enforced.verdict.passes() => {
+            decision(Verdict::AuditDeny, Reason::StagedDeny, id(i))
+        }
+        _ => enforced,
+    }
+}
+
+/// The decision once no enforced deny rule matched.
+fn enforced(
+    config: &Config,
+    facts: &Facts<'_>,
+    allow: &[Plain<'_>],
+    matching: impl Fn(&[Plain<'_>]) -> Option<usize>,
+    denies: usize,
+) -> Decision {
+    let id = |n: usize| RuleId::try_from(n).ok();
     match facts.name {
         NameFact::Malformed => return decision(Verdict::Deny, Reason::Malformed, None),
         NameFact::TooLarge => return decision(Verdict::Deny, Reason::TooLarge, None),
@@ -67,8 +96,8 @@ pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
     if config.mode == Mode::Passthrough {
         return decision(Verdict::Allow, Reason::Passthrough, None);
     }
-    if let Some(i) = matching(&allow) {
-        return decision(Verdict::Allow, Reason::Rule, id(deny.len() + i));
+    if let Some(i) = matching(allow) {
+        return decision(Verdict::Allow, Reason::Rule, id(denies + i));
     }
     match config.mode {
         Mode::Audit => decision(Verdict::AuditDeny, Reason::NoMatch, None),

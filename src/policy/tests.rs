@@ -346,6 +346,118 @@ fn deny_wins_in_every_mode() {
     }
 }
 
+fn staged(rule: &'static str) -> Want {
+    Want(Verdict::AuditDeny, Reason::StagedDeny, Some(rule))
+}
+
+#[test]
+fn staged_deny_rules_record_and_never_block() {
+    for (mode, unmatched) in [
+        ("allowlist", NO_MATCH),
+        ("audit", AUDIT),
+        ("passthrough", PASS),
+    ] {
+        // A staged rule first, an enforced one after it that matches the same traffic, and a
+        // second staged rule.
+        let json = format!(
+            r#"{{"mode": "{mode}",
+                "allow": [{{"name": "gh", "hosts": ["*.github.com"], "ports": [443]}}],
+                "deny": [
+                    {{"name": "new-meta", "cidrs": ["169.254.0.0/16"], "enforce": false}},
+                    {{"name": "meta", "cidrs": ["169.254.169.254"]}},
+                    {{"name": "new-gist", "hosts": ["gist.github.com"], "enforce": false}},
+                    {{"name": "new-smtp", "ports": [25], "enforce": false}}
+                ]}}"#
+        );
+        let allowed = |rule| {
+            if mode == "passthrough" {
+                PASS
+            } else {
+                allow(rule)
+            }
+        };
+        check(
+            &json,
+            &[
+                // The enforced deny after a staged one still denies.
+                ("169.254.169.254", 80, NoName, deny("meta")),
+                ("169.254.169.254", 443, Sni("gist.github.com"), deny("meta")),
+                // A staged match that would otherwise pass is a would-deny, in every mode.
+                (
+                    "169.254.170.2",
+                    80,
+                    NoName,
+                    if mode == "allowlist" {
+                        NO_MATCH
+                    } else {
+                        staged("new-meta")
+                    },
+                ),
+                (IP, 443, Sni("gist.github.com"), staged("new-gist")),
+                (IP, 443, Host("gist.github.com"), staged("new-gist")),
+                // The first staged rule in config order is reported.
+                (
+                    "169.254.1.1",
+                    443,
+                    Sni("gist.github.com"),
+                    staged("new-meta"),
+                ),
+                (
+                    "169.254.1.1",
+                    443,
+                    NoName,
+                    if mode == "allowlist" {
+                        NO_MATCH
+                    } else {
+                        staged("new-meta")
+                    },
+                ),
+                (
+                    IP,
+                    25,
+                    Sni("api.github.com"),
+                    if mode == "allowlist" {
+                        NO_MATCH
+                    } else {
+                        staged("new-smtp")
+                    },
+                ),
+                // Evaluation goes on: an allow rule still decides what no staged rule matches.
+                (IP, 443, Sni("api.github.com"), allowed("gh")),
+                (IP, 443, Sni("gitlab.com"), unmatched),
+                // Malformed input is denied, staged rule or not.
+                ("169.254.1.1", 80, Garbled, MALFORMED),
+                (IP, 25, Huge, TOO_LARGE),
+            ],
+        );
+    }
+    let policy = Policy::from_json(
+        br#"{"mode": "passthrough",
+             "deny": [{"name": "s", "hosts": ["x.example"], "enforce": false},
+                      {"name": "d", "cidrs": ["10.0.0.0/8"]}]}"#,
+    )
+    .unwrap();
+    assert!(policy.has_staged());
+    assert!(policy.rules()[0].kind == RuleKind::Deny && !policy.rules()[0].enforce);
+    assert!(policy.rules()[1].enforce);
+    // Only enforced deny CIDRs make an IP literal name worth a look.
+    assert!(policy.has_deny_cidrs());
+    assert_eq!(policy.summary().staged_rules, 1);
+    let staged_cidrs =
+        Policy::from_json(br#"{"deny": [{"cidrs": ["10.0.0.0/8"], "enforce": false}]}"#).unwrap();
+    assert!(!staged_cidrs.has_deny_cidrs());
+    // The name decides a staged host rule: nothing is settled at open on its port.
+    assert_eq!(policy.decide_early(IP.parse().unwrap(), 443), None);
+    assert_eq!(
+        policy.decide_early("10.1.2.3".parse().unwrap(), 443),
+        Some(Decision {
+            verdict: Verdict::Deny,
+            reason: Reason::DenyRule,
+            rule: Some(1)
+        })
+    );
+}
+
 #[test]
 fn audit_and_passthrough() {
     let rules = r#""allow": [{"name": "gh", "hosts": ["github.com"], "ports": [443]}]"#;
@@ -593,7 +705,7 @@ fn rules_names_and_summary() {
     assert!(policy.sniff().hold_upstream);
     assert_eq!(
         policy.summary().to_string(),
-        "mode=allowlist rules=4 (allow 2, deny 1, from presets 1) hosts=4 cidrs=3 presets=1"
+        "mode=allowlist rules=4 (allow 2, deny 1, staged 0, from presets 1) hosts=4 cidrs=3 presets=1"
     );
     // Rules built in code get default names at compile time too.
     let mut config = config;
@@ -614,7 +726,8 @@ fn labels() {
             Reason::NoMatch,
             Reason::Passthrough,
             Reason::Malformed,
-            Reason::TooLarge
+            Reason::TooLarge,
+            Reason::StagedDeny
         ]
         .map(Reason::as_str),
         [
@@ -623,7 +736,8 @@ fn labels() {
             "no_match",
             "passthrough",
             "malformed",
-            "too_large"
+            "too_large",
+            "staged_deny"
         ]
     );
     assert!(Verdict::AuditDeny.passes() && Verdict::Allow.passes() && !Verdict::Deny.passes());
@@ -661,7 +775,15 @@ fn config_errors() {
         ),
         (
             r#"{"allow": [{"hostz": ["a.example"]}]}"#,
-            "allow[0].hostz: unknown field `hostz`, expected one of `name`, `hosts`, `cidrs`, `ports`",
+            "allow[0].hostz: unknown field `hostz`, expected one of `name`, `hosts`, `cidrs`, `ports`, `enforce`",
+        ),
+        (
+            r#"{"allow": [{"ports": [1]}, {"hosts": ["a.example"], "enforce": false}]}"#,
+            r#"allow[1].enforce: only a deny rule can be staged ("enforce": false); remove the key"#,
+        ),
+        (
+            r#"{"deny": [{"ports": [1], "enforce": "no"}]}"#,
+            r#"deny[0].enforce: invalid type: string "no", expected a boolean"#,
         ),
         (
             r#"{"sniff": {"max_byte": 1024}}"#,
@@ -940,7 +1062,7 @@ fn errors_stay_on_one_line() {
         ),
         (
             r#"{"allow": [{"hosts\u2028": ["a.example"]}]}"#,
-            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`"#,
+            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`, `enforce`"#,
         ),
         (
             r#"{"presets": ["pypi\u0000"]}"#,

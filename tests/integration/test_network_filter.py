@@ -172,6 +172,33 @@ def test_passthrough_passes_and_counts(guard, tls_server, serve) -> None:
     assert [e["decision"] for e in decision_log(envoy, 2)] == ["allow", "allow"]
 
 
+def test_staged_deny_rule_in_passthrough_records_without_blocking(guard, tls_server, serve) -> None:
+    """A new deny rule staged with ``"enforce": false``: what it matches still reaches the
+    server, as a logged and counted would-deny; the enforced deny rule after it still denies."""
+    server = tls_server()
+    db = serve(TcpServer(OTHER))
+    policy = {"mode": "passthrough",
+              "deny": [{"name": "new-paste", "hosts": ["*.paste.example"], "enforce": False},
+                       {"name": "new-db", "cidrs": [f"{OTHER}/32"], "enforce": False},
+                       {"name": "bad", "hosts": ["bad.paste.example"]}]}
+    envoy, via = guard(policy)
+
+    assert tls_client(sni="x.paste.example", **via.to(server.address)).received == b"ping"
+    assert tcp_exchange(send=b"\x00\x01raw", until=5, **via.to(db.address)).received == b"\x00\x01raw"
+    assert_denied(tls_client(sni="bad.paste.example", **via.to(server.address)))
+    assert tls_client(sni="fine.example.net", **via.to(server.address)).received == b"ping"
+
+    assert server.snis == ["x.paste.example", "fine.example.net"]
+    assert all_decisions(envoy) == {("audit_deny", "staged_deny"): 2, ("deny", "deny_rule"): 1,
+                                    ("allow", "passthrough"): 1}
+    assert rule_matches(envoy, "new-paste") == 1
+    assert rule_matches(envoy, "new-db") == 1
+    assert [(e["decision"], e["reason"], e["rule"], e["name"]) for e in decision_log(envoy, 3)] == [
+        ("audit_deny", "staged_deny", "new-paste", "x.paste.example"),
+        ("audit_deny", "staged_deny", "new-db", None),
+        ("deny", "deny_rule", "bad", "bad.paste.example")]
+
+
 @pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
 @pytest.mark.usefixtures("early_data")
 def test_hold_upstream_denied_destination_sees_no_connection(guard, tls_server, inspector) -> None:

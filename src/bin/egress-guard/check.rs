@@ -109,6 +109,10 @@ struct SummaryReport {
     rules: usize,
     allow_rules: usize,
     deny_rules: usize,
+    /// Deny rules staged with `"enforce": false` (counted in `deny_rules` too).
+    staged_rules: usize,
+    /// Their names.
+    staged: Vec<String>,
     preset_rules: usize,
     hosts: usize,
     cidrs: usize,
@@ -198,6 +202,13 @@ fn summary_report(policy: &Policy) -> SummaryReport {
         rules: s.rules(),
         allow_rules: s.allow_rules,
         deny_rules: s.deny_rules,
+        staged_rules: s.staged_rules,
+        staged: policy
+            .rules()
+            .iter()
+            .filter(|r| !r.enforce)
+            .map(|r| r.name.clone())
+            .collect(),
         preset_rules: s.preset_rules,
         hosts: s.hosts,
         cidrs: s.cidrs,
@@ -541,6 +552,13 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
         "  sniff:   max_bytes={} timeout_ms={} hold_upstream={}",
         s.sniff.max_bytes, s.sniff.timeout_ms, s.sniff.hold_upstream
     );
+    if !s.staged.is_empty() {
+        let _ = writeln!(
+            text,
+            "  staged:  {} (\"enforce\": false: logged and counted as would-denies, never blocked)",
+            s.staged.join(", ")
+        );
+    }
     let _ = writeln!(text, "  log:     {}", s.log);
     text
 }

@@ -401,12 +401,14 @@ pub struct Report<'a> {
     pub decision: &'static str,
     /// Whether traffic passes (`allow` and `audit_deny`).
     pub passes: bool,
-    /// `rule`, `deny_rule`, `no_match`, `passthrough` or `malformed`.
+    /// `rule`, `deny_rule`, `staged_deny`, `no_match`, `passthrough` or `malformed`.
     pub reason: &'static str,
     /// The deciding rule's name.
     pub rule: Option<&'a str>,
     /// `allow` or `deny`, for the deciding rule.
     pub rule_kind: Option<&'static str>,
+    /// Whether the deciding rule is enforced (`false`: a staged deny rule).
+    pub rule_enforced: Option<bool>,
     /// The preset that supplied the deciding rule.
     pub preset: Option<&'static str>,
     /// `ip:port`; `null` without `--dst` (the decision is the same for every IP).
@@ -506,6 +508,7 @@ impl<'p> Explanation<'p> {
             reason: self.decision.reason.as_str(),
             rule: rule.map(|r| r.name.as_str()),
             rule_kind: rule.map(|r| r.kind.as_str()),
+            rule_enforced: rule.map(|r| r.enforce),
             preset: rule.and_then(|r| r.preset),
             dst: self.any.is_none().then(|| self.dst.to_string()),
             port: self.any.flatten(),
@@ -547,6 +550,10 @@ impl<'p> Explanation<'p> {
         match (self.decision.reason, self.policy.mode()) {
             (Reason::Rule, _) => "an allow rule matched",
             (Reason::DenyRule, _) => "a deny rule matched (deny rules apply in every mode)",
+            (Reason::StagedDeny, _) => {
+                "a staged deny rule (\"enforce\": false) matched: it passes, and is logged and \
+                 counted as a would-deny"
+            }
             (Reason::NoMatch, Mode::Audit) => {
                 "no allow rule matched; audit mode lets it pass and logs a would-deny"
             }
@@ -579,7 +586,13 @@ impl<'p> Explanation<'p> {
                 name,
                 kind,
                 preset: Some(preset),
+                ..
             }) => format!("{name} ({} rule from preset {preset})", kind.as_str()),
+            Some(RuleInfo {
+                name,
+                enforce: false,
+                ..
+            }) => format!("{name} (staged deny rule: \"enforce\": false)"),
             Some(RuleInfo { name, kind, .. }) => format!("{name} ({} rule)", kind.as_str()),
         }
     }
