@@ -960,6 +960,25 @@ fn presets_lists_every_preset() {
         }
     }
 
+    for info in egress_guard::policy::presets::deny_all() {
+        assert!(r.stdout.contains(&format!(
+            "{} (deny preset: \"deny_presets\")\n  {}\n",
+            info.name, info.description
+        )));
+        for rule in info.rules {
+            assert!(r
+                .stdout
+                .contains(&format!("  cidrs: {}\n", rule.cidrs.join(", "))));
+        }
+    }
+    let r = run(&["presets", "cloud-metadata"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("  rule:  preset-cloud-metadata\n"),
+        "{}",
+        r.stdout
+    );
+
     let r = run(&["presets", "alpine"]);
     assert_eq!(r.code, 0);
     assert_eq!(

@@ -20,7 +20,7 @@ use super::cidrs::{check_cidr, Cidr};
 use super::de::string_only;
 use super::hosts::HostPattern;
 use super::ports::PortRange;
-use super::presets::Preset;
+use super::presets::{DenyPreset, Preset};
 
 /// The plugin configuration: one JSON object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -38,6 +38,9 @@ pub struct Config {
     /// Built-in bundles of allow rules, appended after `allow` in this order.
     #[serde(default)]
     pub presets: Vec<Preset>,
+    /// Built-in bundles of deny rules, appended after `deny` in this order.
+    #[serde(default)]
+    pub deny_presets: Vec<DenyPreset>,
     /// Network-filter sniffing limits.
     #[serde(default)]
     pub sniff: SniffConfig,
@@ -242,18 +245,18 @@ impl Rule {
     }
 }
 
-/// Where a rule name was first used, for duplicate-name errors: `allow[3]`, `presets[1]`.
+/// Where a rule name was first used, for duplicate-name errors: `allow[3]`, `presets[1]`,
+/// `deny_presets[0]`.
 #[derive(Clone, Copy)]
 enum Place {
     Rule(&'static str, usize),
-    Preset(usize),
+    Preset(&'static str, usize),
 }
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Place::Rule(list, i) => write!(f, "{list}[{i}]"),
-            Place::Preset(i) => write!(f, "presets[{i}]"),
+            Place::Rule(list, i) | Place::Preset(list, i) => write!(f, "{list}[{i}]"),
         }
     }
 }
@@ -308,24 +311,46 @@ impl Config {
                 names.insert(name, Place::Rule(list, i));
             }
         }
-        let mut presets: FxHashMap<Preset, usize> = FxHashMap::default();
-        for (i, preset) in self.presets.iter().enumerate() {
-            let at = Place::Preset(i);
-            if let Some(first) = presets.insert(*preset, i) {
-                return Err(ConfigError::duplicate(
-                    at.to_string(),
-                    format!("{:?} is already listed at presets[{first}]", preset.name()),
-                ));
-            }
-            for n in 0..preset.info().rules.len() {
-                let name = preset.rule_name(n);
-                if let Some(first) = names.get(name.as_str()) {
+        // Each list's presets: listed once, and their rule names unique among all rules.
+        let allow: Vec<(&str, Vec<String>)> = self
+            .presets
+            .iter()
+            .map(|p| {
+                (
+                    p.name(),
+                    (0..p.info().rules.len()).map(|n| p.rule_name(n)).collect(),
+                )
+            })
+            .collect();
+        let deny: Vec<(&str, Vec<String>)> = self
+            .deny_presets
+            .iter()
+            .map(|p| {
+                (
+                    p.name(),
+                    (0..p.info().rules.len()).map(|n| p.rule_name(n)).collect(),
+                )
+            })
+            .collect();
+        for (list, listed) in [("presets", allow), ("deny_presets", deny)] {
+            let mut presets: FxHashMap<&str, usize> = FxHashMap::default();
+            for (i, (preset, rule_names)) in listed.into_iter().enumerate() {
+                let at = Place::Preset(list, i);
+                if let Some(first) = presets.insert(preset, i) {
                     return Err(ConfigError::duplicate(
                         at.to_string(),
-                        format!("the preset's rule name {name:?} is already used by {first}; rename that rule"),
+                        format!("{preset:?} is already listed at {list}[{first}]"),
                     ));
                 }
-                names.insert(Cow::Owned(name), at);
+                for name in rule_names {
+                    if let Some(first) = names.get(name.as_str()) {
+                        return Err(ConfigError::duplicate(
+                            at.to_string(),
+                            format!("the preset's rule name {name:?} is already used by {first}; rename that rule"),
+                        ));
+                    }
+                    names.insert(Cow::Owned(name), at);
+                }
             }
         }
         self.sniff.validate()

@@ -20,8 +20,8 @@
 //! # Rule ids
 //!
 //! [`Policy::rules`] lists every rule, and a [`RuleId`] indexes it: first the `deny` rules in
-//! config order, then the `allow` rules in config order, then the rules of each preset in `presets`
-//! order. The compiled indexes rely on this order ("the lowest matching id wins" is exactly "a
+//! config order, then the rules of each deny preset in `deny_presets` order, then the `allow`
+//! rules in config order, then the rules of each preset in `presets` order. The compiled indexes rely on this order ("the lowest matching id wins" is exactly "a
 //! deny rule beats an allow rule, and the first rule in config order is reported"), and
 //! [`reference::decide`] numbers rules the same way.
 
@@ -52,7 +52,7 @@ pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, Sni
 pub use hosts::{HostPattern, PatternError, PatternErrorKind, PatternKind};
 pub use name::{classify_authority, classify_sni, MalformedName, NameClass};
 pub use ports::{PortError, PortRange};
-pub use presets::{Preset, PresetInfo, PresetRule};
+pub use presets::{DenyPreset, DenyPresetInfo, DenyPresetRule, Preset, PresetInfo, PresetRule};
 
 use cidrs::{CidrIndex, CidrIndexBuilder};
 use hosts::{HostIndex, HostIndexBuilder};
@@ -83,7 +83,8 @@ impl RuleKind {
 /// What logs and metrics need to know about a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
-    /// The rule's name (default `allow-<i>` / `deny-<i>`, `preset-<preset>` for preset rules).
+    /// The rule's name (default `allow-<i>` / `deny-<i>`, `preset-<preset>` for preset rules,
+    /// deny presets' included).
     pub name: String,
     /// Allow or deny.
     pub kind: RuleKind,
@@ -207,9 +208,9 @@ pub struct Summary {
     pub deny_rules: usize,
     /// Staged deny rules (`"enforce": false`).
     pub staged_rules: usize,
-    /// Allow rules supplied by presets.
+    /// Rules supplied by presets (allow and deny presets).
     pub preset_rules: usize,
-    /// Presets enabled.
+    /// Presets enabled (allow and deny presets).
     pub presets: usize,
     /// Host patterns over all rules.
     pub hosts: usize,
@@ -258,6 +259,7 @@ pub struct Policy {
     /// Some deny rule has CIDRs (an IP literal sent as a name can then be denied).
     deny_cidrs: bool,
     presets: Vec<Preset>,
+    deny_presets: Vec<DenyPreset>,
     /// Rules with neither hosts nor cidrs.
     port_only: PortIndex,
     cidrs: CidrIndex,
@@ -306,8 +308,17 @@ pub(crate) fn min_rule(a: Option<RuleId>, b: Option<RuleId>) -> Option<RuleId> {
 struct FlatRule<'c> {
     info: RuleInfo,
     hosts: Cow<'c, [HostPattern]>,
-    cidrs: &'c [ipnet::IpNet],
+    cidrs: Cow<'c, [ipnet::IpNet]>,
     ports: &'c [PortRange],
+}
+
+/// A preset's host patterns, parsed (`at`: the preset's place, for an error that a test rules out).
+fn preset_hosts(hosts: &[&str], at: impl Fn() -> String) -> Result<Vec<HostPattern>, ConfigError> {
+    hosts
+        .iter()
+        .map(|h| HostPattern::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::invalid(at(), e))
 }
 
 impl Policy {
@@ -320,12 +331,19 @@ impl Policy {
     /// Compiles a configuration that [`Config::validate`] has accepted.
     fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
         let presets: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
+        let deny_presets: usize = config
+            .deny_presets
+            .iter()
+            .map(|p| p.info().rules.len())
+            .sum();
         let mut flat: Vec<FlatRule<'_>> =
-            Vec::with_capacity(config.deny.len() + config.allow.len() + presets);
-        for (list, kind, rules) in [
-            ("deny", RuleKind::Deny, &config.deny),
-            ("allow", RuleKind::Allow, &config.allow),
-        ] {
+            Vec::with_capacity(config.deny.len() + deny_presets + config.allow.len() + presets);
+        fn explicit<'c>(
+            flat: &mut Vec<FlatRule<'c>>,
+            list: &str,
+            kind: RuleKind,
+            rules: &'c [Rule],
+        ) {
             for (i, rule) in rules.iter().enumerate() {
                 flat.push(FlatRule {
                     info: RuleInfo {
@@ -335,19 +353,38 @@ impl Policy {
                         enforce: rule.enforce,
                     },
                     hosts: Cow::Borrowed(&rule.hosts),
-                    cidrs: &rule.cidrs,
+                    cidrs: Cow::Borrowed(&rule.cidrs),
                     ports: &rule.ports,
                 });
             }
         }
+        explicit(&mut flat, "deny", RuleKind::Deny, &config.deny);
+        for (i, preset) in config.deny_presets.iter().enumerate() {
+            let at = || format!("deny_presets[{i}]");
+            for (n, rule) in preset.info().rules.iter().enumerate() {
+                let cidrs = rule
+                    .cidrs
+                    .iter()
+                    .map(|c| parse_cidr(c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ConfigError::invalid(at(), e))?;
+                flat.push(FlatRule {
+                    info: RuleInfo {
+                        name: preset.rule_name(n),
+                        kind: RuleKind::Deny,
+                        preset: Some(preset.name()),
+                        enforce: true,
+                    },
+                    hosts: Cow::Owned(preset_hosts(rule.hosts, at)?),
+                    cidrs: Cow::Owned(cidrs),
+                    ports: rule.ports,
+                });
+            }
+        }
+        let deny_count = flat.len();
+        explicit(&mut flat, "allow", RuleKind::Allow, &config.allow);
         for (i, preset) in config.presets.iter().enumerate() {
             for (n, rule) in preset.info().rules.iter().enumerate() {
-                let hosts = rule
-                    .hosts
-                    .iter()
-                    .map(|h| HostPattern::parse(h))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ConfigError::invalid(format!("presets[{i}]"), e))?;
                 flat.push(FlatRule {
                     info: RuleInfo {
                         name: preset.rule_name(n),
@@ -355,8 +392,8 @@ impl Policy {
                         preset: Some(preset.name()),
                         enforce: true,
                     },
-                    hosts: Cow::Owned(hosts),
-                    cidrs: &[],
+                    hosts: Cow::Owned(preset_hosts(rule.hosts, || format!("presets[{i}]"))?),
+                    cidrs: Cow::Borrowed(&[]),
                     ports: rule.ports,
                 });
             }
@@ -389,7 +426,7 @@ impl Policy {
             for host in rule.hosts.iter() {
                 hosts.add(host, id);
             }
-            for &net in rule.cidrs {
+            for &net in rule.cidrs.iter() {
                 cidrs.add(net, id);
             }
         }
@@ -414,7 +451,7 @@ impl Policy {
             deny_rules: config.deny.len(),
             staged_rules,
             preset_rules: flat.len() - config.allow.len() - config.deny.len(),
-            presets: config.presets.len(),
+            presets: config.presets.len() + config.deny_presets.len(),
             hosts: flat.iter().map(|r| r.hosts.len()).sum(),
             cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
         };
@@ -422,15 +459,16 @@ impl Policy {
         // looks at the destination IP only).
         let deny_cidrs = flat
             .iter()
-            .take(config.deny.len())
+            .take(deny_count)
             .any(|r| r.info.enforce && !r.cidrs.is_empty());
         Ok(Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
-            deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
+            deny_rules: RuleId::try_from(deny_count).unwrap_or(RuleId::MAX),
             deny_cidrs,
             presets: config.presets.clone(),
+            deny_presets: config.deny_presets.clone(),
             port_only: PortIndex::build(port_only, ports),
             cidrs: cidr_index.build(ports),
             hosts,
@@ -467,7 +505,8 @@ impl Policy {
         self.deny_cidrs
     }
 
-    /// Every rule, indexed by [`RuleId`]: deny rules, allow rules, preset rules.
+    /// Every rule, indexed by [`RuleId`]: deny rules, deny preset rules, allow rules, preset
+    /// rules.
     pub fn rules(&self) -> &[RuleInfo] {
         &self.rules
     }
@@ -480,6 +519,11 @@ impl Policy {
     /// The presets enabled, in config order.
     pub fn presets(&self) -> &[Preset] {
         &self.presets
+    }
+
+    /// The deny presets enabled, in config order.
+    pub fn deny_presets(&self) -> &[DenyPreset] {
+        &self.deny_presets
     }
 
     /// Counts of rules, hosts, CIDRs and presets.

@@ -17,6 +17,7 @@ fn name() -> impl Strategy<Value = String> {
             Just("github.com".to_string()),
             Just("api.github.com".to_string()),
             Just("deb.debian.org".to_string()),
+            Just("metadata.goog".to_string()),
         ],
     ]
 }
@@ -125,8 +126,9 @@ fn config() -> impl Strategy<Value = Config> {
         prop::collection::vec(deny_rule(), 0..4),
         prop::sample::subsequence(vec![Preset::Github, Preset::Pypi, Preset::DebianApt], 0..=3),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(mode, allow, deny, mut presets, reverse)| {
+        .prop_map(|(mode, allow, deny, mut presets, reverse, metadata)| {
             if reverse {
                 presets.reverse();
             }
@@ -135,6 +137,11 @@ fn config() -> impl Strategy<Value = Config> {
                 allow,
                 deny,
                 presets,
+                deny_presets: if metadata {
+                    vec![DenyPreset::CloudMetadata]
+                } else {
+                    Vec::new()
+                },
                 ..Config::default()
             }
         })
@@ -149,6 +156,9 @@ fn ip() -> impl Strategy<Value = IpAddr> {
             IpAddr::V6(v6) => v6,
         })),
         Just(IpAddr::from([192, 0, 2, 1])),
+        // The cloud-metadata deny preset's addresses.
+        Just(IpAddr::from([169, 254, 169, 254])),
+        Just(IpAddr::from([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254])),
     ]
 }
 
@@ -248,9 +258,10 @@ proptest! {
         };
         let list = |rules: &[Rule]| rules.iter().map(rule_json).collect::<Vec<_>>().join(",");
         let presets: Vec<String> = config.presets.iter().map(|p| format!("\"{p}\"")).collect();
+        let deny_presets: Vec<String> = config.deny_presets.iter().map(|p| format!("\"{p}\"")).collect();
         let json = format!(
-            r#"{{"mode": "{}", "allow": [{}], "deny": [{}], "presets": [{}]}}"#,
-            config.mode, list(&config.allow), list(&config.deny), presets.join(",")
+            r#"{{"mode": "{}", "allow": [{}], "deny": [{}], "presets": [{}], "deny_presets": [{}]}}"#,
+            config.mode, list(&config.allow), list(&config.deny), presets.join(","), deny_presets.join(",")
         );
         let parsed = Config::from_json(json.as_bytes()).unwrap();
         let mut named = config.clone();

@@ -5,6 +5,7 @@
 //! no precomputation, one scan over the rules per decision. Tests, fuzzers and benchmarks hold the
 //! compiled policy against it.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use globset::GlobBuilder;
@@ -17,7 +18,7 @@ use super::{Decision, Facts, NameFact, Reason, RuleId, Verdict};
 /// A rule as the reference sees it.
 struct Plain<'a> {
     hosts: Vec<&'a str>,
-    cidrs: &'a [IpNet],
+    cidrs: Cow<'a, [IpNet]>,
     ports: &'a [PortRange],
     enforce: bool,
 }
@@ -25,7 +26,7 @@ struct Plain<'a> {
 fn plain(rule: &Rule) -> Plain<'_> {
     Plain {
         hosts: rule.hosts.iter().map(|h| h.as_str()).collect(),
-        cidrs: &rule.cidrs,
+        cidrs: Cow::Borrowed(&rule.cidrs),
         ports: &rule.ports,
         enforce: rule.enforce,
     }
@@ -33,20 +34,32 @@ fn plain(rule: &Rule) -> Plain<'_> {
 
 /// Decides `facts` under `config` by scanning the rules in order.
 ///
-/// Rule ids number the deny rules, then the allow rules, then each preset's rules, as
+/// Rule ids number the deny rules, then each deny preset's rules, then the allow rules, then each
+/// preset's rules, as
 /// [`super::Policy::rules`] does. `config` is assumed valid ([`Config::validate`]).
 pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
     let ip = match facts.ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    let deny: Vec<Plain<'_>> = config.deny.iter().map(plain).collect();
+    let mut deny: Vec<Plain<'_>> = config.deny.iter().map(plain).collect();
+    for preset in &config.deny_presets {
+        for rule in preset.info().rules {
+            deny.push(Plain {
+                hosts: rule.hosts.to_vec(),
+                // The shipped text, read by ipnet directly (a test holds it canonical).
+                cidrs: Cow::Owned(rule.cidrs.iter().filter_map(|c| c.parse().ok()).collect()),
+                ports: rule.ports,
+                enforce: true,
+            });
+        }
+    }
     let mut allow: Vec<Plain<'_>> = config.allow.iter().map(plain).collect();
     for preset in &config.presets {
         for rule in preset.info().rules {
             allow.push(Plain {
                 hosts: rule.hosts.to_vec(),
-                cidrs: &[],
+                cidrs: Cow::Borrowed(&[]),
                 ports: rule.ports,
                 enforce: true,
             });

@@ -459,6 +459,106 @@ fn staged_deny_rules_record_and_never_block() {
 }
 
 #[test]
+fn deny_presets_deny_by_address_and_by_name_before_any_allow_rule() {
+    for (mode, unmatched) in [
+        ("allowlist", NO_MATCH),
+        ("audit", AUDIT),
+        ("passthrough", PASS),
+    ] {
+        let json = format!(
+            r#"{{"mode": "{mode}", "deny_presets": ["cloud-metadata"],
+                "deny": [{{"name": "own", "cidrs": ["169.254.169.254"], "ports": [80]}}],
+                "allow": [{{"name": "all", "hosts": ["*"]}}, {{"name": "all-ip", "cidrs": ["0.0.0.0/0", "::/0"]}}]}}"#
+        );
+        let meta = deny("preset-cloud-metadata");
+        let ok = |rule| {
+            if mode == "passthrough" {
+                PASS
+            } else {
+                allow(rule)
+            }
+        };
+        check(
+            &json,
+            &[
+                // An explicit deny rule comes first.
+                ("169.254.169.254", 80, NoName, deny("own")),
+                ("169.254.169.254", 443, NoName, meta),
+                ("169.254.169.254", 8080, Sni("fine.example"), meta),
+                ("::ffff:169.254.169.254", 22, NoName, meta),
+                ("fd00:ec2::254", 80, NoName, meta),
+                ("169.254.170.2", 80, NoName, meta),
+                ("169.254.170.23", 80, NoName, meta),
+                ("fd00:ec2::23", 80, NoName, meta),
+                ("fd20:ce::254", 80, NoName, meta),
+                ("100.100.100.200", 80, NoName, meta),
+                ("192.0.0.192", 80, NoName, meta),
+                (IP, 80, Host("metadata.google.internal"), meta),
+                (IP, 80, Host("Metadata.Google.Internal."), meta),
+                (IP, 443, Sni("metadata.goog"), meta),
+                // Neighbours are not metadata.
+                ("169.254.169.253", 80, NoName, ok("all-ip")),
+                ("169.254.170.3", 80, NoName, ok("all-ip")),
+                ("100.100.100.201", 80, NoName, ok("all-ip")),
+                (
+                    IP,
+                    80,
+                    Host("metadata.google.internal.evil.example"),
+                    ok("all"),
+                ),
+                (IP, 80, Host("x.metadata.goog"), ok("all")),
+                (IP, 443, Huge, TOO_LARGE),
+            ],
+        );
+        check(
+            &format!(r#"{{"mode": "{mode}", "deny_presets": ["cloud-metadata"]}}"#),
+            &[
+                ("169.254.169.254", 80, NoName, meta),
+                (IP, 80, NoName, unmatched),
+            ],
+        );
+    }
+    let policy = Policy::from_json(
+        br#"{"deny_presets": ["cloud-metadata"], "deny": [{"ports": [25]}], "presets": ["pypi"],
+             "allow": [{"ports": [443]}]}"#,
+    )
+    .unwrap();
+    let rules: Vec<_> = policy
+        .rules()
+        .iter()
+        .map(|r| (r.name.as_str(), r.kind, r.preset))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("deny-0", RuleKind::Deny, None),
+            (
+                "preset-cloud-metadata",
+                RuleKind::Deny,
+                Some("cloud-metadata")
+            ),
+            ("allow-0", RuleKind::Allow, None),
+            ("preset-pypi", RuleKind::Allow, Some("pypi")),
+        ]
+    );
+    assert_eq!(policy.deny_presets(), [DenyPreset::CloudMetadata]);
+    assert!(policy.has_deny_cidrs());
+    assert_eq!(
+        policy.summary().to_string(),
+        "mode=allowlist rules=4 (allow 1, deny 1, staged 0, from presets 2) hosts=4 cidrs=8 presets=2"
+    );
+    // Settled at open by IP, before any byte.
+    assert_eq!(
+        policy.decide_early("169.254.170.2".parse().unwrap(), 80),
+        Some(Decision {
+            verdict: Verdict::Deny,
+            reason: Reason::DenyRule,
+            rule: Some(1)
+        })
+    );
+}
+
+#[test]
 fn audit_and_passthrough() {
     let rules = r#""allow": [{"name": "gh", "hosts": ["github.com"], "ports": [443]}]"#;
     check(
@@ -771,7 +871,7 @@ fn config_errors() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"modez": "audit"}"#,
-            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`",
+            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`",
         ),
         (
             r#"{"allow": [{"hostz": ["a.example"]}]}"#,
@@ -942,6 +1042,26 @@ fn config_errors() {
             r#"presets[2]: "pypi" is already listed at presets[0]"#,
         ),
         (
+            r#"{"deny_presets": ["cloud-metadata", "cloud-metadata"]}"#,
+            r#"deny_presets[1]: "cloud-metadata" is already listed at deny_presets[0]"#,
+        ),
+        (
+            r#"{"deny_presets": ["pypi"]}"#,
+            "deny_presets[0]: unknown variant `pypi`, expected `cloud-metadata`",
+        ),
+        (
+            r#"{"presets": ["cloud-metadata"]}"#,
+            "presets[0]: unknown variant `cloud-metadata`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
+        ),
+        (
+            r#"{"deny_presets": "cloud-metadata"}"#,
+            r#"deny_presets: invalid type: string "cloud-metadata", expected a sequence"#,
+        ),
+        (
+            r#"{"deny": [{"name": "preset-cloud-metadata", "ports": [1]}], "deny_presets": ["cloud-metadata"]}"#,
+            r#"deny_presets[0]: the preset's rule name "preset-cloud-metadata" is already used by deny[0]; rename that rule"#,
+        ),
+        (
             r#"{"sniff": {"max_bytes": 100}}"#,
             "sniff.max_bytes: 100 is out of range 512-65536",
         ),
@@ -1054,7 +1174,7 @@ fn errors_stay_on_one_line() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"\nmode": "audit"}"#,
-            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`"#,
+            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`"#,
         ),
         (
             r#"{"mode": "audit\r\n{\"decision\":\"allow\"}"}"#,

@@ -199,6 +199,37 @@ def test_staged_deny_rule_in_passthrough_records_without_blocking(guard, tls_ser
         ("deny", "deny_rule", "bad", "bad.paste.example")]
 
 
+def test_cloud_metadata_deny_preset(guard, tls_server, serve) -> None:
+    """``deny_presets: ["cloud-metadata"]`` in passthrough: the metadata addresses (claimed with
+    PROXY headers; denied at open, so Envoy never connects to them) and names (to a loopback
+    server, which must see no byte) are denied under the preset's rule; other traffic passes."""
+    server = tls_server()
+    web = serve(HttpServer(DST))
+    envoy, via = guard({"mode": "passthrough", "deny_presets": ["cloud-metadata"]})
+
+    for dst in [("169.254.169.254", 80), ("169.254.170.2", 80), ("100.100.100.200", 80),
+                ("fd00:ec2::254", 80)]:
+        denied = tcp_exchange(send=b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                              **via.to(dst))
+        assert denied.received == b"" and denied.closed_by_peer, (dst, denied)
+    assert_denied(tls_client(sni="metadata.google.internal", **via.to(server.address)))
+    by_host = http_request(raw_request=b"GET /computeMetadata/v1/ HTTP/1.1\r\n"
+                                       b"Host: metadata.goog\r\n\r\n", **via.to(web.address))
+    assert by_host.status is None, by_host
+    assert tls_client(sni="fine.example.net", **via.to(server.address)).received == b"ping"
+
+    assert server.snis == ["fine.example.net"]
+    assert web.requests == []
+    assert all_decisions(envoy) == {("deny", "deny_rule"): 6, ("allow", "passthrough"): 1}
+    assert rule_matches(envoy, "preset-cloud-metadata") == 6
+    log = decision_log(envoy, 6)
+    assert [(e["decision"], e["reason"], e["rule"]) for e in log] == [
+        ("deny", "deny_rule", "preset-cloud-metadata")] * 6
+    assert [e["dst"] for e in log[:4]] == ["169.254.169.254:80", "169.254.170.2:80",
+                                           "100.100.100.200:80", "[fd00:ec2::254]:80"]
+    assert [e["name"] for e in log[4:]] == ["metadata.google.internal", "metadata.goog"]
+
+
 @pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
 @pytest.mark.usefixtures("early_data")
 def test_hold_upstream_denied_destination_sees_no_connection(guard, tls_server, inspector) -> None:

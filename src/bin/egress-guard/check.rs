@@ -117,6 +117,7 @@ struct SummaryReport {
     hosts: usize,
     cidrs: usize,
     presets: Vec<&'static str>,
+    deny_presets: Vec<&'static str>,
     sniff: SniffReport,
     log: &'static str,
 }
@@ -213,6 +214,7 @@ fn summary_report(policy: &Policy) -> SummaryReport {
         hosts: s.hosts,
         cidrs: s.cidrs,
         presets: policy.presets().iter().map(|p| p.name()).collect(),
+        deny_presets: policy.deny_presets().iter().map(|p| p.name()).collect(),
         sniff: SniffReport {
             max_bytes: sniff.max_bytes,
             timeout_ms: sniff.timeout_ms,
@@ -536,7 +538,7 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
         s.preset_rules,
         s.hosts,
         s.cidrs,
-        s.presets.len()
+        s.presets.len() + s.deny_presets.len()
     );
     let _ = writeln!(
         text,
@@ -552,6 +554,9 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
         "  sniff:   max_bytes={} timeout_ms={} hold_upstream={}",
         s.sniff.max_bytes, s.sniff.timeout_ms, s.sniff.hold_upstream
     );
+    if !s.deny_presets.is_empty() {
+        let _ = writeln!(text, "  deny presets: {}", s.deny_presets.join(", "));
+    }
     if !s.staged.is_empty() {
         let _ = writeln!(
             text,

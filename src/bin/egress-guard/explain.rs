@@ -150,11 +150,19 @@ fn boundary_ips(config: &Config) -> Vec<IpAddr> {
     ips.insert(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     // Just past the IPv4-mapped block, which decides as IPv4.
     ips.insert(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 1, 0, 0)));
+    // The deny presets' addresses (a test holds their text canonical).
+    let preset_nets: Vec<IpNet> = config
+        .deny_presets
+        .iter()
+        .flat_map(|p| p.info().rules)
+        .flat_map(|r| r.cidrs.iter().filter_map(|c| c.parse().ok()))
+        .collect();
     for net in config
         .allow
         .iter()
         .chain(&config.deny)
         .flat_map(|r| &r.cidrs)
+        .chain(&preset_nets)
     {
         ips.insert(net.network());
         let after = match net {
@@ -180,7 +188,14 @@ fn boundary_ports(config: &Config, port: Option<u16>) -> Vec<u16> {
         .presets
         .iter()
         .flat_map(|p| p.info().rules)
-        .flat_map(|r| r.ports.iter());
+        .flat_map(|r| r.ports.iter())
+        .chain(
+            config
+                .deny_presets
+                .iter()
+                .flat_map(|p| p.info().rules)
+                .flat_map(|r| r.ports.iter()),
+        );
     for range in config
         .allow
         .iter()
@@ -358,12 +373,18 @@ impl Scan {
     }
 }
 
-/// The CIDRs of the rule with id `id` (deny rules, then allow rules; preset rules have none).
+/// The CIDRs of the explicit rule with id `id` (deny rules, deny preset rules, then allow
+/// rules); `None` for a preset's rule.
 fn rule_cidrs(config: &Config, id: Option<u32>) -> Option<&[IpNet]> {
     let id = usize::try_from(id?).ok()?;
+    let deny_presets: usize = config
+        .deny_presets
+        .iter()
+        .map(|p| p.info().rules.len())
+        .sum();
     let rule = match id.checked_sub(config.deny.len()) {
         None => config.deny.get(id)?,
-        Some(i) => config.allow.get(i)?,
+        Some(i) => config.allow.get(i.checked_sub(deny_presets)?)?,
     };
     Some(&rule.cidrs)
 }
