@@ -88,18 +88,37 @@ fn json(text: &str) -> serde_json::Value {
 
 // --- check -----------------------------------------------------------------------------------
 
+/// The fingerprint of `examples/policies/default.json`: 12 lowercase hex digits.
+fn default_fingerprint() -> String {
+    let bytes = std::fs::read(DEFAULT).unwrap();
+    let hash = egress_guard::policy::Fingerprint::of(&bytes)
+        .unwrap()
+        .to_string();
+    assert!(hash.len() == 12 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    hash
+}
+
 #[test]
 fn check_accepts_and_summarises() {
     let r = run(&["check", DEFAULT]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stderr, "");
+    // The fingerprint the filter logs for this file's policy.
+    let hash = default_fingerprint();
     assert_eq!(
         r.stdout,
         format!(
             "{DEFAULT}: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
              cidrs=3 presets=1\n  presets: pypi\n  sniff:   max_bytes=16384 timeout_ms=3000 \
-             hold_upstream=false\n  log:     denied\n"
+             hold_upstream=false\n  log:     denied (denials at warn)\n  policy:  {hash} (the \
+             \"policy\" field of its log lines)\n"
         )
+    );
+    let r = run(&["check", "--json", DEFAULT]);
+    let summary = &json(&r.stdout)["files"][0]["copies"][0]["summary"];
+    assert_eq!(
+        (&summary["policy"], &summary["log_level"]),
+        (&json(&format!("{hash:?}")), &json(r#""warn""#))
     );
 }
 
@@ -199,11 +218,14 @@ fn check_reads_envoy_configs_and_istio_manifests() {
     let r = run(&args);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
     let sidecar = format!("{ROOT}/envoy/istio-sidecar-outbound.yaml");
+    // The same policy as default.json, formatted otherwise: the same fingerprint.
+    let hash = default_fingerprint();
     assert!(
         r.stdout.contains(&format!(
-            "{sidecar}:74: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
+            "{sidecar}:75: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
              cidrs=3 presets=1\n  presets: pypi\n  sniff:   max_bytes=16384 timeout_ms=3000 \
-             hold_upstream=false\n  log:     denied\n  copies:  also at lines 141, 185, 195 (the \
+             hold_upstream=false\n  log:     denied (denials at warn)\n  policy:  {hash} (the \
+             \"policy\" field of its log lines)\n  copies:  also at lines 142, 186, 196 (the \
              same policy)\n"
         )),
         "{}",
@@ -279,7 +301,7 @@ fn check_reads_envoy_configs_and_istio_manifests() {
         ]
     );
     let copies = report["files"][1]["copies"].as_array().unwrap();
-    assert_eq!(copies[1]["same_as"], 74);
+    assert_eq!(copies[1]["same_as"], 75);
     assert_eq!(
         copies[3]["path"],
         "static_resources.listeners[2].default_filter_chain.filters[0].typed_config.config"

@@ -12,11 +12,13 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use rustc_hash::FxHashMap;
 
-use crate::policy::{Policy, Reason, RuleId, Verdict};
+use crate::policy::{Fingerprint, Policy, Reason, RuleId, Verdict};
 use crate::session::SniffOutcome;
 
 /// The counters of one filter configuration.
 pub(crate) struct Metrics {
+    /// `egress_guard_policy_info{policy}`, a gauge: 1 for the policy in force.
+    policy: Option<u32>,
     decisions: RefCell<FxHashMap<(Verdict, Reason), u32>>,
     sniff: [Option<u32>; SniffOutcome::COUNT],
     malformed: RefCell<FxHashMap<&'static str, u32>>,
@@ -26,7 +28,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Defines the counters a policy can move.
     pub(crate) fn new(policy: &Policy) -> Metrics {
+        let fingerprint = policy.fingerprint();
+        let hash = fingerprint.as_ref().map_or("-", Fingerprint::as_str);
         let metrics = Metrics {
+            policy: define_gauge(&format!("policy=.={hash};.;egress_guard_policy_info")),
             decisions: RefCell::new(FxHashMap::default()),
             sniff: std::array::from_fn(|i| {
                 let outcome = SniffOutcome::ALL.get(i)?;
@@ -66,6 +71,15 @@ impl Metrics {
         if let Some(rule) = rule {
             if let Some(id) = self.rule_id(policy, rule) {
                 increment(id);
+            }
+        }
+    }
+
+    /// Sets the policy gauge: 1 while the policy is in force, 0 once replaced.
+    pub(crate) fn policy_info(&self, value: u64) {
+        if let Some(id) = self.policy {
+            if let Err(status) = hostcalls::record_metric(id, value) {
+                log::debug!("egress-guard: cannot set metric {id}: {status:?}");
             }
         }
     }
@@ -170,7 +184,15 @@ fn lazily<K: std::hash::Hash + Eq + Copy>(
 }
 
 fn define(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
+    define_metric(MetricType::Counter, name)
+}
+
+fn define_gauge(name: &str) -> Option<u32> {
+    define_metric(MetricType::Gauge, name)
+}
+
+fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
             log::warn!("egress-guard: cannot define metric {name}: {status:?}");

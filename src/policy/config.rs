@@ -47,6 +47,9 @@ pub struct Config {
     /// Which decisions are logged.
     #[serde(default)]
     pub log: LogLevel,
+    /// The log level of denials and would-denials (allows are logged at `info`).
+    #[serde(default)]
+    pub log_level: Severity,
 }
 
 /// What happens to a connection that no deny rule matches.
@@ -105,6 +108,33 @@ impl LogLevel {
 }
 
 impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The log level of the decision lines for denials and would-denials (`log_level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(remote = "Self", rename_all = "lowercase")]
+pub enum Severity {
+    /// `"warn"`, the default: seen where proxies log Wasm at `warning` (Istio's sidecars).
+    #[default]
+    Warn,
+    /// `"info"`: for who wants denials with the rest of the informational lines.
+    Info,
+}
+
+impl Severity {
+    /// The configuration spelling: `"warn"`, `"info"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warn => "warn",
+            Severity::Info => "info",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -403,6 +433,7 @@ object_only!(SniffConfig, "a sniff object");
 
 string_only!(Mode, "a mode string");
 string_only!(LogLevel, "a log level string");
+string_only!(Severity, "a log level string (warn or info)");
 
 fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> {
     match u32::try_from(value) {

@@ -28,6 +28,7 @@
 pub mod cidrs;
 pub mod config;
 mod de;
+pub mod fingerprint;
 mod glob;
 pub mod hosts;
 /// Name normalisation (lives at the crate root, shared with the parsers; re-exported here).
@@ -48,7 +49,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 pub use cidrs::{canonical_ip, parse_cidr, CidrError};
-pub use config::{Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, SniffConfig};
+pub use config::{
+    Config, ConfigError, ConfigErrorKind, LogLevel, Mode, Rule, Severity, SniffConfig,
+};
+pub use fingerprint::Fingerprint;
 pub use hosts::{HostPattern, PatternError, PatternErrorKind, PatternKind};
 pub use name::{classify_authority, classify_sni, MalformedName, NameClass};
 pub use ports::{PortError, PortRange};
@@ -253,6 +257,9 @@ pub struct Policy {
     mode: Mode,
     sniff: SniffConfig,
     log: LogLevel,
+    log_level: Severity,
+    /// The fingerprint of the JSON the policy was compiled from, if known.
+    fingerprint: Option<Fingerprint>,
     rules: Vec<RuleInfo>,
     /// Rule ids below this are deny rules.
     deny_rules: RuleId,
@@ -465,6 +472,8 @@ impl Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
+            log_level: config.log_level,
+            fingerprint: None,
             deny_rules: RuleId::try_from(deny_count).unwrap_or(RuleId::MAX),
             deny_cidrs,
             presets: config.presets.clone(),
@@ -478,10 +487,28 @@ impl Policy {
         })
     }
 
-    /// Parses, validates and compiles a JSON configuration.
+    /// Parses, validates and compiles a JSON configuration; records its [`Fingerprint`].
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         // Config::from_json has validated it.
-        Policy::compile_validated(&Config::from_json(bytes)?)
+        let policy = Policy::compile_validated(&Config::from_json(bytes)?)?;
+        Ok(policy.with_fingerprint(Fingerprint::of(bytes)))
+    }
+
+    /// The policy, recorded as compiled from a JSON document with this fingerprint.
+    pub fn with_fingerprint(mut self, fingerprint: Option<Fingerprint>) -> Policy {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// The fingerprint of the JSON the policy was compiled from (`None` when compiled from a
+    /// [`Config`] built in code).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint
+    }
+
+    /// The log level of denials and would-denials.
+    pub fn log_level(&self) -> Severity {
+        self.log_level
     }
 
     /// The mode.

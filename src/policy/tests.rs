@@ -559,6 +559,27 @@ fn deny_presets_deny_by_address_and_by_name_before_any_allow_rule() {
 }
 
 #[test]
+fn log_level_and_fingerprint() {
+    let policy = Policy::from_json(b"{}").unwrap();
+    assert_eq!(policy.log_level(), Severity::Warn);
+    assert_eq!(
+        policy.fingerprint(),
+        Fingerprint::of(b" {\n} "),
+        "the policy keeps the fingerprint of its JSON"
+    );
+    assert!(policy.fingerprint().is_some());
+    let info = Policy::from_json(br#"{"log_level": "info", "log": "all"}"#).unwrap();
+    assert_eq!(info.log_level(), Severity::Info);
+    assert_ne!(info.fingerprint(), policy.fingerprint());
+    // Compiled from a configuration built in code: no JSON, no fingerprint.
+    assert_eq!(
+        Policy::compile(&Config::default()).unwrap().fingerprint(),
+        None
+    );
+    assert_eq!(Severity::Info.to_string(), "info");
+}
+
+#[test]
 fn audit_and_passthrough() {
     let rules = r#""allow": [{"name": "gh", "hosts": ["github.com"], "ports": [443]}]"#;
     check(
@@ -871,7 +892,7 @@ fn config_errors() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"modez": "audit"}"#,
-            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`",
+            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`, `log_level`",
         ),
         (
             r#"{"allow": [{"hostz": ["a.example"]}]}"#,
@@ -896,6 +917,14 @@ fn config_errors() {
         (
             r#"{"log": "everything"}"#,
             "log: unknown variant `everything`, expected one of `none`, `denied`, `all`",
+        ),
+        (
+            r#"{"log_level": "error"}"#,
+            "log_level: unknown variant `error`, expected `warn` or `info`",
+        ),
+        (
+            r#"{"log_level": 3}"#,
+            "log_level: invalid type: integer `3`, expected a log level string (warn or info)",
         ),
         (
             r#"{"allow": [{"ports": [1]}, {"ports": [2]}, {"cidrs": ["10.0.0.0/8", "10.0.0.300/8"]}]}"#,
@@ -1174,7 +1203,7 @@ fn errors_stay_on_one_line() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"\nmode": "audit"}"#,
-            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`"#,
+            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`, `log_level`"#,
         ),
         (
             r#"{"mode": "audit\r\n{\"decision\":\"allow\"}"}"#,

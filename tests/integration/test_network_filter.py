@@ -7,6 +7,7 @@ destination: it received no client byte (and, where the design promises it, no c
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -74,10 +75,12 @@ def test_tls_denied_by_sni_sends_nothing(guard, tls_server, inspector) -> None:
     assert server.handshakes == 0
     assert_nothing_reached(server)
     assert decisions(envoy, "deny", "no_match") == 1
-    assert decision_log(envoy)[-1] | {"src": None} == {
+    line = decision_log(envoy)[-1]
+    assert line | {"src": None, "policy": None} == {
         "decision": "deny", "reason": "no_match", "rule": None,
         "dst": f"{DST}:{server.port}", "name": "evil.example.com", "name_source": "sni",
-        "proto": "tls", "src": None, "filter": "network"}
+        "proto": "tls", "src": None, "filter": "network", "mode": "allowlist", "policy": None}
+    assert re.fullmatch(r"[0-9a-f]{12}", line["policy"]), line
 
 
 def test_http_host_on_tcp_chain(guard, serve) -> None:
@@ -197,6 +200,49 @@ def test_staged_deny_rule_in_passthrough_records_without_blocking(guard, tls_ser
         ("audit_deny", "staged_deny", "new-paste", "x.paste.example"),
         ("audit_deny", "staged_deny", "new-db", None),
         ("deny", "deny_rule", "bad", "bad.paste.example")]
+
+
+def decision_lines(envoy: Envoy, at_least: int) -> list[str]:
+    """Envoy's raw log lines holding a decision (with Envoy's prefix: time, thread, level)."""
+    decision_log(envoy, at_least)
+    return [line for line in envoy.log_text().splitlines() if '{"decision"' in line]
+
+
+def test_decision_lines_levels_mode_and_policy_fingerprint(start_envoy, wasm_path, tls_server) -> None:
+    """Denials and would-denies are logged at warn by default, so a proxy that logs Wasm at
+    ``warning`` (Istio's sidecars) shows them; ``"log_level": "info"`` logs them at info. Every
+    line carries the mode and the policy's fingerprint, which the ``policy loaded`` line and the
+    ``egress_guard_policy_info`` gauge carry too."""
+    server = tls_server()
+    policy = {"mode": "audit", "allow": [{"name": "api", "hosts": ["api.example.com"]}],
+              "deny": [{"name": "bad", "hosts": ["bad.example.com"]}]}
+    envoy = start_envoy(sidecar(wasm_path, policy),
+                        extra_args=["--component-log-level", "wasm:warning"])
+    via = Via(envoy)
+    for sni in ("api.example.com", "unknown.example.com", "bad.example.com"):
+        tls_client(sni=sni, **via.to(server.address))
+
+    log = decision_log(envoy, 2)
+    assert [(e["decision"], e["mode"]) for e in log] == [("audit_deny", "audit"), ("deny", "audit")]
+    fingerprint = log[0]["policy"]
+    assert re.fullmatch(r"[0-9a-f]{12}", fingerprint) and log[1]["policy"] == fingerprint, log
+    lines = decision_lines(envoy, 2)
+    assert len(lines) == 2 and all("[warning]" in line for line in lines), lines
+    assert envoy.stats()[f"wasmcustom.policy=.={fingerprint};.;egress_guard_policy_info"] == 1
+    assert f'egress_guard_policy_info{{policy="{fingerprint}"}} 1' in envoy.prometheus()
+
+    # The same policy at info: other bytes, so another fingerprint, in every place it shows.
+    envoy = start_envoy(sidecar(wasm_path, policy | {"log_level": "info"}))
+    via = Via(envoy)
+    tls_client(sni="bad.example.com", **via.to(server.address))
+    (line,) = decision_lines(envoy, 1)
+    assert "[info]" in line, line
+    other = decision_log(envoy, 1)[0]["policy"]
+    assert other != fingerprint
+    loaded = [l for l in envoy.log_text().splitlines() if "policy loaded" in l]
+    # One line per filter configuration holding the policy.
+    assert loaded and all(line.endswith(f" policy={other}") for line in loaded), loaded
+    assert envoy.stats()[f"wasmcustom.policy=.={other};.;egress_guard_policy_info"] == 1
 
 
 def test_cloud_metadata_deny_preset(guard, tls_server, serve) -> None:

@@ -120,6 +120,10 @@ struct SummaryReport {
     deny_presets: Vec<&'static str>,
     sniff: SniffReport,
     log: &'static str,
+    log_level: &'static str,
+    /// The fingerprint the filter logs (`policy` in its decision lines, the `policy loaded` line
+    /// and `egress_guard_policy_info`).
+    policy: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -221,6 +225,8 @@ fn summary_report(policy: &Policy) -> SummaryReport {
             hold_upstream: sniff.hold_upstream,
         },
         log: policy.log().as_str(),
+        log_level: policy.log_level().as_str(),
+        policy: policy.fingerprint().map(|f| f.to_string()),
     }
 }
 
@@ -564,7 +570,13 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
             s.staged.join(", ")
         );
     }
-    let _ = writeln!(text, "  log:     {}", s.log);
+    let _ = writeln!(text, "  log:     {} (denials at {})", s.log, s.log_level);
+    if let Some(hash) = &s.policy {
+        let _ = writeln!(
+            text,
+            "  policy:  {hash} (the \"policy\" field of its log lines)"
+        );
+    }
     text
 }
 

@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 
 use egress_guard::policy::{
-    presets, Config, ConfigError, ConfigErrorKind, HostPattern, Mode, PatternKind, Policy,
-    PortRange,
+    presets, Config, ConfigError, ConfigErrorKind, Fingerprint, HostPattern, Mode, PatternKind,
+    Policy, PortRange,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -48,7 +48,8 @@ pub fn lint(bytes: &[u8]) -> Lint {
         Ok((config, policy)) => Lint {
             warnings: warnings(&config),
             errors: Vec::new(),
-            policy: Some(policy),
+            // The fingerprint the filter logs for this policy text.
+            policy: Some(policy.with_fingerprint(Fingerprint::of(bytes))),
             config: Some(config),
         },
         Err(first) => Lint {
