@@ -30,7 +30,16 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        // This configuration is going: its policy is no longer in force here. (If another
+        // configuration holds the same policy, its next tick sets the gauge back to 1.)
+        if let Some(shared) = &self.shared {
+            shared.metrics.policy_info(0);
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -102,6 +111,8 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        // Still in force (a configuration holding the same policy may have been removed).
+        shared.metrics.policy_info(1);
         let expired = self.waiting.borrow_mut().take_expired(now_ns());
         for (context_id, session) in expired {
             // Hostcalls for this connection (resume / close) must act on its context.
