@@ -12,7 +12,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use rustc_hash::FxHashMap;
 
-use crate::policy::{Fingerprint, Policy, Reason, RuleId, Verdict};
+use crate::policy::{Fingerprint, Policy, Reason, RuleId, RuleInfo, Verdict};
 use crate::session::SniffOutcome;
 
 /// The counters of one filter configuration.
@@ -22,7 +22,11 @@ pub(crate) struct Metrics {
     decisions: RefCell<FxHashMap<(Verdict, Reason), u32>>,
     sniff: [Option<u32>; SniffOutcome::COUNT],
     malformed: RefCell<FxHashMap<&'static str, u32>>,
-    rules: RefCell<Vec<Option<u32>>>,
+    /// Per rule: the decision its first match had, and that counter. A rule's kind fixes its
+    /// decision (allow and preset rules allow, deny rules deny, staged rules would-deny), so
+    /// `other` stays empty; it is there so that a counter never goes to the wrong series.
+    rules: RefCell<Vec<Option<(Verdict, u32)>>>,
+    other: RefCell<FxHashMap<(RuleId, Verdict), u32>>,
 }
 
 impl Metrics {
@@ -39,6 +43,7 @@ impl Metrics {
             }),
             malformed: RefCell::new(FxHashMap::default()),
             rules: RefCell::new(vec![None; policy.rules().len()]),
+            other: RefCell::new(FxHashMap::default()),
         };
         for &(verdict, reason) in expected_decisions(policy) {
             metrics.decision_id(verdict, reason);
@@ -69,7 +74,7 @@ impl Metrics {
             increment(id);
         }
         if let Some(rule) = rule {
-            if let Some(id) = self.rule_id(policy, rule) {
+            if let Some(id) = self.rule_id(policy, rule, verdict) {
                 increment(id);
             }
         }
@@ -111,21 +116,34 @@ impl Metrics {
         })
     }
 
-    fn rule_id(&self, policy: &Policy, rule: RuleId) -> Option<u32> {
+    /// `egress_guard_rule_matches_total{rule, kind, decision}`: one series per rule (its kind
+    /// fixes its decision), defined on its first match.
+    fn rule_id(&self, policy: &Policy, rule: RuleId, verdict: Verdict) -> Option<u32> {
         let index = rule_index(rule);
-        if let Some(Some(id)) = self.rules.borrow().get(index) {
-            return Some(*id);
+        let first = self.rules.borrow().get(index).copied().flatten();
+        match first {
+            Some((seen, id)) if seen == verdict => return Some(id),
+            Some(_) => {}
+            None => {
+                let id = define(&rule_metric(policy.rules().get(index)?, verdict))?;
+                if let Some(slot) = self.rules.borrow_mut().get_mut(index) {
+                    *slot = Some((verdict, id));
+                }
+                return Some(id);
+            }
         }
         let info = policy.rules().get(index)?;
-        let id = define(&format!(
-            "rule=.={};.;egress_guard_rule_matches_total",
-            info.name
-        ))?;
-        if let Some(slot) = self.rules.borrow_mut().get_mut(index) {
-            *slot = Some(id);
-        }
-        Some(id)
+        lazily(&self.other, (rule, verdict), || rule_metric(info, verdict))
     }
+}
+
+fn rule_metric(info: &RuleInfo, verdict: Verdict) -> String {
+    format!(
+        "rule=.={};.;kind=.={};.;decision=.={};.;egress_guard_rule_matches_total",
+        info.name,
+        info.class(),
+        verdict.as_str()
+    )
 }
 
 fn rule_index(rule: RuleId) -> usize {

@@ -84,6 +84,23 @@ impl RuleKind {
     }
 }
 
+crate::labels::labelled! {
+    /// A rule's kind as counters label it (`kind` of `egress_guard_rule_matches_total`): where
+    /// the rule comes from and what it does.
+    pub enum RuleClass {
+        /// An explicit `allow` rule.
+        Allow => "allow",
+        /// An allow rule from a preset (`presets`).
+        Preset => "preset",
+        /// An explicit, enforced `deny` rule.
+        Deny => "deny",
+        /// A staged `deny` rule (`"enforce": false`).
+        StagedDeny => "staged_deny",
+        /// A deny rule from a deny preset (`deny_presets`).
+        DenyPreset => "deny_preset",
+    }
+}
+
 /// What logs and metrics need to know about a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -96,6 +113,19 @@ pub struct RuleInfo {
     pub preset: Option<&'static str>,
     /// `false` for a staged deny rule (`"enforce": false`): it records would-denies only.
     pub enforce: bool,
+}
+
+impl RuleInfo {
+    /// The rule's kind, as counters label it.
+    pub fn class(&self) -> RuleClass {
+        match (self.kind, self.preset.is_some(), self.enforce) {
+            (RuleKind::Allow, false, _) => RuleClass::Allow,
+            (RuleKind::Allow, true, _) => RuleClass::Preset,
+            (RuleKind::Deny, true, _) => RuleClass::DenyPreset,
+            (RuleKind::Deny, false, true) => RuleClass::Deny,
+            (RuleKind::Deny, false, false) => RuleClass::StagedDeny,
+        }
+    }
 }
 
 /// The facts a decision is taken on.

@@ -865,6 +865,26 @@ fn labels() {
     assert_eq!(Mode::Passthrough.to_string(), "passthrough");
     assert_eq!(LogLevel::None.as_str(), "none");
     assert_eq!(RuleKind::Deny.as_str(), "deny");
+    assert_eq!(
+        RuleClass::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        ["allow", "preset", "deny", "staged_deny", "deny_preset"]
+    );
+    let policy = Policy::from_json(
+        br#"{"allow": [{"ports": [1]}], "presets": ["pypi"], "deny_presets": ["cloud-metadata"],
+             "deny": [{"ports": [2]}, {"ports": [3], "enforce": false}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        policy
+            .rules()
+            .iter()
+            .map(|r| r.class().as_str())
+            .collect::<Vec<_>>(),
+        ["deny", "staged_deny", "deny_preset", "allow", "preset"]
+    );
 }
 
 #[test]

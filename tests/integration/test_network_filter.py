@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed, rule_matches,
-                    sidecar, sniffed)
+from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed,
+                    rule_match_series, rule_matches, sidecar, sniffed)
 from harness import (Cert, Envoy, HttpServer, TcpServer, TlsServer, connect, http_request,
                      tcp_exchange, tls_client)
 
@@ -146,7 +146,9 @@ def test_deny_beats_allow_in_every_mode(guard, tls_server, mode) -> None:
 
     assert server.snis == ["good.example.com"]
     assert decisions(envoy, "deny", "deny_rule") == 1
-    assert rule_matches(envoy, "bad") == 1
+    assert rule_matches(envoy, "bad") == rule_matches(envoy, "bad", "deny", "deny") == 1
+    if mode != "passthrough":
+        assert rule_matches(envoy, "example", "allow", "allow") == 1
 
 
 def test_audit_passes_and_counts_would_deny(guard, tls_server) -> None:
@@ -194,8 +196,9 @@ def test_staged_deny_rule_in_passthrough_records_without_blocking(guard, tls_ser
     assert server.snis == ["x.paste.example", "fine.example.net"]
     assert all_decisions(envoy) == {("audit_deny", "staged_deny"): 2, ("deny", "deny_rule"): 1,
                                     ("allow", "passthrough"): 1}
-    assert rule_matches(envoy, "new-paste") == 1
-    assert rule_matches(envoy, "new-db") == 1
+    assert rule_match_series(envoy) == {("new-paste", "staged_deny", "audit_deny"): 1,
+                                        ("new-db", "staged_deny", "audit_deny"): 1,
+                                        ("bad", "deny", "deny"): 1}
     assert [(e["decision"], e["reason"], e["rule"], e["name"]) for e in decision_log(envoy, 3)] == [
         ("audit_deny", "staged_deny", "new-paste", "x.paste.example"),
         ("audit_deny", "staged_deny", "new-db", None),
@@ -267,7 +270,7 @@ def test_cloud_metadata_deny_preset(guard, tls_server, serve) -> None:
     assert server.snis == ["fine.example.net"]
     assert web.requests == []
     assert all_decisions(envoy) == {("deny", "deny_rule"): 6, ("allow", "passthrough"): 1}
-    assert rule_matches(envoy, "preset-cloud-metadata") == 6
+    assert rule_match_series(envoy) == {("preset-cloud-metadata", "deny_preset", "deny"): 6}
     log = decision_log(envoy, 6)
     assert [(e["decision"], e["reason"], e["rule"]) for e in log] == [
         ("deny", "deny_rule", "preset-cloud-metadata")] * 6
@@ -333,7 +336,8 @@ def test_counters_match_traffic(guard, tls_server, serve) -> None:
 
     prom = envoy.prometheus()
     assert 'egress_guard_decisions_total{decision="deny",reason="no_match"} 6' in prom, prom
-    assert 'egress_guard_rule_matches_total{rule="api"} 7' in prom
+    # Labels in alphabetical order.
+    assert 'egress_guard_rule_matches_total{decision="allow",kind="allow",rule="api"} 7' in prom
 
 
 def test_ipv6_destination(guard, tls_server, serve) -> None:
