@@ -181,6 +181,7 @@ fn documented_examples_are_valid_for_both() {
         json!({"presets": presets::all().iter().map(|p| p.name).collect::<Vec<_>>()}),
         json!({"deny_presets": presets::deny_all().iter().map(|p| p.name).collect::<Vec<_>>()}),
         json!({"mode": "passthrough", "deny": [{"hosts": ["a.example"], "enforce": false}]}),
+        json!({"log": "all", "log_level": "info"}),
         json!({"sniff": {"max_bytes": 512, "timeout_ms": 60000, "hold_upstream": true}}),
         json!({"sniff": {"max_bytes": 65536, "timeout_ms": 1}}),
         json!({"allow": [{"hosts": ["999.example", "1.2.3.example"]}]}),
@@ -332,6 +333,7 @@ fn the_schema_lists_every_preset_and_the_defaults() {
     let defaults = Config::default();
     assert_eq!(props["mode"]["default"], defaults.mode.as_str());
     assert_eq!(props["log"]["default"], defaults.log.as_str());
+    assert_eq!(props["log_level"]["default"], defaults.log_level.as_str());
     let sniff = &props["sniff"]["properties"];
     let d = SniffConfig::default();
     assert_eq!(sniff["max_bytes"]["default"], d.max_bytes);
@@ -491,27 +493,31 @@ fn config() -> impl Strategy<Value = Value> {
         ),
         prop::option::weighted(0.3, sniff),
         prop::option::of(pick(&["none", "denied", "all", "some"])),
+        prop::option::weighted(0.2, pick(&["warn", "info", "debug"])),
         prop::option::weighted(
             0.2,
             prop::collection::vec(pick(&["cloud-metadata", "pypi", "metadata"]), 0..3)
                 .prop_map(Value::Array),
         ),
     )
-        .prop_map(|(mode, allow, deny, presets, sniff, log, deny_presets)| {
-            let mut config = serde_json::Map::new();
-            for (key, value) in [
-                ("mode", mode),
-                ("allow", allow),
-                ("deny", deny),
-                ("deny_presets", deny_presets),
-                ("presets", presets),
-                ("sniff", sniff),
-                ("log", log),
-            ] {
-                if let Some(value) = value {
-                    config.insert(key.to_string(), value);
+        .prop_map(
+            |(mode, allow, deny, presets, sniff, log, log_level, deny_presets)| {
+                let mut config = serde_json::Map::new();
+                for (key, value) in [
+                    ("mode", mode),
+                    ("allow", allow),
+                    ("deny", deny),
+                    ("deny_presets", deny_presets),
+                    ("log_level", log_level),
+                    ("presets", presets),
+                    ("sniff", sniff),
+                    ("log", log),
+                ] {
+                    if let Some(value) = value {
+                        config.insert(key.to_string(), value);
+                    }
                 }
-            }
-            Value::Object(config)
-        })
+                Value::Object(config)
+            },
+        )
 }
