@@ -261,15 +261,19 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `staged N` only when there are staged rules: the line predates them.
+        let staged = match self.staged_rules {
+            0 => String::new(),
+            n => format!(", staged {n}"),
+        };
         write!(
             f,
-            "mode={} rules={} (allow {}, deny {}, staged {}, from presets {}) hosts={} cidrs={} \
+            "mode={} rules={} (allow {}, deny {}{staged}, from presets {}) hosts={} cidrs={} \
              presets={}",
             self.mode,
             self.rules(),
             self.allow_rules,
             self.deny_rules,
-            self.staged_rules,
             self.preset_rules,
             self.hosts,
             self.cidrs,

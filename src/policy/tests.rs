@@ -443,6 +443,10 @@ fn staged_deny_rules_record_and_never_block() {
     // Only enforced deny CIDRs make an IP literal name worth a look.
     assert!(policy.has_deny_cidrs());
     assert_eq!(policy.summary().staged_rules, 1);
+    assert_eq!(
+        policy.summary().to_string(),
+        "mode=passthrough rules=2 (allow 0, deny 2, staged 1, from presets 0) hosts=1 cidrs=1 presets=0"
+    );
     let staged_cidrs =
         Policy::from_json(br#"{"deny": [{"cidrs": ["10.0.0.0/8"], "enforce": false}]}"#).unwrap();
     assert!(!staged_cidrs.has_deny_cidrs());
@@ -545,7 +549,7 @@ fn deny_presets_deny_by_address_and_by_name_before_any_allow_rule() {
     assert!(policy.has_deny_cidrs());
     assert_eq!(
         policy.summary().to_string(),
-        "mode=allowlist rules=4 (allow 1, deny 1, staged 0, from presets 2) hosts=4 cidrs=8 presets=2"
+        "mode=allowlist rules=4 (allow 1, deny 1, from presets 2) hosts=4 cidrs=8 presets=2"
     );
     // Settled at open by IP, before any byte.
     assert_eq!(
@@ -826,7 +830,7 @@ fn rules_names_and_summary() {
     assert!(policy.sniff().hold_upstream);
     assert_eq!(
         policy.summary().to_string(),
-        "mode=allowlist rules=4 (allow 2, deny 1, staged 0, from presets 1) hosts=4 cidrs=3 presets=1"
+        "mode=allowlist rules=4 (allow 2, deny 1, from presets 1) hosts=4 cidrs=3 presets=1"
     );
     // Rules built in code get default names at compile time too.
     let mut config = config;

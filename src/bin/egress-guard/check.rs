@@ -535,12 +535,16 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,
-        "{label}: ok: mode={} rules={} (allow {}, deny {}, from presets {}) hosts={} cidrs={} \
+        "{label}: ok: mode={} rules={} (allow {}, deny {}{}, from presets {}) hosts={} cidrs={} \
          presets={}",
         s.mode,
         s.rules,
         s.allow_rules,
         s.deny_rules,
+        match s.staged_rules {
+            0 => String::new(),
+            n => format!(", staged {n}"),
+        },
         s.preset_rules,
         s.hosts,
         s.cidrs,
@@ -592,8 +596,16 @@ mod tests {
             summary_text("default.json", &summary_report(&policy)),
             "default.json: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) \
              hosts=7 cidrs=3 presets=1\n  presets: pypi\n  \
-             sniff:   max_bytes=16384 timeout_ms=3000 hold_upstream=false\n  log:     denied\n"
+             sniff:   max_bytes=16384 timeout_ms=3000 hold_upstream=false\n  log:     denied \
+             (denials at warn)\n  policy:  639a7144c340 (the \"policy\" field of its log lines)\n"
         );
+        // With staged rules and deny presets, still the same first line as the start log.
+        let policy = Policy::from_json(
+            br#"{"deny": [{"ports": [1], "enforce": false}], "deny_presets": ["cloud-metadata"]}"#,
+        )
+        .unwrap();
+        assert!(summary_text("x", &summary_report(&policy))
+            .starts_with(&format!("x: ok: {}\n", policy.summary())));
         // The same line as the filter's start log.
         assert!(summary_text("x", &summary_report(&policy))
             .starts_with(&format!("x: ok: {}\n", policy.summary())));

@@ -336,6 +336,8 @@ struct LintRule {
     label: String,
     allow: bool,
     preset: bool,
+    /// A staged deny rule (`"enforce": false`).
+    staged: bool,
     hosts: Vec<(PatternKind, String)>,
     cidrs: Vec<IpNet>,
     ports: Vec<PortRange>,
@@ -353,6 +355,7 @@ fn rules(config: &Config) -> Vec<LintRule> {
                 label: format!("{list}[{i}] ({:?})", rule.name),
                 allow,
                 preset: false,
+                staged: !rule.enforce,
                 hosts: rule
                     .hosts
                     .iter()
@@ -374,6 +377,7 @@ fn rules(config: &Config) -> Vec<LintRule> {
                 ),
                 allow: true,
                 preset: true,
+                staged: false,
                 hosts: rule
                     .hosts
                     .iter()
@@ -416,9 +420,18 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         }
         let earlier = rules.get(..b).unwrap_or_default();
         let passthrough = config.mode == Mode::Passthrough;
-        if let Some(first) = earlier
+        // A staged rule blocks nothing, so it shadows no rule; it is itself shadowed only by an
+        // enforced deny rule, wherever that is (the enforced rules decide first).
+        let shadowing = if rule.staged {
+            rules.get(..).unwrap_or_default()
+        } else {
+            earlier
+        };
+        if let Some(first) = shadowing
             .iter()
+            .filter(|a| !a.staged)
             .filter(|a| !(passthrough && a.allow))
+            .filter(|a| !rule.staged || !a.allow)
             .find(|a| covers(a, rule))
         {
             out.push(shadow_warning(first, rule));
@@ -823,6 +836,20 @@ mod tests {
     }
 
     #[test]
+    fn staged_rules_shadow_nothing_and_only_enforced_deny_rules_shadow_them() {
+        let found = codes(
+            r#"{"mode": "passthrough", "deny": [
+                {"name": "s", "cidrs": ["10.0.0.0/8"], "enforce": false},
+                {"name": "d", "cidrs": ["10.1.0.0/16"]},
+                {"name": "t", "cidrs": ["10.1.2.0/24"], "enforce": false},
+                {"name": "u", "cidrs": ["192.168.0.0/16"], "enforce": false},
+                {"name": "e", "cidrs": ["192.168.0.0/24"]}
+            ]}"#,
+        );
+        assert_eq!(found, [("deny[2]".to_string(), "shadowed")]);
+    }
+
+    #[test]
     fn shadowed_and_duplicate_rules() {
         let found = codes(
             r#"{"allow": [
@@ -900,7 +927,7 @@ mod tests {
                 "allow[2]: a rule needs at least one of hosts, cidrs, ports",
                 "presets[0]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
                 "sniff.max_bytes: 1 is out of range 512-65536",
-                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`",
+                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`, `log_level`",
                 "allow[3].name: \"ok\" is already used by allow[1]",
                 "presets[2]: \"pypi\" is already listed at presets[1]",
             ]
