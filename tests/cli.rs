@@ -88,18 +88,37 @@ fn json(text: &str) -> serde_json::Value {
 
 // --- check -----------------------------------------------------------------------------------
 
+/// The fingerprint of `examples/policies/default.json`: 12 lowercase hex digits.
+fn default_fingerprint() -> String {
+    let bytes = std::fs::read(DEFAULT).unwrap();
+    let hash = egress_guard::policy::Fingerprint::of(&bytes)
+        .unwrap()
+        .to_string();
+    assert!(hash.len() == 12 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    hash
+}
+
 #[test]
 fn check_accepts_and_summarises() {
     let r = run(&["check", DEFAULT]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stderr, "");
+    // The fingerprint the filter logs for this file's policy.
+    let hash = default_fingerprint();
     assert_eq!(
         r.stdout,
         format!(
             "{DEFAULT}: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
              cidrs=3 presets=1\n  presets: pypi\n  sniff:   max_bytes=16384 timeout_ms=3000 \
-             hold_upstream=false\n  log:     denied\n"
+             hold_upstream=false\n  log:     denied (denials at warn)\n  policy:  {hash} (the \
+             \"policy\" field of its log lines)\n"
         )
+    );
+    let r = run(&["check", "--json", DEFAULT]);
+    let summary = &json(&r.stdout)["files"][0]["copies"][0]["summary"];
+    assert_eq!(
+        (&summary["policy"], &summary["log_level"]),
+        (&json(&format!("{hash:?}")), &json(r#""warn""#))
     );
 }
 
@@ -199,11 +218,14 @@ fn check_reads_envoy_configs_and_istio_manifests() {
     let r = run(&args);
     assert_eq!((r.code, r.stderr.as_str()), (0, ""));
     let sidecar = format!("{ROOT}/envoy/istio-sidecar-outbound.yaml");
+    // The same policy as default.json, formatted otherwise: the same fingerprint.
+    let hash = default_fingerprint();
     assert!(
         r.stdout.contains(&format!(
-            "{sidecar}:74: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
+            "{sidecar}:75: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) hosts=7 \
              cidrs=3 presets=1\n  presets: pypi\n  sniff:   max_bytes=16384 timeout_ms=3000 \
-             hold_upstream=false\n  log:     denied\n  copies:  also at lines 141, 185, 195 (the \
+             hold_upstream=false\n  log:     denied (denials at warn)\n  policy:  {hash} (the \
+             \"policy\" field of its log lines)\n  copies:  also at lines 142, 186, 196 (the \
              same policy)\n"
         )),
         "{}",
@@ -291,7 +313,7 @@ fn check_reads_envoy_configs_and_istio_manifests() {
         ]
     );
     let copies = report["files"][1]["copies"].as_array().unwrap();
-    assert_eq!(copies[1]["same_as"], 74);
+    assert_eq!(copies[1]["same_as"], 75);
     assert_eq!(
         copies[3]["path"],
         "static_resources.listeners[2].default_filter_chain.filters[0].typed_config.config"
@@ -504,7 +526,7 @@ fn check_reports_every_error_in_a_policy() {
             "<stdin>: allow[0].cidrs[0]: \"1.2.3.4/33\" is not a CIDR",
             "<stdin>: allow[0].ports[0]: 0 is not a port (1-65535)",
             "<stdin>: allow[0].ports[1]: \"9-1\" is not a port range: 9 is greater than 1",
-            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`",
+            "<stdin>: allow[0].bogus: unknown field `bogus`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`, `enforce`",
             "<stdin>: allow[1].hosts: an empty list is not allowed: omit the key",
             "<stdin>: sniff.max_bytes: 1 is out of range 512-65536",
             "<stdin>: sniff.timeout_ms: 0 is out of range 1-60000",
@@ -693,7 +715,8 @@ fn explain_allow_by_rule_and_by_preset() {
         v,
         json(
             r#"{"decision": "allow", "passes": true, "reason": "rule", "rule": "preset-pypi",
-                "rule_kind": "allow", "preset": "pypi", "dst": "151.101.0.223:443",
+                "rule_kind": "allow", "rule_enforced": true, "preset": "pypi",
+                "dst": "151.101.0.223:443",
                 "name": "pypi.org", "name_source": "sni", "name_given": "PyPI.org.",
                 "name_class": "name", "detail": null, "mode": "allowlist", "at_open": null,
                 "port": null, "any_destination": false}"#
@@ -779,6 +802,76 @@ fn explain_audit_passes() {
         "decision  audit_deny\nreason    no_match: no allow rule matched; audit mode lets it pass \
          and logs a would-deny\n"
     ));
+}
+
+#[test]
+fn staged_deny_rules_in_check_and_explain() {
+    let path = temp_file(
+        r#"{"mode": "passthrough",
+            "deny": [{"name": "new-paste", "hosts": ["*.pastebin.com"], "enforce": false},
+                     {"name": "meta", "cidrs": ["169.254.169.254"]}]}"#,
+    );
+    let path = path.to_str().unwrap();
+    let r = run(&["check", path]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(
+            "  staged:  new-paste (\"enforce\": false: logged and counted as would-denies, \
+             never blocked)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["check", "--json", path]);
+    let v = json(&r.stdout);
+    let summary = &v["files"][0]["copies"][0]["summary"];
+    assert_eq!(
+        (&summary["staged_rules"], &summary["staged"]),
+        (&json("1"), &json(r#"["new-paste"]"#))
+    );
+    let r = run(&[
+        "explain",
+        path,
+        "--dst",
+        "198.51.100.1:443",
+        "--sni",
+        "x.pastebin.com",
+    ]);
+    assert_eq!(
+        r.code, 4,
+        "a staged would-deny exits like an audit would-deny"
+    );
+    assert!(
+        r.stdout.starts_with(
+            "decision  audit_deny\nreason    staged_deny: a staged deny rule (\"enforce\": false) \
+             matched: it passes, and is logged and counted as a would-deny\nrule      new-paste \
+             (staged deny rule: \"enforce\": false)\n"
+        ),
+        "{}",
+        r.stdout
+    );
+    let (code, v) = explain_json(
+        path,
+        &["--dst", "169.254.169.254:443", "--sni", "x.pastebin.com"],
+    );
+    assert_eq!(
+        code, 3,
+        "the enforced deny rule after the staged one still denies"
+    );
+    assert_eq!(
+        (&v["reason"], &v["rule"], &v["rule_enforced"]),
+        (&json(r#""deny_rule""#), &json(r#""meta""#), &json("true"))
+    );
+    let bad = temp_file(r#"{"allow": [{"ports": [443], "enforce": false}]}"#);
+    let r = run(&["check", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(
+            r#"allow[0].enforce: only a deny rule can be staged ("enforce": false); remove the key"#
+        ),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -991,8 +1084,8 @@ fn explain_and_check_say_what_is_pinned() {
     let r = run(&["check", held.to_str().unwrap()]);
     assert!(
         r.stdout.ends_with(
-            "pinned_rules=1\n  presets: none\n  sniff:   max_bytes=16384 timeout_ms=3000 \
-             hold_upstream=true\n  log:     denied\n  pin:     1 rules, cluster \
+            "hold_upstream=true\n  log:     denied (denials at warn)\n  policy:  e23baf9729e3 (the \
+             \"policy\" field of its log lines)\n  pin:     1 rules, cluster \
              outbound|443||pinned; names read from the client's bytes are pinned while the \
              connection is held\n           HTTP filter: requests are pinned only on a route to \
              cluster outbound|443||pinned (as in envoy/sidecar-outbound-http-pinned.yaml); on any \
@@ -1054,6 +1147,25 @@ fn presets_lists_every_preset() {
                 .contains(&format!("  hosts: {}\n", rule.hosts.join(", "))));
         }
     }
+
+    for info in egress_guard::policy::presets::deny_all() {
+        assert!(r.stdout.contains(&format!(
+            "{} (deny preset: \"deny_presets\")\n  {}\n",
+            info.name, info.description
+        )));
+        for rule in info.rules {
+            assert!(r
+                .stdout
+                .contains(&format!("  cidrs: {}\n", rule.cidrs.join(", "))));
+        }
+    }
+    let r = run(&["presets", "cloud-metadata"]);
+    assert_eq!(r.code, 0);
+    assert!(
+        r.stdout.contains("  rule:  preset-cloud-metadata\n"),
+        "{}",
+        r.stdout
+    );
 
     let r = run(&["presets", "alpine"]);
     assert_eq!(r.code, 0);

@@ -378,8 +378,105 @@ fn the_docs_json_examples_are_valid() {
         .skip(1)
         .map(|b| b.split("```").next().unwrap())
         .collect();
-    assert_eq!(blocks.len(), 2);
+    assert_eq!(blocks.len(), 3);
     for block in blocks {
         Policy::from_json(block.as_bytes()).unwrap_or_else(|e| panic!("{block}: {e}"));
+    }
+}
+
+// --- deny presets ----------------------------------------------------------------------------
+
+#[test]
+fn cloud_metadata_denies_every_address_and_name_on_every_port_before_allow_rules() {
+    let config = Config::from_json(
+        br#"{"deny_presets": ["cloud-metadata"],
+             "allow": [{"name": "any", "hosts": ["*"]}, {"name": "any-ip", "cidrs": ["0.0.0.0/0", "::/0"]}]}"#,
+    )
+    .unwrap();
+    let policy = Policy::compile(&config).unwrap();
+    let decide = |ip: &str, port: u16, name: NameFact<'_>| {
+        let facts = Facts {
+            ip: ip.parse().unwrap(),
+            port,
+            name,
+        };
+        let compiled = policy.decide(&facts);
+        assert_eq!(compiled, reference::decide(&config, &facts), "{ip}:{port}");
+        compiled
+    };
+    let denied = |d: Decision| {
+        (
+            d.verdict,
+            d.reason,
+            policy.rule(d.rule.unwrap()).unwrap().name.as_str(),
+        ) == (Verdict::Deny, Reason::DenyRule, "preset-cloud-metadata")
+    };
+    for info in presets::deny_all() {
+        for rule in info.rules {
+            for cidr in rule.cidrs {
+                let net: ipnet::IpNet = cidr.parse().unwrap();
+                for port in [22, 80, 443, 8080, 65535] {
+                    for ip in [net.network(), net.broadcast()] {
+                        let d = decide(&ip.to_string(), port, NameFact::Absent);
+                        assert!(denied(d), "{ip}:{port}: {d:?}");
+                        let d = decide(&ip.to_string(), port, NameFact::Name("fine.example"));
+                        assert!(denied(d), "{ip}:{port}: {d:?}");
+                    }
+                }
+            }
+            for host in rule.hosts {
+                for port in [80, 443] {
+                    let class = classify_sni(host.to_uppercase().as_bytes());
+                    let d = decide(IP, port, NameFact::from(&class));
+                    assert!(denied(d), "{host}:{port}: {d:?}");
+                    let lookalike = format!("{host}.evil.example");
+                    let d = decide(IP, port, NameFact::Name(&lookalike));
+                    assert_eq!(d.verdict, Verdict::Allow, "{lookalike}");
+                }
+            }
+        }
+    }
+    assert_eq!(
+        decide("::ffff:169.254.169.254", 80, NameFact::Absent).reason,
+        Reason::DenyRule
+    );
+    assert_eq!(
+        decide("169.254.169.253", 80, NameFact::Absent).verdict,
+        Verdict::Allow
+    );
+}
+
+#[test]
+fn the_doc_lists_every_deny_preset_with_its_addresses_and_hosts() {
+    let sections = doc_sections();
+    let documented: Vec<&str> = sections
+        .iter()
+        .filter_map(|(h, _)| h.strip_prefix("Deny preset `"))
+        .filter_map(|h| h.strip_suffix('`'))
+        .collect();
+    let all: Vec<&str> = presets::deny_all().iter().map(|p| p.name).collect();
+    assert_eq!(
+        documented, all,
+        "docs/presets.md: one `## Deny preset `name`` section each"
+    );
+    for info in presets::deny_all() {
+        let body = &sections
+            .iter()
+            .find(|(h, _)| *h == format!("Deny preset `{}`", info.name))
+            .unwrap()
+            .1;
+        let rows: BTreeSet<&str> = body
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split_once('`').map(|(entry, _)| entry))
+            .collect();
+        let entries: BTreeSet<&str> = info
+            .rules
+            .iter()
+            .flat_map(|r| r.cidrs.iter().chain(r.hosts).copied())
+            .collect();
+        assert_eq!(rows, entries, "docs/presets.md, {}: table", info.name);
+        assert!(info.rules.iter().all(|r| r.ports.is_empty()));
+        assert!(body.lines().any(|l| l == "Ports: any."), "{}", info.name);
     }
 }

@@ -179,6 +179,9 @@ fn documented_examples_are_valid_for_both() {
         json!({"allow": [{"name": "a_b-1", "hosts": ["GitHub.com.", "{a,b}.example", "*", "*.x.example", "api-?.example"]}]}),
         json!({"allow": [{"cidrs": ["10.0.0.0/8", "2001:db8::/32", "192.0.2.1", "::1"]}]}),
         json!({"presets": presets::all().iter().map(|p| p.name).collect::<Vec<_>>()}),
+        json!({"deny_presets": presets::deny_all().iter().map(|p| p.name).collect::<Vec<_>>()}),
+        json!({"mode": "passthrough", "deny": [{"hosts": ["a.example"], "enforce": false}]}),
+        json!({"log": "all", "log_level": "info"}),
         json!({"sniff": {"max_bytes": 512, "timeout_ms": 60000, "hold_upstream": true}}),
         json!({"sniff": {"max_bytes": 65536, "timeout_ms": 1}}),
         json!({"allow": [{"hosts": ["999.example", "1.2.3.example"]}]}),
@@ -211,6 +214,10 @@ fn invalid_configs_are_rejected_by_both() {
         json!({"log": "some"}),
         json!({"presets": ["pip"]}),
         json!({"presets": ["pypi", "pypi"]}),
+        json!({"deny_presets": ["cloud-metadata", "cloud-metadata"]}),
+        json!({"deny_presets": ["pypi"]}),
+        json!({"presets": ["cloud-metadata"]}),
+        json!({"allow": [{"ports": [443], "enforce": false}]}),
         json!({"allow": {"hosts": ["github.com"]}}),
         json!({"allow": [["github.com"]]}),
         json!({"allow": [{"hosts": "github.com"}]}),
@@ -334,12 +341,21 @@ fn the_schema_lists_every_preset_and_the_defaults() {
         .collect();
     let all: Vec<&str> = presets::all().iter().map(|p| p.name).collect();
     assert_eq!(names, all);
+    let deny_names: Vec<&str> = schema["properties"]["deny_presets"]["items"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let deny_all: Vec<&str> = presets::deny_all().iter().map(|p| p.name).collect();
+    assert_eq!(deny_names, deny_all);
 
     let props = &schema["properties"];
     let defaults = Config::default();
     assert_eq!(props["mode"]["default"], defaults.mode.as_str());
     assert_eq!(props["log"]["default"], defaults.log.as_str());
     assert_eq!(props["pin"]["default"], defaults.pin);
+    assert_eq!(props["log_level"]["default"], defaults.log_level.as_str());
     assert_eq!(props["ech"]["default"], defaults.ech.as_str());
     assert_eq!(
         props["pin_cluster"]["default"],
@@ -436,8 +452,12 @@ fn rule() -> impl Strategy<Value = Value> {
             0.2,
             prop_oneof![8 => any::<bool>().prop_map(|v| json!(v)), 1 => Just(json!("no"))],
         ),
+        prop::option::weighted(
+            0.2,
+            prop_oneof![4 => any::<bool>().prop_map(|v| json!(v)), 1 => Just(json!("no"))],
+        ),
     )
-        .prop_map(|(name, hosts, cidrs, ports, extra, pin)| {
+        .prop_map(|(name, hosts, cidrs, ports, extra, pin, enforce)| {
             let mut rule = serde_json::Map::new();
             for (key, value) in [
                 ("name", name),
@@ -446,6 +466,7 @@ fn rule() -> impl Strategy<Value = Value> {
                 ("ports", ports),
                 ("extra", extra),
                 ("pin", pin),
+                ("enforce", enforce),
             ] {
                 if let Some(value) = value {
                     rule.insert(key.to_string(), value);
@@ -516,14 +537,34 @@ fn config() -> impl Strategy<Value = Value> {
             ],
         ),
         prop::option::weighted(0.2, pick(&["allow", "deny", "Deny", "none"])),
+        prop::option::weighted(0.2, pick(&["warn", "info", "debug"])),
+        prop::option::weighted(
+            0.2,
+            prop::collection::vec(pick(&["cloud-metadata", "pypi", "metadata"]), 0..3)
+                .prop_map(Value::Array),
+        ),
     )
         .prop_map(
-            |(mode, allow, deny, presets, sniff, log, pin, pin_cluster, ech)| {
+            |(
+                mode,
+                allow,
+                deny,
+                presets,
+                sniff,
+                log,
+                pin,
+                pin_cluster,
+                ech,
+                log_level,
+                deny_presets,
+            )| {
                 let mut config = serde_json::Map::new();
                 for (key, value) in [
                     ("mode", mode),
                     ("allow", allow),
                     ("deny", deny),
+                    ("deny_presets", deny_presets),
+                    ("log_level", log_level),
                     ("presets", presets),
                     ("sniff", sniff),
                     ("log", log),

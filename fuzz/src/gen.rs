@@ -504,6 +504,11 @@ impl Gen<'_, '_> {
             }
             entries.push((key.into(), Json::Arr(items)));
         }
+        // A staged deny rule now and then (evaluated apart from the enforced rules).
+        if list == "deny" && chance(self.u, 1, 4)? {
+            rule.enforce = false;
+            entries.push(("enforce".into(), Json::Bool(false)));
+        }
         if self.fault()? {
             let at_key = self.u.int_in_range(0..=entries.len())?;
             entries.insert(

@@ -31,6 +31,9 @@ pub fn to_json(config: &Config) -> Json {
                 list(r.ports.iter().map(ToString::to_string).collect()),
             ));
         }
+        if !r.enforce {
+            entries.push(("enforce".into(), Json::Bool(false)));
+        }
         Json::Obj(entries)
     };
     Json::Obj(vec![
@@ -46,6 +49,16 @@ pub fn to_json(config: &Config) -> Json {
         (
             "presets".into(),
             Json::Arr(config.presets.iter().map(|p| Json::str(p.name())).collect()),
+        ),
+        (
+            "deny_presets".into(),
+            Json::Arr(
+                config
+                    .deny_presets
+                    .iter()
+                    .map(|p| Json::str(p.name()))
+                    .collect(),
+            ),
         ),
         (
             "sniff".into(),
@@ -65,6 +78,7 @@ pub fn to_json(config: &Config) -> Json {
             ]),
         ),
         ("log".into(), Json::str(config.log.as_str())),
+        ("log_level".into(), Json::str(config.log_level.as_str())),
     ])
 }
 
@@ -131,7 +145,21 @@ pub fn check_decision(config: &Config, policy: &Policy, ip: IpAddr, port: u16, n
     let kind = got.rule.and_then(|id| policy.rule(id)).map(|r| r.kind);
     match got.reason {
         Reason::Rule => assert_eq!(kind, Some(RuleKind::Allow), "{got:?}"),
-        Reason::DenyRule => assert_eq!(kind, Some(RuleKind::Deny), "{got:?}"),
+        Reason::DenyRule => {
+            let rule = got.rule.and_then(|id| policy.rule(id));
+            assert_eq!(
+                rule.map(|r| (r.kind, r.enforce)),
+                Some((RuleKind::Deny, true))
+            );
+        }
+        Reason::StagedDeny => {
+            let rule = got.rule.and_then(|id| policy.rule(id));
+            assert_eq!(
+                rule.map(|r| (r.kind, r.enforce)),
+                Some((RuleKind::Deny, false))
+            );
+            assert_eq!(got.verdict, Verdict::AuditDeny, "{got:?}");
+        }
         _ => assert_eq!(got.rule, None, "{got:?}"),
     }
     if let Some(early) = policy.decide_early(ip, port) {

@@ -12,16 +12,21 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
 use rustc_hash::FxHashMap;
 
-use crate::policy::EchPolicy;
-use crate::policy::{Policy, Reason, RuleId, Verdict};
+use crate::policy::{EchPolicy, Fingerprint, Policy, Reason, RuleId, RuleInfo, Verdict};
 use crate::session::{EchOutcome, PinOutcome, SniffOutcome};
 
 /// The counters of one filter configuration.
 pub(crate) struct Metrics {
+    /// `egress_guard_policy_info{policy}`, a gauge: 1 for the policy in force.
+    policy: Option<u32>,
     decisions: RefCell<FxHashMap<(Verdict, Reason), u32>>,
     sniff: [Option<u32>; SniffOutcome::COUNT],
     malformed: RefCell<FxHashMap<&'static str, u32>>,
-    rules: RefCell<Vec<Option<u32>>>,
+    /// Per rule: the decision its first match had, and that counter. A rule's kind fixes its
+    /// decision (allow and preset rules allow, deny rules deny, staged rules would-deny), so
+    /// `other` stays empty; it is there so that a counter never goes to the wrong series.
+    rules: RefCell<Vec<Option<(Verdict, u32)>>>,
+    other: RefCell<FxHashMap<(RuleId, Verdict), u32>>,
     /// Pin outcomes, defined when some rule pins.
     pin: [Option<u32>; PinOutcome::COUNT],
     /// What the `ech` setting did with ClientHellos carrying ECH.
@@ -31,7 +36,10 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Defines the counters a policy can move.
     pub(crate) fn new(policy: &Policy) -> Metrics {
+        let fingerprint = policy.fingerprint();
+        let hash = fingerprint.as_ref().map_or("-", Fingerprint::as_str);
         let metrics = Metrics {
+            policy: define_gauge(&format!("policy=.={hash};.;egress_guard_policy_info")),
             decisions: RefCell::new(FxHashMap::default()),
             sniff: std::array::from_fn(|i| {
                 let outcome = SniffOutcome::ALL.get(i)?;
@@ -47,6 +55,7 @@ impl Metrics {
                 let outcome = EchOutcome::ALL.get(i)?;
                 define(&format!("outcome=.={outcome};.;egress_guard_ech_total"))
             }),
+            other: RefCell::new(FxHashMap::default()),
         };
         for &(verdict, reason) in expected_decisions(policy) {
             metrics.decision_id(verdict, reason);
@@ -56,6 +65,11 @@ impl Metrics {
         }
         if policy.ech() == EchPolicy::Deny {
             metrics.decision_id(Verdict::Deny, Reason::Ech);
+        }
+        if policy.has_staged() {
+            // Staged deny rules' would-denies (a later request's one included), in any mode.
+            metrics.decision_id(Verdict::AuditDeny, Reason::StagedDeny);
+            metrics.decision_id(Verdict::AuditDeny, Reason::LaterRequest);
         }
         // Every malformed kind is defined now, at zero, so dashboards and alerts see them.
         for kind in crate::session::malformed_kinds() {
@@ -92,8 +106,17 @@ impl Metrics {
             increment(id);
         }
         if let Some(rule) = rule {
-            if let Some(id) = self.rule_id(policy, rule) {
+            if let Some(id) = self.rule_id(policy, rule, verdict) {
                 increment(id);
+            }
+        }
+    }
+
+    /// Sets the policy gauge: 1 while the policy is in force, 0 once replaced.
+    pub(crate) fn policy_info(&self, value: u64) {
+        if let Some(id) = self.policy {
+            if let Err(status) = hostcalls::record_metric(id, value) {
+                log::debug!("egress-guard: cannot set metric {id}: {status:?}");
             }
         }
     }
@@ -125,21 +148,34 @@ impl Metrics {
         })
     }
 
-    fn rule_id(&self, policy: &Policy, rule: RuleId) -> Option<u32> {
+    /// `egress_guard_rule_matches_total{rule, kind, decision}`: one series per rule (its kind
+    /// fixes its decision), defined on its first match.
+    fn rule_id(&self, policy: &Policy, rule: RuleId, verdict: Verdict) -> Option<u32> {
         let index = rule_index(rule);
-        if let Some(Some(id)) = self.rules.borrow().get(index) {
-            return Some(*id);
+        let first = self.rules.borrow().get(index).copied().flatten();
+        match first {
+            Some((seen, id)) if seen == verdict => return Some(id),
+            Some(_) => {}
+            None => {
+                let id = define(&rule_metric(policy.rules().get(index)?, verdict))?;
+                if let Some(slot) = self.rules.borrow_mut().get_mut(index) {
+                    *slot = Some((verdict, id));
+                }
+                return Some(id);
+            }
         }
         let info = policy.rules().get(index)?;
-        let id = define(&format!(
-            "rule=.={};.;egress_guard_rule_matches_total",
-            info.name
-        ))?;
-        if let Some(slot) = self.rules.borrow_mut().get_mut(index) {
-            *slot = Some(id);
-        }
-        Some(id)
+        lazily(&self.other, (rule, verdict), || rule_metric(info, verdict))
     }
+}
+
+fn rule_metric(info: &RuleInfo, verdict: Verdict) -> String {
+    format!(
+        "rule=.={};.;kind=.={};.;decision=.={};.;egress_guard_rule_matches_total",
+        info.name,
+        info.class(),
+        verdict.as_str()
+    )
 }
 
 fn rule_index(rule: RuleId) -> usize {
@@ -198,7 +234,15 @@ fn lazily<K: std::hash::Hash + Eq + Copy>(
 }
 
 fn define(name: &str) -> Option<u32> {
-    match hostcalls::define_metric(MetricType::Counter, name) {
+    define_metric(MetricType::Counter, name)
+}
+
+fn define_gauge(name: &str) -> Option<u32> {
+    define_metric(MetricType::Gauge, name)
+}
+
+fn define_metric(kind: MetricType, name: &str) -> Option<u32> {
+    match hostcalls::define_metric(kind, name) {
         Ok(id) => Some(id),
         Err(status) => {
             log::warn!("egress-guard: cannot define metric {name}: {status:?}");

@@ -8,6 +8,7 @@ use proxy_wasm::hostcalls;
 use super::report;
 use super::state::Shared;
 use crate::policy::pin::{filter_state_request, LifeSpan, Target, SET_FILTER_STATE};
+use crate::policy::Fingerprint;
 use crate::session::{Judged, Record, SniffOutcome};
 
 use super::host;
@@ -47,26 +48,34 @@ impl Record for Recorder<'_> {
             decision.reason,
             decision.rule,
         );
-        if !report::wanted(&shared.policy, decision) {
+        let Some(level) = report::wanted(&shared.policy, decision) else {
             return;
-        }
+        };
         let dst = judged.observed.dst.to_string();
         let src = source_address();
-        report::emit(&report::Record {
-            decision: decision.verdict.as_str(),
-            reason: decision.reason.as_str(),
-            rule: report::rule_name(&shared.policy, decision),
-            dst: &dst,
-            name: judged.name(),
-            name_source: judged.name_source(),
-            proto: judged.observed.proto,
-            src: src.as_deref(),
-            filter: judged.observed.filter,
-            detail: judged.detail,
-            request: (judged.observed.request > 1).then_some(judged.observed.request),
-            pinned: shared.policy.pinning().then_some(decision.pin),
-            ech: judged.observed.ech,
-        });
+        // `-` for a policy compiled without its JSON (never in the filter).
+        let fingerprint = shared.policy.fingerprint();
+        let policy = fingerprint.as_ref().map_or("-", Fingerprint::as_str);
+        report::emit(
+            level,
+            &report::Record {
+                decision: decision.verdict.as_str(),
+                reason: decision.reason.as_str(),
+                rule: report::rule_name(&shared.policy, decision),
+                dst: &dst,
+                name: judged.name(),
+                name_source: judged.name_source(),
+                proto: judged.observed.proto,
+                src: src.as_deref(),
+                filter: judged.observed.filter,
+                mode: shared.policy.mode().as_str(),
+                policy,
+                detail: judged.detail,
+                request: (judged.observed.request > 1).then_some(judged.observed.request),
+                pinned: shared.policy.pinning().then_some(decision.pin),
+                ech: judged.observed.ech,
+            },
+        );
     }
 
     /// Sets the three filter-state objects `tcp_proxy` and the dynamic forward proxy read (host,

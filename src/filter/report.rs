@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::policy::{Decision, LogLevel, Policy, Verdict};
+use crate::policy::{Decision, LogLevel, Policy, Severity, Verdict};
 use crate::session::{FilterKind, NameSource, Proto};
 
 /// One decision, as logged.
@@ -17,6 +17,10 @@ pub(crate) struct Record<'a> {
     pub proto: Proto,
     pub src: Option<&'a str>,
     pub filter: FilterKind,
+    /// The policy's mode.
+    pub mode: &'static str,
+    /// The policy's fingerprint (`egress-guard check` prints it for a file).
+    pub policy: &'a str,
     /// Why the input was malformed, or the policy's reason for a later request.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'static str>,
@@ -33,15 +37,21 @@ pub(crate) struct Record<'a> {
     pub ech: bool,
 }
 
-/// Whether the policy's `log` setting wants this decision logged. Checked before anything is
-/// formatted: a log hostcall per connection costs a third of the connection rate.
-pub(crate) fn wanted(policy: &Policy, decision: &Decision) -> bool {
+/// The level to log this decision at, if the policy's `log` setting wants it logged and the
+/// proxy would keep a line at that level: denials and would-denials at the policy's `log_level`
+/// (`warn` by default), allows at `info`. Checked before anything is formatted: a log hostcall
+/// per connection costs a third of the connection rate.
+pub(crate) fn wanted(policy: &Policy, decision: &Decision) -> Option<log::Level> {
     let selected = match policy.log() {
         LogLevel::None => false,
         LogLevel::Denied => decision.verdict != Verdict::Allow,
         LogLevel::All => true,
     };
-    selected && log::log_enabled!(log::Level::Info)
+    let level = match (decision.verdict, policy.log_level()) {
+        (Verdict::Allow, _) | (_, Severity::Info) => log::Level::Info,
+        (Verdict::Deny | Verdict::AuditDeny, Severity::Warn) => log::Level::Warn,
+    };
+    (selected && log::log_enabled!(level)).then_some(level)
 }
 
 /// The rule's name for the log.
@@ -50,10 +60,10 @@ pub(crate) fn rule_name<'p>(policy: &'p Policy, decision: &Decision) -> Option<&
     policy.rules().get(index).map(|r| r.name.as_str())
 }
 
-/// Writes the record as one JSON line through the proxy's log.
-pub(crate) fn emit(record: &Record<'_>) {
+/// Writes the record as one JSON line through the proxy's log, at `level`.
+pub(crate) fn emit(level: log::Level, record: &Record<'_>) {
     match serde_json::to_string(record) {
-        Ok(line) => log::info!("{line}"),
+        Ok(line) => log::log!(level, "{line}"),
         Err(err) => log::warn!("egress-guard: cannot format decision log: {err}"),
     }
 }

@@ -13,7 +13,7 @@ use super::http::HttpFilter;
 use super::metrics::Metrics;
 use super::state::{now_ns, Shared, Waiting};
 use super::stream::{self, StreamFilter};
-use crate::policy::{Config, Policy};
+use crate::policy::{Config, Fingerprint, Policy};
 
 /// The root context of one filter configuration.
 pub(crate) struct Root {
@@ -30,7 +30,16 @@ impl Root {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_done(&mut self) -> bool {
+        // This configuration is going: its policy is no longer in force here. (If another
+        // configuration holds the same policy, its next tick sets the gauge back to 1.)
+        if let Some(shared) = &self.shared {
+            shared.metrics.policy_info(0);
+        }
+        true
+    }
+}
 
 impl RootContext for Root {
     fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
@@ -54,25 +63,34 @@ impl RootContext for Root {
             }
         };
         let started = now_ns();
+        // Its fingerprint holds no copy of the JSON (src/policy/fingerprint.rs).
+        let fingerprint = Fingerprint::of(&bytes);
         // Parse, then free the JSON before compiling: a VM's linear memory never shrinks, so it
         // keeps whatever was alive at once. (compile re-validates: cheap.)
         let parsed = Config::from_json(&bytes);
         drop(bytes);
         match parsed.and_then(|config| Policy::compile(&config)) {
             Ok(policy) => {
+                let policy = policy.with_fingerprint(fingerprint);
+                let hash = fingerprint.as_ref().map_or("-", Fingerprint::as_str);
                 // Compile time and the VM's linear memory (which never shrinks, so it holds the
                 // compile's peak): what `make bench-envoy` reports per VM.
                 let micros = now_ns().saturating_sub(started) / 1_000;
                 let memory = vm_memory_bytes();
                 log::info!(
-                    "egress-guard: policy loaded in {}.{:03} ms, Wasm memory {} KiB: {}",
+                    "egress-guard: policy loaded in {}.{:03} ms, Wasm memory {} KiB: {} policy={hash}",
                     micros / 1_000,
                     micros % 1_000,
                     memory / 1024,
                     policy.summary()
                 );
                 let tick = tick_period(policy.sniff().timeout_ms);
+                // The previous policy of this configuration, if any, is no longer in force.
+                if let Some(old) = &self.shared {
+                    old.metrics.policy_info(0);
+                }
                 let metrics = Metrics::new(&policy);
+                metrics.policy_info(1);
                 self.shared = Some(Rc::new(Shared { policy, metrics }));
                 if let Err(status) = hostcalls::set_tick_period(tick) {
                     log::warn!("egress-guard: cannot set the tick period: {status:?}");
@@ -93,6 +111,8 @@ impl RootContext for Root {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        // Still in force (a configuration holding the same policy may have been removed).
+        shared.metrics.policy_info(1);
         let expired = self.waiting.borrow_mut().take_expired(now_ns());
         for (context_id, session) in expired {
             // Hostcalls for this connection (resume / close) must act on its context.

@@ -20,7 +20,7 @@ use super::cidrs::{check_cidr, Cidr};
 use super::de::string_only;
 use super::hosts::HostPattern;
 use super::ports::PortRange;
-use super::presets::Preset;
+use super::presets::{DenyPreset, Preset};
 
 /// The plugin configuration: one JSON object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -38,12 +38,18 @@ pub struct Config {
     /// Built-in bundles of allow rules, appended after `allow` in this order.
     #[serde(default)]
     pub presets: Vec<Preset>,
+    /// Built-in bundles of deny rules, appended after `deny` in this order.
+    #[serde(default)]
+    pub deny_presets: Vec<DenyPreset>,
     /// Network-filter sniffing limits.
     #[serde(default)]
     pub sniff: SniffConfig,
     /// Which decisions are logged.
     #[serde(default)]
     pub log: LogLevel,
+    /// The log level of denials and would-denials (allows are logged at `info`).
+    #[serde(default)]
+    pub log_level: Severity,
     /// Pin connections allowed by name to that name (see [`super::pin`]): the default of every
     /// allow rule (and preset rule) without its own `pin`. Default `false`.
     #[serde(default)]
@@ -194,7 +200,34 @@ impl EchPolicy {
     }
 }
 
+/// The log level of the decision lines for denials and would-denials (`log_level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(remote = "Self", rename_all = "lowercase")]
+pub enum Severity {
+    /// `"warn"`, the default: seen where proxies log Wasm at `warning` (Istio's sidecars).
+    #[default]
+    Warn,
+    /// `"info"`: for who wants denials with the rest of the informational lines.
+    Info,
+}
+
+impl Severity {
+    /// The configuration spelling: `"warn"`, `"info"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warn => "warn",
+            Severity::Info => "info",
+        }
+    }
+}
+
 impl fmt::Display for EchPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Severity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -246,7 +279,7 @@ impl Default for SniffConfig {
 ///
 /// It matches when the port matches (or `ports` is empty) and either `hosts` and `cidrs` are both
 /// empty, or one of `hosts` matches the name, or one of `cidrs` contains the destination IP.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(remote = "Self", deny_unknown_fields)]
 pub struct Rule {
     /// Shown in logs and metrics: `[a-z0-9_-]`, 1 to 64 characters, unique across all rules.
@@ -266,6 +299,29 @@ pub struct Rule {
     /// says. `None` follows the policy.
     #[serde(default, deserialize_with = "de_pin")]
     pub pin: Option<bool>,
+    /// Deny rules only: `false` stages the rule. A staged rule blocks nothing; a connection it
+    /// matches that would otherwise pass is recorded as a would-deny ([`super::Verdict::AuditDeny`],
+    /// [`super::Reason::StagedDeny`]). Default `true`; `false` on an allow rule is an error.
+    #[serde(default = "enforced")]
+    pub enforce: bool,
+}
+
+fn enforced() -> bool {
+    true
+}
+
+impl Default for Rule {
+    /// An empty, enforced rule.
+    fn default() -> Self {
+        Rule {
+            name: String::new(),
+            hosts: Vec::new(),
+            cidrs: Vec::new(),
+            ports: Vec::new(),
+            pin: None,
+            enforce: true,
+        }
+    }
 }
 
 impl Rule {
@@ -290,6 +346,12 @@ impl Rule {
         if !self.name.is_empty() {
             check_rule_name(&self.name)
                 .map_err(|m| ConfigError::invalid(format!("{}.name", at()), m))?;
+        }
+        if !self.enforce && list != "deny" {
+            return Err(ConfigError::invalid(
+                format!("{}.enforce", at()),
+                "only a deny rule can be staged (\"enforce\": false); remove the key",
+            ));
         }
         if self.is_empty() {
             return Err(ConfigError::new(
@@ -317,18 +379,18 @@ impl Rule {
     }
 }
 
-/// Where a rule name was first used, for duplicate-name errors: `allow[3]`, `presets[1]`.
+/// Where a rule name was first used, for duplicate-name errors: `allow[3]`, `presets[1]`,
+/// `deny_presets[0]`.
 #[derive(Clone, Copy)]
 enum Place {
     Rule(&'static str, usize),
-    Preset(usize),
+    Preset(&'static str, usize),
 }
 
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Place::Rule(list, i) => write!(f, "{list}[{i}]"),
-            Place::Preset(i) => write!(f, "presets[{i}]"),
+            Place::Rule(list, i) | Place::Preset(list, i) => write!(f, "{list}[{i}]"),
         }
     }
 }
@@ -383,24 +445,46 @@ impl Config {
                 names.insert(name, Place::Rule(list, i));
             }
         }
-        let mut presets: FxHashMap<Preset, usize> = FxHashMap::default();
-        for (i, preset) in self.presets.iter().enumerate() {
-            let at = Place::Preset(i);
-            if let Some(first) = presets.insert(*preset, i) {
-                return Err(ConfigError::duplicate(
-                    at.to_string(),
-                    format!("{:?} is already listed at presets[{first}]", preset.name()),
-                ));
-            }
-            for n in 0..preset.info().rules.len() {
-                let name = preset.rule_name(n);
-                if let Some(first) = names.get(name.as_str()) {
+        // Each list's presets: listed once, and their rule names unique among all rules.
+        let allow: Vec<(&str, Vec<String>)> = self
+            .presets
+            .iter()
+            .map(|p| {
+                (
+                    p.name(),
+                    (0..p.info().rules.len()).map(|n| p.rule_name(n)).collect(),
+                )
+            })
+            .collect();
+        let deny: Vec<(&str, Vec<String>)> = self
+            .deny_presets
+            .iter()
+            .map(|p| {
+                (
+                    p.name(),
+                    (0..p.info().rules.len()).map(|n| p.rule_name(n)).collect(),
+                )
+            })
+            .collect();
+        for (list, listed) in [("presets", allow), ("deny_presets", deny)] {
+            let mut presets: FxHashMap<&str, usize> = FxHashMap::default();
+            for (i, (preset, rule_names)) in listed.into_iter().enumerate() {
+                let at = Place::Preset(list, i);
+                if let Some(first) = presets.insert(preset, i) {
                     return Err(ConfigError::duplicate(
                         at.to_string(),
-                        format!("the preset's rule name {name:?} is already used by {first}; rename that rule"),
+                        format!("{preset:?} is already listed at {list}[{first}]"),
                     ));
                 }
-                names.insert(Cow::Owned(name), at);
+                for name in rule_names {
+                    if let Some(first) = names.get(name.as_str()) {
+                        return Err(ConfigError::duplicate(
+                            at.to_string(),
+                            format!("the preset's rule name {name:?} is already used by {first}; rename that rule"),
+                        ));
+                    }
+                    names.insert(Cow::Owned(name), at);
+                }
             }
         }
         self.sniff.validate()
@@ -459,6 +543,7 @@ object_only!(SniffConfig, "a sniff object");
 string_only!(Mode, "a mode string");
 string_only!(LogLevel, "a log level string");
 string_only!(EchPolicy, "\"allow\" or \"deny\"");
+string_only!(Severity, "a log level string (warn or info)");
 
 fn check_range(value: i128, range: &RangeInclusive<u32>) -> Result<u32, String> {
     match u32::try_from(value) {

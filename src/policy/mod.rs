@@ -20,14 +20,15 @@
 //! # Rule ids
 //!
 //! [`Policy::rules`] lists every rule, and a [`RuleId`] indexes it: first the `deny` rules in
-//! config order, then the `allow` rules in config order, then the rules of each preset in `presets`
-//! order. The compiled indexes rely on this order ("the lowest matching id wins" is exactly "a
+//! config order, then the rules of each deny preset in `deny_presets` order, then the `allow`
+//! rules in config order, then the rules of each preset in `presets` order. The compiled indexes rely on this order ("the lowest matching id wins" is exactly "a
 //! deny rule beats an allow rule, and the first rule in config order is reported"), and
 //! [`reference::decide`] numbers rules the same way.
 
 pub mod cidrs;
 pub mod config;
 mod de;
+pub mod fingerprint;
 mod glob;
 pub mod hosts;
 /// Name normalisation (lives at the crate root, shared with the parsers; re-exported here).
@@ -50,12 +51,14 @@ use std::net::IpAddr;
 
 pub use cidrs::{canonical_ip, parse_cidr, CidrError};
 pub use config::{
-    ClusterName, Config, ConfigError, ConfigErrorKind, EchPolicy, LogLevel, Mode, Rule, SniffConfig,
+    ClusterName, Config, ConfigError, ConfigErrorKind, EchPolicy, LogLevel, Mode, Rule, Severity,
+    SniffConfig,
 };
+pub use fingerprint::Fingerprint;
 pub use hosts::{HostPattern, PatternError, PatternErrorKind, PatternKind};
 pub use name::{classify_authority, classify_sni, MalformedName, NameClass};
 pub use ports::{PortError, PortRange};
-pub use presets::{Preset, PresetInfo, PresetRule};
+pub use presets::{DenyPreset, DenyPresetInfo, DenyPresetRule, Preset, PresetInfo, PresetRule};
 
 use cidrs::{CidrIndex, CidrIndexBuilder};
 use hosts::{HostIndex, HostIndexBuilder};
@@ -83,10 +86,28 @@ impl RuleKind {
     }
 }
 
+crate::labels::labelled! {
+    /// A rule's kind as counters label it (`kind` of `egress_guard_rule_matches_total`): where
+    /// the rule comes from and what it does.
+    pub enum RuleClass {
+        /// An explicit `allow` rule.
+        Allow => "allow",
+        /// An allow rule from a preset (`presets`).
+        Preset => "preset",
+        /// An explicit, enforced `deny` rule.
+        Deny => "deny",
+        /// A staged `deny` rule (`"enforce": false`).
+        StagedDeny => "staged_deny",
+        /// A deny rule from a deny preset (`deny_presets`).
+        DenyPreset => "deny_preset",
+    }
+}
+
 /// What logs and metrics need to know about a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
-    /// The rule's name (default `allow-<i>` / `deny-<i>`, `preset-<preset>` for preset rules).
+    /// The rule's name (default `allow-<i>` / `deny-<i>`, `preset-<preset>` for preset rules,
+    /// deny presets' included).
     pub name: String,
     /// Allow or deny.
     pub kind: RuleKind,
@@ -95,6 +116,21 @@ pub struct RuleInfo {
     /// Whether what this rule allows by name is pinned (its own `pin`, else the policy's);
     /// `false` for deny rules.
     pub pin: bool,
+    /// `false` for a staged deny rule (`"enforce": false`): it records would-denies only.
+    pub enforce: bool,
+}
+
+impl RuleInfo {
+    /// The rule's kind, as counters label it.
+    pub fn class(&self) -> RuleClass {
+        match (self.kind, self.preset.is_some(), self.enforce) {
+            (RuleKind::Allow, false, _) => RuleClass::Allow,
+            (RuleKind::Allow, true, _) => RuleClass::Preset,
+            (RuleKind::Deny, true, _) => RuleClass::DenyPreset,
+            (RuleKind::Deny, false, true) => RuleClass::Deny,
+            (RuleKind::Deny, false, false) => RuleClass::StagedDeny,
+        }
+    }
 }
 
 /// The facts a decision is taken on.
@@ -159,6 +195,9 @@ crate::labels::labelled! {
         Rule => "rule",
         /// A deny rule matched.
         DenyRule => "deny_rule",
+        /// A staged deny rule (`"enforce": false`) matched a connection that otherwise passes:
+        /// it still passes, as a would-deny ([`Verdict::AuditDeny`]), in every mode.
+        StagedDeny => "staged_deny",
         /// No rule matched (allowlist: deny; audit: would-deny).
         NoMatch => "no_match",
         /// Passthrough mode and no deny rule matched.
@@ -191,8 +230,8 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Why.
     pub reason: Reason,
-    /// The deciding rule, for [`Reason::Rule`] and [`Reason::DenyRule`]; for
-    /// [`Reason::Passthrough`], the allow rule that pinned the connection, if one did.
+    /// The deciding rule, for [`Reason::Rule`], [`Reason::DenyRule`] and [`Reason::StagedDeny`];
+    /// for [`Reason::Passthrough`], the allow rule that pinned the connection, if one did.
     pub rule: Option<RuleId>,
     /// The connection passes only to its name: Envoy must make it to the name, never to the
     /// client's IP (see [`pin`] for exactly when).
@@ -218,11 +257,13 @@ pub struct Summary {
     pub mode: Mode,
     /// Explicit allow rules.
     pub allow_rules: usize,
-    /// Deny rules.
+    /// Deny rules (staged ones included).
     pub deny_rules: usize,
-    /// Allow rules supplied by presets.
+    /// Staged deny rules (`"enforce": false`).
+    pub staged_rules: usize,
+    /// Rules supplied by presets (allow and deny presets).
     pub preset_rules: usize,
-    /// Presets enabled.
+    /// Presets enabled (allow and deny presets).
     pub presets: usize,
     /// Host patterns over all rules.
     pub hosts: usize,
@@ -241,9 +282,15 @@ impl Summary {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // `staged N` only when there are staged rules: the line predates them.
+        let staged = match self.staged_rules {
+            0 => String::new(),
+            n => format!(", staged {n}"),
+        };
         write!(
             f,
-            "mode={} rules={} (allow {}, deny {}, from presets {}) hosts={} cidrs={} presets={}",
+            "mode={} rules={} (allow {}, deny {}{staged}, from presets {}) hosts={} cidrs={} \
+             presets={}",
             self.mode,
             self.rules(),
             self.allow_rules,
@@ -275,17 +322,48 @@ pub struct Policy {
     pin_cluster: ClusterName,
     /// Some allow rule pins.
     pinning: bool,
+    log_level: Severity,
+    /// The fingerprint of the JSON the policy was compiled from, if known.
+    fingerprint: Option<Fingerprint>,
     rules: Vec<RuleInfo>,
     /// Rule ids below this are deny rules.
     deny_rules: RuleId,
     /// Some deny rule has CIDRs (an IP literal sent as a name can then be denied).
     deny_cidrs: bool,
     presets: Vec<Preset>,
+    deny_presets: Vec<DenyPreset>,
     /// Rules with neither hosts nor cidrs.
     port_only: PortIndex,
     cidrs: CidrIndex,
     hosts: HostIndex,
+    /// The staged deny rules, indexed apart (the indexes above leave them out), if any.
+    staged: Option<Box<StagedIndex>>,
     summary: Summary,
+}
+
+/// The indexes of the staged deny rules: what they match never changes the main decision, so
+/// they are looked up only when that decision lets the connection pass.
+#[derive(Debug, Clone)]
+struct StagedIndex {
+    port_only: PortIndex,
+    cidrs: CidrIndex,
+    hosts: HostIndex,
+}
+
+impl StagedIndex {
+    /// The lowest staged rule matching by CIDR or by port alone.
+    fn without_name(&self, ip: IpAddr, port: u16) -> Option<RuleId> {
+        min_rule(self.port_only.get(port), self.cidrs.lookup(ip, port))
+    }
+
+    /// The lowest staged rule matching.
+    fn lookup(&self, ip: IpAddr, port: u16, name: NameFact<'_>) -> Option<RuleId> {
+        let best = self.without_name(ip, port);
+        match name {
+            NameFact::Name(name) => min_rule(best, self.hosts.lookup(name, port)),
+            NameFact::Absent | NameFact::Malformed | NameFact::TooLarge => best,
+        }
+    }
 }
 
 /// The smaller of two optional rule ids.
@@ -302,8 +380,17 @@ pub(crate) fn min_rule(a: Option<RuleId>, b: Option<RuleId>) -> Option<RuleId> {
 struct FlatRule<'c> {
     info: RuleInfo,
     hosts: Cow<'c, [HostPattern]>,
-    cidrs: &'c [ipnet::IpNet],
+    cidrs: Cow<'c, [ipnet::IpNet]>,
     ports: &'c [PortRange],
+}
+
+/// A preset's host patterns, parsed (`at`: the preset's place, for an error that a test rules out).
+fn preset_hosts(hosts: &[&str], at: impl Fn() -> String) -> Result<Vec<HostPattern>, ConfigError> {
+    hosts
+        .iter()
+        .map(|h| HostPattern::parse(h))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::invalid(at(), e))
 }
 
 impl Policy {
@@ -316,12 +403,20 @@ impl Policy {
     /// Compiles a configuration that [`Config::validate`] has accepted.
     fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
         let presets: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
+        let deny_presets: usize = config
+            .deny_presets
+            .iter()
+            .map(|p| p.info().rules.len())
+            .sum();
         let mut flat: Vec<FlatRule<'_>> =
-            Vec::with_capacity(config.deny.len() + config.allow.len() + presets);
-        for (list, kind, rules) in [
-            ("deny", RuleKind::Deny, &config.deny),
-            ("allow", RuleKind::Allow, &config.allow),
-        ] {
+            Vec::with_capacity(config.deny.len() + deny_presets + config.allow.len() + presets);
+        fn explicit<'c>(
+            flat: &mut Vec<FlatRule<'c>>,
+            config: &Config,
+            list: &str,
+            kind: RuleKind,
+            rules: &'c [Rule],
+        ) {
             for (i, rule) in rules.iter().enumerate() {
                 flat.push(FlatRule {
                     info: RuleInfo {
@@ -329,30 +424,52 @@ impl Policy {
                         kind,
                         preset: None,
                         pin: kind == RuleKind::Allow && config.pins(rule),
+                        enforce: rule.enforce,
                     },
                     hosts: Cow::Borrowed(&rule.hosts),
-                    cidrs: &rule.cidrs,
+                    cidrs: Cow::Borrowed(&rule.cidrs),
                     ports: &rule.ports,
                 });
             }
         }
+        explicit(&mut flat, config, "deny", RuleKind::Deny, &config.deny);
+        for (i, preset) in config.deny_presets.iter().enumerate() {
+            let at = || format!("deny_presets[{i}]");
+            for (n, rule) in preset.info().rules.iter().enumerate() {
+                let cidrs = rule
+                    .cidrs
+                    .iter()
+                    .map(|c| parse_cidr(c))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ConfigError::invalid(at(), e))?;
+                flat.push(FlatRule {
+                    info: RuleInfo {
+                        name: preset.rule_name(n),
+                        kind: RuleKind::Deny,
+                        preset: Some(preset.name()),
+                        pin: false,
+                        enforce: true,
+                    },
+                    hosts: Cow::Owned(preset_hosts(rule.hosts, at)?),
+                    cidrs: Cow::Owned(cidrs),
+                    ports: rule.ports,
+                });
+            }
+        }
+        let deny_count = flat.len();
+        explicit(&mut flat, config, "allow", RuleKind::Allow, &config.allow);
         for (i, preset) in config.presets.iter().enumerate() {
             for (n, rule) in preset.info().rules.iter().enumerate() {
-                let hosts = rule
-                    .hosts
-                    .iter()
-                    .map(|h| HostPattern::parse(h))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ConfigError::invalid(format!("presets[{i}]"), e))?;
                 flat.push(FlatRule {
                     info: RuleInfo {
                         name: preset.rule_name(n),
                         kind: RuleKind::Allow,
                         preset: Some(preset.name()),
                         pin: config.pin,
+                        enforce: true,
                     },
-                    hosts: Cow::Owned(hosts),
-                    cidrs: &[],
+                    hosts: Cow::Owned(preset_hosts(rule.hosts, || format!("presets[{i}]"))?),
+                    cidrs: Cow::Borrowed(&[]),
                     ports: rule.ports,
                 });
             }
@@ -368,39 +485,62 @@ impl Policy {
         let mut port_only = Vec::new();
         let pinned_rules = flat.iter().filter(|r| r.info.pin).count();
         let pinning = pinned_rules > 0;
+        let mut staged_hosts = HostIndexBuilder::default();
+        let mut staged_cidrs = CidrIndexBuilder::default();
+        let mut staged_port_only = Vec::new();
         for (id, rule) in (0..).zip(&flat) {
             // In passthrough mode allow rules cannot change a decision, only what is pinned:
             // leave them out unless one pins.
             if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough && !pinning {
                 continue;
             }
+            let (hosts, cidrs, port_only) = if rule.info.enforce {
+                (&mut host_index, &mut cidr_index, &mut port_only)
+            } else {
+                (&mut staged_hosts, &mut staged_cidrs, &mut staged_port_only)
+            };
             if rule.hosts.is_empty() && rule.cidrs.is_empty() {
                 port_only.push(id);
             }
             for host in rule.hosts.iter() {
-                host_index.add(host, id);
+                hosts.add(host, id);
             }
-            for &net in rule.cidrs {
-                cidr_index.add(net, id);
+            for &net in rule.cidrs.iter() {
+                cidrs.add(net, id);
             }
         }
         let hosts = host_index
             .build(ports)
             .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?;
+        let staged_rules = flat.iter().filter(|r| !r.info.enforce).count();
+        let staged = if staged_rules == 0 {
+            None
+        } else {
+            Some(Box::new(StagedIndex {
+                port_only: PortIndex::build(staged_port_only, ports),
+                cidrs: staged_cidrs.build(ports),
+                hosts: staged_hosts
+                    .build(ports)
+                    .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?,
+            }))
+        };
         let summary = Summary {
             mode: config.mode,
             allow_rules: config.allow.len(),
             deny_rules: config.deny.len(),
+            staged_rules,
             preset_rules: flat.len() - config.allow.len() - config.deny.len(),
-            presets: config.presets.len(),
+            presets: config.presets.len() + config.deny_presets.len(),
             hosts: flat.iter().map(|r| r.hosts.len()).sum(),
             cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
             pinned_rules,
         };
+        // Enforced deny rules only: an IP literal sent as the name meets those (a staged rule
+        // looks at the destination IP only).
         let deny_cidrs = flat
             .iter()
-            .take(config.deny.len())
-            .any(|r| !r.cidrs.is_empty());
+            .take(deny_count)
+            .any(|r| r.info.enforce && !r.cidrs.is_empty());
         Ok(Policy {
             mode: config.mode,
             sniff: config.sniff,
@@ -408,21 +548,43 @@ impl Policy {
             ech: config.ech,
             pin_cluster: config.pin_cluster.clone(),
             pinning,
-            deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
+            log_level: config.log_level,
+            fingerprint: None,
+            deny_rules: RuleId::try_from(deny_count).unwrap_or(RuleId::MAX),
             deny_cidrs,
             presets: config.presets.clone(),
+            deny_presets: config.deny_presets.clone(),
             port_only: PortIndex::build(port_only, ports),
             cidrs: cidr_index.build(ports),
             hosts,
+            staged,
             summary,
             rules: flat.into_iter().map(|r| r.info).collect(),
         })
     }
 
-    /// Parses, validates and compiles a JSON configuration.
+    /// Parses, validates and compiles a JSON configuration; records its [`Fingerprint`].
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         // Config::from_json has validated it.
-        Policy::compile_validated(&Config::from_json(bytes)?)
+        let policy = Policy::compile_validated(&Config::from_json(bytes)?)?;
+        Ok(policy.with_fingerprint(Fingerprint::of(bytes)))
+    }
+
+    /// The policy, recorded as compiled from a JSON document with this fingerprint.
+    pub fn with_fingerprint(mut self, fingerprint: Option<Fingerprint>) -> Policy {
+        self.fingerprint = fingerprint;
+        self
+    }
+
+    /// The fingerprint of the JSON the policy was compiled from (`None` when compiled from a
+    /// [`Config`] built in code).
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.fingerprint
+    }
+
+    /// The log level of denials and would-denials.
+    pub fn log_level(&self) -> Severity {
+        self.log_level
     }
 
     /// The mode.
@@ -462,7 +624,8 @@ impl Policy {
         self.pinning
     }
 
-    /// Every rule, indexed by [`RuleId`]: deny rules, allow rules, preset rules.
+    /// Every rule, indexed by [`RuleId`]: deny rules, deny preset rules, allow rules, preset
+    /// rules.
     pub fn rules(&self) -> &[RuleInfo] {
         &self.rules
     }
@@ -477,21 +640,34 @@ impl Policy {
         &self.presets
     }
 
+    /// The deny presets enabled, in config order.
+    pub fn deny_presets(&self) -> &[DenyPreset] {
+        &self.deny_presets
+    }
+
     /// Counts of rules, hosts, CIDRs and presets.
     pub fn summary(&self) -> Summary {
         self.summary
     }
 
+    /// Whether some deny rule is staged (`"enforce": false`).
+    pub fn has_staged(&self) -> bool {
+        self.staged.is_some()
+    }
+
     /// Decides a connection or request (README.md, "How it decides"; docs/design.md, "Malformed
     /// input is denied in every mode"):
     ///
-    /// 1. a matching deny rule denies (the first in config order), in every mode;
+    /// 1. a matching enforced deny rule denies (the first in config order), in every mode;
     /// 2. a malformed or too large head denies, in every mode;
     /// 3. passthrough allows;
     /// 4. the first matching allow rule (explicit rules, then presets) allows;
-    /// 5. otherwise allowlist denies and audit would-deny.
+    /// 5. otherwise allowlist denies and audit would-deny;
+    /// 6. if the connection passes (3, 4 or 5 in audit) and a staged deny rule matches, it
+    ///    would-denies instead, reporting the first such rule ([`Reason::StagedDeny`]).
     ///
-    /// [`Decision::pin`] says whether the connection must be pinned to its name ([`pin`]).
+    /// [`Decision::pin`] says whether the connection must be pinned to its name ([`pin`]); a
+    /// staged would-deny keeps it (it passes, so it goes where a pass goes).
     pub fn decide(&self, facts: &Facts<'_>) -> Decision {
         let ip = canonical_ip(facts.ip);
         let by_address = self.without_name(ip, facts.port);
@@ -508,7 +684,12 @@ impl Policy {
                 decision.rule = Some(id);
             }
         }
-        decision
+        match &self.staged {
+            Some(staged) if decision.verdict.passes() => {
+                stage(decision, staged.lookup(ip, facts.port, facts.name))
+            }
+            _ => decision,
+        }
     }
 
     /// The decision at connection open, before any client byte, when the name cannot change it.
@@ -524,10 +705,23 @@ impl Policy {
     /// settled early when no earlier deny rule with hosts applies to the port (otherwise that
     /// earlier rule could be the one reported).
     pub fn decide_early(&self, ip: IpAddr, port: u16) -> Option<Decision> {
-        let best = self.without_name(canonical_ip(ip), port);
-        match self.hosts.any_rule_on(port) {
-            Some(first) if best.is_none_or(|b| first < b) => None,
-            _ => Some(self.conclude(best, NameFact::Absent)),
+        let ip = canonical_ip(ip);
+        let best = self.without_name(ip, port);
+        let decision = match self.hosts.any_rule_on(port) {
+            Some(first) if best.is_none_or(|b| first < b) => return None,
+            _ => self.conclude(best, NameFact::Absent),
+        };
+        match &self.staged {
+            Some(staged) if decision.verdict.passes() => {
+                // The same test for the staged rules: a name could add one, or report an
+                // earlier one.
+                let best = staged.without_name(ip, port);
+                match staged.hosts.any_rule_on(port) {
+                    Some(first) if best.is_none_or(|b| first < b) => None,
+                    _ => Some(stage(decision, best)),
+                }
+            }
+            _ => Some(decision),
         }
     }
 
@@ -545,6 +739,7 @@ impl Policy {
         min_rule(self.port_only.get(port), self.cidrs.lookup(ip, port))
     }
 
+    /// The decision of the enforced rules (steps 1 to 5 of [`Policy::decide`]).
     fn conclude(&self, best: Option<RuleId>, name: NameFact<'_>) -> Decision {
         if let Some(id) = best.filter(|&id| id < self.deny_rules) {
             return Decision::new(Verdict::Deny, Reason::DenyRule, Some(id));
@@ -560,5 +755,17 @@ impl Policy {
             (Mode::Allowlist, None) => Decision::new(Verdict::Deny, Reason::NoMatch, None),
             (Mode::Audit, None) => Decision::new(Verdict::AuditDeny, Reason::NoMatch, None),
         }
+    }
+}
+
+/// A passing decision, turned into a would-deny by the staged rule `staged`, if one matched.
+fn stage(decision: Decision, staged: Option<RuleId>) -> Decision {
+    match staged {
+        // A staged would-deny passes: where a pinned connection goes does not change.
+        Some(id) => Decision {
+            pin: decision.pin,
+            ..Decision::new(Verdict::AuditDeny, Reason::StagedDeny, Some(id))
+        },
+        None => decision,
     }
 }

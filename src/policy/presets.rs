@@ -7,6 +7,10 @@
 //!
 //! Only names are listed: protocols that carry no name (git over SSH to `github.com:22`, for
 //! example) cannot be allowed by host and need `cidrs` rules of their own.
+//!
+//! Deny presets (`"deny_presets": ["cloud-metadata"]`) are bundles of deny rules, by address
+//! and by name: their rules come after the explicit `deny` rules (so before every allow rule) and
+//! are named `preset-<preset>` too. Preset names are unique across both lists.
 
 use std::fmt;
 
@@ -207,12 +211,116 @@ impl Preset {
     /// The name of the preset's `n`th rule (from 0): `preset-<name>`, or `preset-<name>-<n+1>`
     /// when the preset has several rules.
     pub fn rule_name(self, n: usize) -> String {
-        let info = self.info();
-        if info.rules.len() > 1 {
-            format!("preset-{}-{}", info.name, n + 1)
-        } else {
-            format!("preset-{}", info.name)
-        }
+        rule_name(self.name(), n, self.info().rules.len())
+    }
+}
+
+/// A built-in deny preset, as written in `deny_presets`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(remote = "Self", rename_all = "kebab-case")]
+pub enum DenyPreset {
+    /// Cloud instance metadata and credential endpoints (AWS, ECS, EKS, GCP, Azure, Alibaba,
+    /// Oracle), by address and by name, on every port.
+    CloudMetadata,
+}
+
+string_only!(DenyPreset, "a deny preset name string");
+
+/// One deny rule of a deny preset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenyPresetRule {
+    /// Host patterns, already normalised (lowercase, no trailing dot).
+    pub hosts: &'static [&'static str],
+    /// Addresses and networks (`169.254.169.254/32`), in canonical form.
+    pub cidrs: &'static [&'static str],
+    /// Ports; empty means every port.
+    pub ports: &'static [PortRange],
+}
+
+/// A deny preset as listed by the CLI's `presets` command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DenyPresetInfo {
+    /// The preset.
+    pub preset: DenyPreset,
+    /// Its name in configuration (`cloud-metadata`).
+    pub name: &'static str,
+    /// One line saying what it denies.
+    pub description: &'static str,
+    /// Its deny rules.
+    pub rules: &'static [DenyPresetRule],
+}
+
+const DENY_ALL: &[DenyPresetInfo] = &[DenyPresetInfo {
+    preset: DenyPreset::CloudMetadata,
+    name: "cloud-metadata",
+    description: "cloud instance metadata and credential endpoints (AWS, ECS, EKS Pod Identity, \
+                  GCP, Azure, Alibaba, Oracle) by address and by name, on every port",
+    rules: &[DenyPresetRule {
+        hosts: &["metadata.google.internal", "metadata.goog"],
+        cidrs: &[
+            // AWS EC2 IMDS; also GCP, Azure IMDS and Oracle Cloud's (v1 and v2) metadata.
+            "169.254.169.254/32",
+            // AWS EC2 IMDS over IPv6 (Nitro instances).
+            "fd00:ec2::254/128",
+            // Amazon ECS task metadata and task-role credentials.
+            "169.254.170.2/32",
+            // Amazon EKS Pod Identity Agent credentials, IPv4 and IPv6.
+            "169.254.170.23/32",
+            "fd00:ec2::23/128",
+            // GCP metadata server over IPv6.
+            "fd20:ce::254/128",
+            // Alibaba Cloud ECS metadata.
+            "100.100.100.200/32",
+            // Oracle Cloud's other metadata address.
+            "192.0.0.192/32",
+        ],
+        ports: &[],
+    }],
+}];
+
+/// Every built-in deny preset, in a stable order.
+pub fn deny_all() -> &'static [DenyPresetInfo] {
+    DENY_ALL
+}
+
+impl DenyPreset {
+    /// The preset's description and rules.
+    pub fn info(self) -> &'static DenyPresetInfo {
+        // `DENY_ALL` holds one entry per variant, in declaration order (checked by a test).
+        DENY_ALL.get(self as usize).unwrap_or(&DENY_EMPTY)
+    }
+
+    /// The preset's name in configuration (`cloud-metadata`).
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    /// The name of the preset's `n`th rule (from 0), as for [`Preset::rule_name`].
+    pub fn rule_name(self, n: usize) -> String {
+        rule_name(self.name(), n, self.info().rules.len())
+    }
+}
+
+impl fmt::Display for DenyPreset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Fallback for [`DenyPreset::info`]; unreachable while `DENY_ALL` lists every variant.
+const DENY_EMPTY: DenyPresetInfo = DenyPresetInfo {
+    preset: DenyPreset::CloudMetadata,
+    name: "",
+    description: "",
+    rules: &[],
+};
+
+/// `preset-<name>`, or `preset-<name>-<n+1>` for a preset with several rules.
+fn rule_name(name: &str, n: usize, rules: usize) -> String {
+    if rules > 1 {
+        format!("preset-{}-{}", name, n + 1)
+    } else {
+        format!("preset-{name}")
     }
 }
 
@@ -275,6 +383,46 @@ mod tests {
                 "maven-central",
                 "alpine"
             ]
+        );
+    }
+
+    #[test]
+    fn every_deny_preset_is_listed_once_and_valid() {
+        let allow: std::collections::BTreeSet<&str> = all().iter().map(|i| i.name).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for info in deny_all() {
+            assert!(seen.insert(info.preset), "{} listed twice", info.name);
+            assert_eq!(info.preset.info(), info);
+            assert!(
+                !allow.contains(info.name),
+                "{}: also an allow preset",
+                info.name
+            );
+            let parsed: DenyPreset = serde_json::from_str(&format!("{:?}", info.name)).unwrap();
+            assert_eq!(parsed, info.preset);
+            assert!(!info.rules.is_empty() && !info.description.is_empty());
+            for rule in info.rules {
+                assert!(!rule.hosts.is_empty() || !rule.cidrs.is_empty());
+                for host in rule.hosts {
+                    assert_eq!(HostPattern::parse(host).unwrap().as_str(), *host);
+                }
+                for cidr in rule.cidrs {
+                    // Canonical: a network without host bits, written as it displays.
+                    let net = crate::policy::parse_cidr(cidr).unwrap();
+                    assert_eq!(net.to_string(), *cidr);
+                }
+                for port in rule.ports {
+                    port.check().unwrap();
+                }
+            }
+        }
+        assert_eq!(
+            deny_all().iter().map(|i| i.name).collect::<Vec<_>>(),
+            ["cloud-metadata"]
+        );
+        assert_eq!(
+            DenyPreset::CloudMetadata.rule_name(0),
+            "preset-cloud-metadata"
         );
     }
 

@@ -17,6 +17,7 @@ fn name() -> impl Strategy<Value = String> {
             Just("github.com".to_string()),
             Just("api.github.com".to_string()),
             Just("deb.debian.org".to_string()),
+            Just("metadata.goog".to_string()),
         ],
     ]
 }
@@ -102,6 +103,7 @@ fn rule() -> impl Strategy<Value = Rule> {
                 cidrs,
                 ports,
                 pin: None,
+                enforce: true,
             }
         })
 }
@@ -109,6 +111,14 @@ fn rule() -> impl Strategy<Value = Rule> {
 /// An allow rule: a rule with its own `pin`, or none.
 fn allow_rule() -> impl Strategy<Value = Rule> {
     (rule(), prop::option::of(any::<bool>())).prop_map(|(rule, pin)| Rule { pin, ..rule })
+}
+
+/// A deny rule, staged (`"enforce": false`) one time in three.
+fn deny_rule() -> impl Strategy<Value = Rule> {
+    (rule(), 0u8..3).prop_map(|(rule, n)| Rule {
+        enforce: n != 0,
+        ..rule
+    })
 }
 
 fn config() -> impl Strategy<Value = Config> {
@@ -119,12 +129,13 @@ fn config() -> impl Strategy<Value = Config> {
             Just(Mode::Passthrough)
         ],
         prop::collection::vec(allow_rule(), 0..6),
-        prop::collection::vec(rule(), 0..4),
+        prop::collection::vec(deny_rule(), 0..4),
         prop::sample::subsequence(vec![Preset::Github, Preset::Pypi, Preset::DebianApt], 0..=3),
         any::<bool>(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(mode, allow, deny, mut presets, reverse, pin)| {
+        .prop_map(|(mode, allow, deny, mut presets, reverse, pin, metadata)| {
             if reverse {
                 presets.reverse();
             }
@@ -134,6 +145,11 @@ fn config() -> impl Strategy<Value = Config> {
                 deny,
                 presets,
                 pin,
+                deny_presets: if metadata {
+                    vec![DenyPreset::CloudMetadata]
+                } else {
+                    Vec::new()
+                },
                 ..Config::default()
             }
         })
@@ -148,6 +164,9 @@ fn ip() -> impl Strategy<Value = IpAddr> {
             IpAddr::V6(v6) => v6,
         })),
         Just(IpAddr::from([192, 0, 2, 1])),
+        // The cloud-metadata deny preset's addresses.
+        Just(IpAddr::from([169, 254, 169, 254])),
+        Just(IpAddr::from([0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254])),
     ]
 }
 
@@ -243,13 +262,17 @@ proptest! {
             if let Some(pin) = r.pin {
                 fields.push(format!(r#""pin": {pin}"#));
             }
+            if !r.enforce {
+                fields.push(r#""enforce": false"#.to_string());
+            }
             format!("{{{}}}", fields.join(","))
         };
         let list = |rules: &[Rule]| rules.iter().map(rule_json).collect::<Vec<_>>().join(",");
         let presets: Vec<String> = config.presets.iter().map(|p| format!("\"{p}\"")).collect();
+        let deny_presets: Vec<String> = config.deny_presets.iter().map(|p| format!("\"{p}\"")).collect();
         let json = format!(
-            r#"{{"mode": "{}", "allow": [{}], "deny": [{}], "presets": [{}], "pin": {}}}"#,
-            config.mode, list(&config.allow), list(&config.deny), presets.join(","), config.pin
+            r#"{{"mode": "{}", "allow": [{}], "deny": [{}], "presets": [{}], "deny_presets": [{}], "pin": {}}}"#,
+            config.mode, list(&config.allow), list(&config.deny), presets.join(","), deny_presets.join(","), config.pin
         );
         let parsed = Config::from_json(json.as_bytes()).unwrap();
         let mut named = config.clone();

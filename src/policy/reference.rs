@@ -5,6 +5,7 @@
 //! no precomputation, one scan over the rules per decision. Tests, fuzzers and benchmarks hold the
 //! compiled policy against it.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use globset::GlobBuilder;
@@ -17,53 +18,96 @@ use super::{Decision, Facts, NameFact, Reason, RuleId, Verdict};
 /// A rule as the reference sees it.
 struct Plain<'a> {
     hosts: Vec<&'a str>,
-    cidrs: &'a [IpNet],
+    cidrs: Cow<'a, [IpNet]>,
     ports: &'a [PortRange],
     /// Allow rules: whether what it allows by name is pinned.
     pin: bool,
+    /// Deny rules: `false` for a staged one.
+    enforce: bool,
 }
 
 fn plain<'a>(config: &Config, rule: &'a Rule) -> Plain<'a> {
     Plain {
         hosts: rule.hosts.iter().map(|h| h.as_str()).collect(),
-        cidrs: &rule.cidrs,
+        cidrs: Cow::Borrowed(&rule.cidrs),
         ports: &rule.ports,
         pin: config.pins(rule),
+        enforce: rule.enforce,
     }
 }
 
 /// Decides `facts` under `config` by scanning the rules in order.
 ///
-/// Rule ids number the deny rules, then the allow rules, then each preset's rules, as
+/// Rule ids number the deny rules, then each deny preset's rules, then the allow rules, then each
+/// preset's rules, as
 /// [`super::Policy::rules`] does. `config` is assumed valid ([`Config::validate`]).
 pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
     let ip = match facts.ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,
     };
-    let deny: Vec<Plain<'_>> = config.deny.iter().map(|r| plain(config, r)).collect();
+    let mut deny: Vec<Plain<'_>> = config.deny.iter().map(|r| plain(config, r)).collect();
+    for preset in &config.deny_presets {
+        for rule in preset.info().rules {
+            deny.push(Plain {
+                hosts: rule.hosts.to_vec(),
+                // The shipped text, read by ipnet directly (a test holds it canonical).
+                cidrs: Cow::Owned(rule.cidrs.iter().filter_map(|c| c.parse().ok()).collect()),
+                ports: rule.ports,
+                pin: false,
+                enforce: true,
+            });
+        }
+    }
     let mut allow: Vec<Plain<'_>> = config.allow.iter().map(|r| plain(config, r)).collect();
     for preset in &config.presets {
         for rule in preset.info().rules {
             allow.push(Plain {
                 hosts: rule.hosts.to_vec(),
-                cidrs: &[],
+                cidrs: Cow::Borrowed(&[]),
                 ports: rule.ports,
                 pin: config.pin,
+                enforce: true,
             });
         }
     }
-    let matching_for = |rules: &[Plain<'_>], name| {
+    let matching = |rules: &[Plain<'_>], enforce: bool, name: NameFact<'_>| {
         rules
             .iter()
-            .position(|rule| matches(rule, ip, facts.port, name))
+            .position(|rule| rule.enforce == enforce && matches(rule, ip, facts.port, name))
     };
-    let matching = |rules: &[Plain<'_>]| matching_for(rules, facts.name);
     let id = |n: usize| RuleId::try_from(n).ok();
 
-    if let Some(i) = matching(&deny) {
+    if let Some(i) = matching(&deny, true, facts.name) {
         return decision(Verdict::Deny, Reason::DenyRule, id(i));
     }
+    let enforced = enforced(
+        config,
+        facts,
+        &allow,
+        |rules, name| matching(rules, true, name),
+        deny.len(),
+    );
+    // README.md, "Staged rules": a staged deny rule turns a connection that passes into a
+    // would-deny; one that is denied stays denied. It still passes, so a pinned one stays pinned.
+    match matching(&deny, false, facts.name) {
+        Some(i) if enforced.verdict.passes() => Decision {
+            pin: enforced.pin,
+            ..decision(Verdict::AuditDeny, Reason::StagedDeny, id(i))
+        },
+        _ => enforced,
+    }
+}
+
+/// The decision once no enforced deny rule matched.
+fn enforced(
+    config: &Config,
+    facts: &Facts<'_>,
+    allow: &[Plain<'_>],
+    matching: impl Fn(&[Plain<'_>], NameFact<'_>) -> Option<usize>,
+    denies: usize,
+) -> Decision {
+    let id = |n: usize| RuleId::try_from(n).ok();
     match facts.name {
         NameFact::Malformed => return decision(Verdict::Deny, Reason::Malformed, None),
         NameFact::TooLarge => return decision(Verdict::Deny, Reason::TooLarge, None),
@@ -71,11 +115,10 @@ pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
     }
     // Pinned (pin.rs): a name allowed by the first matching allow rule, through one of its host
     // patterns (no allow rule matches the address alone), when that rule pins. In every mode.
-    let first_allow = matching(&allow);
+    let first_allow = matching(allow, facts.name);
     let pinned = match (facts.name, first_allow) {
         (NameFact::Name(_), Some(i)) => {
-            matching_for(&allow, NameFact::Absent).is_none()
-                && allow.get(i).is_some_and(|rule| rule.pin)
+            matching(allow, NameFact::Absent).is_none() && allow.get(i).is_some_and(|rule| rule.pin)
         }
         _ => false,
     };
@@ -84,16 +127,16 @@ pub fn decide(config: &Config, facts: &Facts<'_>) -> Decision {
             return pin(
                 Verdict::Allow,
                 Reason::Passthrough,
-                first_allow.and_then(|i| id(deny.len() + i)),
+                first_allow.and_then(|i| id(denies + i)),
             );
         }
         return decision(Verdict::Allow, Reason::Passthrough, None);
     }
     if let Some(i) = first_allow {
         if pinned {
-            return pin(Verdict::Allow, Reason::Rule, id(deny.len() + i));
+            return pin(Verdict::Allow, Reason::Rule, id(denies + i));
         }
-        return decision(Verdict::Allow, Reason::Rule, id(deny.len() + i));
+        return decision(Verdict::Allow, Reason::Rule, id(denies + i));
     }
     match config.mode {
         Mode::Audit => decision(Verdict::AuditDeny, Reason::NoMatch, None),

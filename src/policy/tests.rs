@@ -357,6 +357,235 @@ fn deny_wins_in_every_mode() {
     }
 }
 
+fn staged(rule: &'static str) -> Want {
+    Want(Verdict::AuditDeny, Reason::StagedDeny, Some(rule))
+}
+
+#[test]
+fn staged_deny_rules_record_and_never_block() {
+    for (mode, unmatched) in [
+        ("allowlist", NO_MATCH),
+        ("audit", AUDIT),
+        ("passthrough", PASS),
+    ] {
+        // A staged rule first, an enforced one after it that matches the same traffic, and a
+        // second staged rule.
+        let json = format!(
+            r#"{{"mode": "{mode}",
+                "allow": [{{"name": "gh", "hosts": ["*.github.com"], "ports": [443]}}],
+                "deny": [
+                    {{"name": "new-meta", "cidrs": ["169.254.0.0/16"], "enforce": false}},
+                    {{"name": "meta", "cidrs": ["169.254.169.254"]}},
+                    {{"name": "new-gist", "hosts": ["gist.github.com"], "enforce": false}},
+                    {{"name": "new-smtp", "ports": [25], "enforce": false}}
+                ]}}"#
+        );
+        let allowed = |rule| {
+            if mode == "passthrough" {
+                PASS
+            } else {
+                allow(rule)
+            }
+        };
+        check(
+            &json,
+            &[
+                // The enforced deny after a staged one still denies.
+                ("169.254.169.254", 80, NoName, deny("meta")),
+                ("169.254.169.254", 443, Sni("gist.github.com"), deny("meta")),
+                // A staged match that would otherwise pass is a would-deny, in every mode.
+                (
+                    "169.254.170.2",
+                    80,
+                    NoName,
+                    if mode == "allowlist" {
+                        NO_MATCH
+                    } else {
+                        staged("new-meta")
+                    },
+                ),
+                (IP, 443, Sni("gist.github.com"), staged("new-gist")),
+                (IP, 443, Host("gist.github.com"), staged("new-gist")),
+                // The first staged rule in config order is reported.
+                (
+                    "169.254.1.1",
+                    443,
+                    Sni("gist.github.com"),
+                    staged("new-meta"),
+                ),
+                (
+                    "169.254.1.1",
+                    443,
+                    NoName,
+                    if mode == "allowlist" {
+                        NO_MATCH
+                    } else {
+                        staged("new-meta")
+                    },
+                ),
+                (
+                    IP,
+                    25,
+                    Sni("api.github.com"),
+                    if mode == "allowlist" {
+                        NO_MATCH
+                    } else {
+                        staged("new-smtp")
+                    },
+                ),
+                // Evaluation goes on: an allow rule still decides what no staged rule matches.
+                (IP, 443, Sni("api.github.com"), allowed("gh")),
+                (IP, 443, Sni("gitlab.com"), unmatched),
+                // Malformed input is denied, staged rule or not.
+                ("169.254.1.1", 80, Garbled, MALFORMED),
+                (IP, 25, Huge, TOO_LARGE),
+            ],
+        );
+    }
+    let policy = Policy::from_json(
+        br#"{"mode": "passthrough",
+             "deny": [{"name": "s", "hosts": ["x.example"], "enforce": false},
+                      {"name": "d", "cidrs": ["10.0.0.0/8"]}]}"#,
+    )
+    .unwrap();
+    assert!(policy.has_staged());
+    assert!(policy.rules()[0].kind == RuleKind::Deny && !policy.rules()[0].enforce);
+    assert!(policy.rules()[1].enforce);
+    // Only enforced deny CIDRs make an IP literal name worth a look.
+    assert!(policy.has_deny_cidrs());
+    assert_eq!(policy.summary().staged_rules, 1);
+    assert_eq!(
+        policy.summary().to_string(),
+        "mode=passthrough rules=2 (allow 0, deny 2, staged 1, from presets 0) hosts=1 cidrs=1 presets=0"
+    );
+    let staged_cidrs =
+        Policy::from_json(br#"{"deny": [{"cidrs": ["10.0.0.0/8"], "enforce": false}]}"#).unwrap();
+    assert!(!staged_cidrs.has_deny_cidrs());
+    // The name decides a staged host rule: nothing is settled at open on its port.
+    assert_eq!(policy.decide_early(IP.parse().unwrap(), 443), None);
+    assert_eq!(
+        policy.decide_early("10.1.2.3".parse().unwrap(), 443),
+        Some(Decision::new(Verdict::Deny, Reason::DenyRule, Some(1)))
+    );
+}
+
+#[test]
+fn deny_presets_deny_by_address_and_by_name_before_any_allow_rule() {
+    for (mode, unmatched) in [
+        ("allowlist", NO_MATCH),
+        ("audit", AUDIT),
+        ("passthrough", PASS),
+    ] {
+        let json = format!(
+            r#"{{"mode": "{mode}", "deny_presets": ["cloud-metadata"],
+                "deny": [{{"name": "own", "cidrs": ["169.254.169.254"], "ports": [80]}}],
+                "allow": [{{"name": "all", "hosts": ["*"]}}, {{"name": "all-ip", "cidrs": ["0.0.0.0/0", "::/0"]}}]}}"#
+        );
+        let meta = deny("preset-cloud-metadata");
+        let ok = |rule| {
+            if mode == "passthrough" {
+                PASS
+            } else {
+                allow(rule)
+            }
+        };
+        check(
+            &json,
+            &[
+                // An explicit deny rule comes first.
+                ("169.254.169.254", 80, NoName, deny("own")),
+                ("169.254.169.254", 443, NoName, meta),
+                ("169.254.169.254", 8080, Sni("fine.example"), meta),
+                ("::ffff:169.254.169.254", 22, NoName, meta),
+                ("fd00:ec2::254", 80, NoName, meta),
+                ("169.254.170.2", 80, NoName, meta),
+                ("169.254.170.23", 80, NoName, meta),
+                ("fd00:ec2::23", 80, NoName, meta),
+                ("fd20:ce::254", 80, NoName, meta),
+                ("100.100.100.200", 80, NoName, meta),
+                ("192.0.0.192", 80, NoName, meta),
+                (IP, 80, Host("metadata.google.internal"), meta),
+                (IP, 80, Host("Metadata.Google.Internal."), meta),
+                (IP, 443, Sni("metadata.goog"), meta),
+                // Neighbours are not metadata.
+                ("169.254.169.253", 80, NoName, ok("all-ip")),
+                ("169.254.170.3", 80, NoName, ok("all-ip")),
+                ("100.100.100.201", 80, NoName, ok("all-ip")),
+                (
+                    IP,
+                    80,
+                    Host("metadata.google.internal.evil.example"),
+                    ok("all"),
+                ),
+                (IP, 80, Host("x.metadata.goog"), ok("all")),
+                (IP, 443, Huge, TOO_LARGE),
+            ],
+        );
+        check(
+            &format!(r#"{{"mode": "{mode}", "deny_presets": ["cloud-metadata"]}}"#),
+            &[
+                ("169.254.169.254", 80, NoName, meta),
+                (IP, 80, NoName, unmatched),
+            ],
+        );
+    }
+    let policy = Policy::from_json(
+        br#"{"deny_presets": ["cloud-metadata"], "deny": [{"ports": [25]}], "presets": ["pypi"],
+             "allow": [{"ports": [443]}]}"#,
+    )
+    .unwrap();
+    let rules: Vec<_> = policy
+        .rules()
+        .iter()
+        .map(|r| (r.name.as_str(), r.kind, r.preset))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            ("deny-0", RuleKind::Deny, None),
+            (
+                "preset-cloud-metadata",
+                RuleKind::Deny,
+                Some("cloud-metadata")
+            ),
+            ("allow-0", RuleKind::Allow, None),
+            ("preset-pypi", RuleKind::Allow, Some("pypi")),
+        ]
+    );
+    assert_eq!(policy.deny_presets(), [DenyPreset::CloudMetadata]);
+    assert!(policy.has_deny_cidrs());
+    assert_eq!(
+        policy.summary().to_string(),
+        "mode=allowlist rules=4 (allow 1, deny 1, from presets 2) hosts=4 cidrs=8 presets=2"
+    );
+    // Settled at open by IP, before any byte.
+    assert_eq!(
+        policy.decide_early("169.254.170.2".parse().unwrap(), 80),
+        Some(Decision::new(Verdict::Deny, Reason::DenyRule, Some(1)))
+    );
+}
+
+#[test]
+fn log_level_and_fingerprint() {
+    let policy = Policy::from_json(b"{}").unwrap();
+    assert_eq!(policy.log_level(), Severity::Warn);
+    assert_eq!(
+        policy.fingerprint(),
+        Fingerprint::of(b" {\n} "),
+        "the policy keeps the fingerprint of its JSON"
+    );
+    assert!(policy.fingerprint().is_some());
+    let info = Policy::from_json(br#"{"log_level": "info", "log": "all"}"#).unwrap();
+    assert_eq!(info.log_level(), Severity::Info);
+    assert_ne!(info.fingerprint(), policy.fingerprint());
+    // Compiled from a configuration built in code: no JSON, no fingerprint.
+    assert_eq!(
+        Policy::compile(&Config::default()).unwrap().fingerprint(),
+        None
+    );
+    assert_eq!(Severity::Info.to_string(), "info");
+}
+
 #[test]
 fn audit_and_passthrough() {
     let rules = r#""allow": [{"name": "gh", "hosts": ["github.com"], "ports": [443]}]"#;
@@ -803,7 +1032,8 @@ fn labels() {
             Reason::NoMatch,
             Reason::Passthrough,
             Reason::Malformed,
-            Reason::TooLarge
+            Reason::TooLarge,
+            Reason::StagedDeny
         ]
         .map(Reason::as_str),
         [
@@ -812,13 +1042,34 @@ fn labels() {
             "no_match",
             "passthrough",
             "malformed",
-            "too_large"
+            "too_large",
+            "staged_deny"
         ]
     );
     assert!(Verdict::AuditDeny.passes() && Verdict::Allow.passes() && !Verdict::Deny.passes());
     assert_eq!(Mode::Passthrough.to_string(), "passthrough");
     assert_eq!(LogLevel::None.as_str(), "none");
     assert_eq!(RuleKind::Deny.as_str(), "deny");
+    assert_eq!(
+        RuleClass::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        ["allow", "preset", "deny", "staged_deny", "deny_preset"]
+    );
+    let policy = Policy::from_json(
+        br#"{"allow": [{"ports": [1]}], "presets": ["pypi"], "deny_presets": ["cloud-metadata"],
+             "deny": [{"ports": [2]}, {"ports": [3], "enforce": false}]}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        policy
+            .rules()
+            .iter()
+            .map(|r| r.class().as_str())
+            .collect::<Vec<_>>(),
+        ["deny", "staged_deny", "deny_preset", "allow", "preset"]
+    );
 }
 
 #[test]
@@ -846,11 +1097,19 @@ fn config_errors() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"modez": "audit"}"#,
-            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`",
+            "modez: unknown field `modez`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`, `log_level`, `pin`, `pin_cluster`, `ech`",
         ),
         (
             r#"{"allow": [{"hostz": ["a.example"]}]}"#,
-            "allow[0].hostz: unknown field `hostz`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`",
+            "allow[0].hostz: unknown field `hostz`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`, `enforce`",
+        ),
+        (
+            r#"{"allow": [{"ports": [1]}, {"hosts": ["a.example"], "enforce": false}]}"#,
+            r#"allow[1].enforce: only a deny rule can be staged ("enforce": false); remove the key"#,
+        ),
+        (
+            r#"{"deny": [{"ports": [1], "enforce": "no"}]}"#,
+            r#"deny[0].enforce: invalid type: string "no", expected a boolean"#,
         ),
         (
             r#"{"sniff": {"max_byte": 1024}}"#,
@@ -899,6 +1158,14 @@ fn config_errors() {
         (
             r#"{"log": "everything"}"#,
             "log: unknown variant `everything`, expected one of `none`, `denied`, `all`",
+        ),
+        (
+            r#"{"log_level": "error"}"#,
+            "log_level: unknown variant `error`, expected `warn` or `info`",
+        ),
+        (
+            r#"{"log_level": 3}"#,
+            "log_level: invalid type: integer `3`, expected a log level string (warn or info)",
         ),
         (
             r#"{"allow": [{"ports": [1]}, {"ports": [2]}, {"cidrs": ["10.0.0.0/8", "10.0.0.300/8"]}]}"#,
@@ -1045,6 +1312,26 @@ fn config_errors() {
             r#"presets[2]: "pypi" is already listed at presets[0]"#,
         ),
         (
+            r#"{"deny_presets": ["cloud-metadata", "cloud-metadata"]}"#,
+            r#"deny_presets[1]: "cloud-metadata" is already listed at deny_presets[0]"#,
+        ),
+        (
+            r#"{"deny_presets": ["pypi"]}"#,
+            "deny_presets[0]: unknown variant `pypi`, expected `cloud-metadata`",
+        ),
+        (
+            r#"{"presets": ["cloud-metadata"]}"#,
+            "presets[0]: unknown variant `cloud-metadata`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
+        ),
+        (
+            r#"{"deny_presets": "cloud-metadata"}"#,
+            r#"deny_presets: invalid type: string "cloud-metadata", expected a sequence"#,
+        ),
+        (
+            r#"{"deny": [{"name": "preset-cloud-metadata", "ports": [1]}], "deny_presets": ["cloud-metadata"]}"#,
+            r#"deny_presets[0]: the preset's rule name "preset-cloud-metadata" is already used by deny[0]; rename that rule"#,
+        ),
+        (
             r#"{"sniff": {"max_bytes": 100}}"#,
             "sniff.max_bytes: 100 is out of range 512-65536",
         ),
@@ -1157,7 +1444,7 @@ fn errors_stay_on_one_line() {
     let cases: &[(&str, &str)] = &[
         (
             r#"{"\nmode": "audit"}"#,
-            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`"#,
+            r#"\nmode: unknown field `\nmode`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`, `log_level`, `pin`, `pin_cluster`, `ech`"#,
         ),
         (
             r#"{"mode": "audit\r\n{\"decision\":\"allow\"}"}"#,
@@ -1165,7 +1452,7 @@ fn errors_stay_on_one_line() {
         ),
         (
             r#"{"allow": [{"hosts\u2028": ["a.example"]}]}"#,
-            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`"#,
+            r#"allow[0].hosts\u{2028}: unknown field `hosts\u{2028}`, expected one of `name`, `hosts`, `cidrs`, `ports`, `pin`, `enforce`"#,
         ),
         (
             r#"{"presets": ["pypi\u0000"]}"#,

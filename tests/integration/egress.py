@@ -172,9 +172,22 @@ def sniffed(envoy: Envoy, outcome: str) -> int:
     return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_sniff_total")
 
 
-def rule_matches(envoy: Envoy, rule: str) -> int:
-    """``egress_guard_rule_matches_total{rule}``."""
-    return envoy.counter(f"wasmcustom.rule=.={rule};.;egress_guard_rule_matches_total")
+RULE_MATCHES = re.compile(r"wasmcustom\.rule=\.=([\w-]+);\.;kind=\.=(\w+);\.;decision=\.=(\w+);\.;"
+                          r"egress_guard_rule_matches_total$")
+
+
+def rule_match_series(envoy: Envoy) -> dict[tuple[str, str, str], int]:
+    """Every ``egress_guard_rule_matches_total{rule, kind, decision}`` series, by its labels."""
+    return {m.groups(): value for name, value in envoy.stats().items()
+            if (m := RULE_MATCHES.match(name))}
+
+
+def rule_matches(envoy: Envoy, rule: str, kind: str | None = None,
+                 decision: str | None = None) -> int:
+    """``egress_guard_rule_matches_total{rule}``, summed over ``kind`` and ``decision`` (or
+    for the ones given)."""
+    return sum(value for (r, k, d), value in rule_match_series(envoy).items()
+               if r == rule and kind in (None, k) and decision in (None, d))
 
 
 def malformed(envoy: Envoy, kind: str) -> int:
@@ -211,7 +224,7 @@ class Counters:
     """egress-guard's counters (and a few of Envoy's) at one moment, to diff against a later one.
 
     ``decisions`` by (decision, reason), ``sniff`` by outcome, ``malformed`` by kind, ``rules``
-    by rule; ``envoy`` holds every other stat whose name starts with one of ``envoy_prefixes``.
+    by rule (over its kind and decision); ``envoy`` holds every other stat whose name starts with one of ``envoy_prefixes``.
     """
 
     PATTERNS = {
@@ -219,7 +232,8 @@ class Counters:
                                 r"egress_guard_decisions_total$"),
         "sniff": re.compile(r"outcome=\.=(\w+);\.;egress_guard_sniff_total$"),
         "malformed": re.compile(r"kind=\.=(\w+);\.;egress_guard_malformed_total$"),
-        "rules": re.compile(r"rule=\.=([\w-]+);\.;egress_guard_rule_matches_total$"),
+        "rules": re.compile(r"rule=\.=([\w-]+);\.;kind=\.=\w+;\.;decision=\.=\w+;\.;"
+                            r"egress_guard_rule_matches_total$"),
     }
 
     def __init__(self, envoy: Envoy,
@@ -237,7 +251,9 @@ class Counters:
                     m = pattern.match(name, len("wasmcustom."))
                     if m:
                         key = m.groups() if kind == "decisions" else m.group(1)
-                        getattr(self, kind)[key] = value
+                        # A rule's series (one per kind and decision) add up under its name.
+                        found = getattr(self, kind)
+                        found[key] = found.get(key, 0) + value
             elif name.startswith(envoy_prefixes):
                 self.envoy[name] = value
 

@@ -257,8 +257,11 @@ def test_counters(run: ComposeDemo, outcomes: list[Outcome]) -> None:
     }
     assert counters['egress_guard_sniff_total{outcome="inspector_sni"}'] == 5
     assert counters['egress_guard_sniff_total{outcome="http_host"}'] == 2
-    assert counters['egress_guard_rule_matches_total{rule="preset-pypi"}'] == 2
-    assert counters['egress_guard_rule_matches_total{rule="cloud-metadata"}'] == 1
+    rules = 'egress_guard_rule_matches_total{{decision="{}",kind="{}",rule="{}"}}'
+    assert counters[rules.format("allow", "preset", "preset-pypi")] == 2
+    assert counters[rules.format("deny", "deny", "cloud-metadata")] == 1
+    assert {k: v for k, v in counters.items() if k.startswith("egress_guard_policy_info")} == {
+        'egress_guard_policy_info{policy="11c3d9161fca"}': 1}
     # The README's counter lines name the same series (its counts are abridged).
     shown = [line.rpartition(" ")[0] for line in readme_section("Counters")
              if line.startswith("egress_guard_decisions_total")]

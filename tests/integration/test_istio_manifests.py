@@ -42,7 +42,7 @@ MANIFESTS = sorted(ISTIO_DIR.glob("*.yaml"))   # what `kubectl apply` takes
 MESH_CONFIG_DIR = ISTIO_DIR / "mesh-config"
 OPERATOR = "install.istio.io/v1alpha1/IstioOperator"
 TRAFFIC_EXTENSION = "extensions.istio.io/v1alpha1/TrafficExtension"
-TAGS = ["decision", "reason", "outcome", "kind", "rule"]
+TAGS = ["decision", "reason", "outcome", "kind", "rule", "policy"]
 PROXY_UID, ADMIN_PORT, OUTBOUND_PORT = 1337, 15000, 15001
 
 

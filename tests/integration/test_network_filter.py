@@ -7,6 +7,7 @@ destination: it received no client byte (and, where the design promises it, no c
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from pathlib import Path
@@ -14,8 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed, rule_matches,
-                    sidecar, sniffed)
+from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, malformed,
+                    rule_match_series, rule_matches, sidecar, sniffed)
 from hello import Hello
 from harness import (Cert, Envoy, HttpServer, TcpServer, TlsServer, connect, http_request,
                      tcp_exchange, tls_client)
@@ -75,10 +76,12 @@ def test_tls_denied_by_sni_sends_nothing(guard, tls_server, inspector) -> None:
     assert server.handshakes == 0
     assert_nothing_reached(server)
     assert decisions(envoy, "deny", "no_match") == 1
-    assert decision_log(envoy)[-1] | {"src": None} == {
+    line = decision_log(envoy)[-1]
+    assert line | {"src": None, "policy": None} == {
         "decision": "deny", "reason": "no_match", "rule": None,
         "dst": f"{DST}:{server.port}", "name": "evil.example.com", "name_source": "sni",
-        "proto": "tls", "src": None, "filter": "network"}
+        "proto": "tls", "src": None, "filter": "network", "mode": "allowlist", "policy": None}
+    assert re.fullmatch(r"[0-9a-f]{12}", line["policy"]), line
 
 
 def test_http_host_on_tcp_chain(guard, serve) -> None:
@@ -144,7 +147,9 @@ def test_deny_beats_allow_in_every_mode(guard, tls_server, mode) -> None:
 
     assert server.snis == ["good.example.com"]
     assert decisions(envoy, "deny", "deny_rule") == 1
-    assert rule_matches(envoy, "bad") == 1
+    assert rule_matches(envoy, "bad") == rule_matches(envoy, "bad", "deny", "deny") == 1
+    if mode != "passthrough":
+        assert rule_matches(envoy, "example", "allow", "allow") == 1
 
 
 def test_audit_passes_and_counts_would_deny(guard, tls_server) -> None:
@@ -171,6 +176,108 @@ def test_passthrough_passes_and_counts(guard, tls_server, serve) -> None:
 
     assert all_decisions(envoy) == {("allow", "passthrough"): 2}
     assert [e["decision"] for e in decision_log(envoy, 2)] == ["allow", "allow"]
+
+
+def test_staged_deny_rule_in_passthrough_records_without_blocking(guard, tls_server, serve) -> None:
+    """A new deny rule staged with ``"enforce": false``: what it matches still reaches the
+    server, as a logged and counted would-deny; the enforced deny rule after it still denies."""
+    server = tls_server()
+    db = serve(TcpServer(OTHER))
+    policy = {"mode": "passthrough",
+              "deny": [{"name": "new-paste", "hosts": ["*.paste.example"], "enforce": False},
+                       {"name": "new-db", "cidrs": [f"{OTHER}/32"], "enforce": False},
+                       {"name": "bad", "hosts": ["bad.paste.example"]}]}
+    envoy, via = guard(policy)
+
+    assert tls_client(sni="x.paste.example", **via.to(server.address)).received == b"ping"
+    assert tcp_exchange(send=b"\x00\x01raw", until=5, **via.to(db.address)).received == b"\x00\x01raw"
+    assert_denied(tls_client(sni="bad.paste.example", **via.to(server.address)))
+    assert tls_client(sni="fine.example.net", **via.to(server.address)).received == b"ping"
+
+    assert server.snis == ["x.paste.example", "fine.example.net"]
+    assert all_decisions(envoy) == {("audit_deny", "staged_deny"): 2, ("deny", "deny_rule"): 1,
+                                    ("allow", "passthrough"): 1}
+    assert rule_match_series(envoy) == {("new-paste", "staged_deny", "audit_deny"): 1,
+                                        ("new-db", "staged_deny", "audit_deny"): 1,
+                                        ("bad", "deny", "deny"): 1}
+    assert [(e["decision"], e["reason"], e["rule"], e["name"]) for e in decision_log(envoy, 3)] == [
+        ("audit_deny", "staged_deny", "new-paste", "x.paste.example"),
+        ("audit_deny", "staged_deny", "new-db", None),
+        ("deny", "deny_rule", "bad", "bad.paste.example")]
+
+
+def decision_lines(envoy: Envoy, at_least: int) -> list[str]:
+    """Envoy's raw log lines holding a decision (with Envoy's prefix: time, thread, level)."""
+    decision_log(envoy, at_least)
+    return [line for line in envoy.log_text().splitlines() if '{"decision"' in line]
+
+
+def test_decision_lines_levels_mode_and_policy_fingerprint(start_envoy, wasm_path, tls_server) -> None:
+    """Denials and would-denies are logged at warn by default, so a proxy that logs Wasm at
+    ``warning`` (Istio's sidecars) shows them; ``"log_level": "info"`` logs them at info. Every
+    line carries the mode and the policy's fingerprint, which the ``policy loaded`` line and the
+    ``egress_guard_policy_info`` gauge carry too."""
+    server = tls_server()
+    policy = {"mode": "audit", "allow": [{"name": "api", "hosts": ["api.example.com"]}],
+              "deny": [{"name": "bad", "hosts": ["bad.example.com"]}]}
+    envoy = start_envoy(sidecar(wasm_path, policy),
+                        extra_args=["--component-log-level", "wasm:warning"])
+    via = Via(envoy)
+    for sni in ("api.example.com", "unknown.example.com", "bad.example.com"):
+        tls_client(sni=sni, **via.to(server.address))
+
+    log = decision_log(envoy, 2)
+    assert [(e["decision"], e["mode"]) for e in log] == [("audit_deny", "audit"), ("deny", "audit")]
+    fingerprint = log[0]["policy"]
+    assert re.fullmatch(r"[0-9a-f]{12}", fingerprint) and log[1]["policy"] == fingerprint, log
+    lines = decision_lines(envoy, 2)
+    assert len(lines) == 2 and all("[warning]" in line for line in lines), lines
+    assert envoy.stats()[f"wasmcustom.policy=.={fingerprint};.;egress_guard_policy_info"] == 1
+    assert f'egress_guard_policy_info{{policy="{fingerprint}"}} 1' in envoy.prometheus()
+
+    # The same policy at info: other bytes, so another fingerprint, in every place it shows.
+    envoy = start_envoy(sidecar(wasm_path, policy | {"log_level": "info"}))
+    via = Via(envoy)
+    tls_client(sni="bad.example.com", **via.to(server.address))
+    (line,) = decision_lines(envoy, 1)
+    assert "[info]" in line, line
+    other = decision_log(envoy, 1)[0]["policy"]
+    assert other != fingerprint
+    loaded = [l for l in envoy.log_text().splitlines() if "policy loaded" in l]
+    # One line per filter configuration holding the policy.
+    assert loaded and all(line.endswith(f" policy={other}") for line in loaded), loaded
+    assert envoy.stats()[f"wasmcustom.policy=.={other};.;egress_guard_policy_info"] == 1
+
+
+def test_cloud_metadata_deny_preset(guard, tls_server, serve) -> None:
+    """``deny_presets: ["cloud-metadata"]`` in passthrough: the metadata addresses (claimed with
+    PROXY headers; denied at open, so Envoy never connects to them) and names (to a loopback
+    server, which must see no byte) are denied under the preset's rule; other traffic passes."""
+    server = tls_server()
+    web = serve(HttpServer(DST))
+    envoy, via = guard({"mode": "passthrough", "deny_presets": ["cloud-metadata"]})
+
+    for dst in [("169.254.169.254", 80), ("169.254.170.2", 80), ("100.100.100.200", 80),
+                ("fd00:ec2::254", 80)]:
+        denied = tcp_exchange(send=b"GET /latest/meta-data/ HTTP/1.1\r\nHost: x\r\n\r\n",
+                              **via.to(dst))
+        assert denied.received == b"" and denied.closed_by_peer, (dst, denied)
+    assert_denied(tls_client(sni="metadata.google.internal", **via.to(server.address)))
+    by_host = http_request(raw_request=b"GET /computeMetadata/v1/ HTTP/1.1\r\n"
+                                       b"Host: metadata.goog\r\n\r\n", **via.to(web.address))
+    assert by_host.status is None, by_host
+    assert tls_client(sni="fine.example.net", **via.to(server.address)).received == b"ping"
+
+    assert server.snis == ["fine.example.net"]
+    assert web.requests == []
+    assert all_decisions(envoy) == {("deny", "deny_rule"): 6, ("allow", "passthrough"): 1}
+    assert rule_match_series(envoy) == {("preset-cloud-metadata", "deny_preset", "deny"): 6}
+    log = decision_log(envoy, 6)
+    assert [(e["decision"], e["reason"], e["rule"]) for e in log] == [
+        ("deny", "deny_rule", "preset-cloud-metadata")] * 6
+    assert [e["dst"] for e in log[:4]] == ["169.254.169.254:80", "169.254.170.2:80",
+                                           "100.100.100.200:80", "[fd00:ec2::254]:80"]
+    assert [e["name"] for e in log[4:]] == ["metadata.google.internal", "metadata.goog"]
 
 
 @pytest.mark.parametrize("inspector", [True, False], ids=["tls_inspector", "own_parse"])
@@ -288,7 +395,8 @@ def test_counters_match_traffic(guard, tls_server, serve) -> None:
 
     prom = envoy.prometheus()
     assert 'egress_guard_decisions_total{decision="deny",reason="no_match"} 6' in prom, prom
-    assert 'egress_guard_rule_matches_total{rule="api"} 7' in prom
+    # Labels in alphabetical order.
+    assert 'egress_guard_rule_matches_total{decision="allow",kind="allow",rule="api"} 7' in prom
 
 
 def test_ipv6_destination(guard, tls_server, serve) -> None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from egress import Counters, Via, network_filters, require_hold_upstream, sidecar
+from egress import Counters, Via, decision_log, network_filters, require_hold_upstream, sidecar
 from harness import Envoy, TcpServer, connect, tcp_exchange, wait_until
 from hello import Hello
 
@@ -147,12 +148,29 @@ def test_policy_update_through_ecds_keeps_connections_and_rejects_bad_config(
     delta = Counters(envoy).since(before)
     assert delta.decisions == {("allow", "rule"): 1, ("deny", "no_match"): 1}, delta
     assert delta.rules == {"api-v2": 1}, delta
+    # egress_guard_policy_info: B (the fingerprint its denial was logged with) is in force.
+    last = wait_until(lambda: next((e for e in decision_log(envoy)[::-1]
+                                    if e["name"] == "api.example.com"), None), 5,
+                      describe="B's denial of api.example.com in the log")
+    b = last["policy"]
+    assert policy_info(envoy)[b] == 1 and len(policy_info(envoy)) == 2, policy_info(envoy)
 
     # The connection opened under A was never cut, and its bytes all reached the destination.
     long_lived.ping("at the end")
     long_lived.sock.close()
     wait_until(lambda: long_lived.sent in server.received, 5,
                describe="the long-lived connection's bytes at the server")
+    # Once A's configuration is gone, its gauge is 0.
+    wait_until(lambda: sorted(policy_info(envoy).values()) == [0, 1], 10,
+               describe=f"policy A's gauge at 0: {policy_info(envoy)}")
+    assert policy_info(envoy)[b] == 1
+
+
+def policy_info(envoy: Envoy) -> dict[str, int]:
+    """``egress_guard_policy_info`` by fingerprint."""
+    pattern = re.compile(r"wasmcustom\.policy=\.=(\w+);\.;egress_guard_policy_info$")
+    return {m.group(1): value for name, value in envoy.stats().items()
+            if (m := pattern.match(name))}
 
 
 def test_connections_waiting_for_their_timeout_survive_an_update(

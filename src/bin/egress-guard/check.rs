@@ -109,12 +109,21 @@ struct SummaryReport {
     rules: usize,
     allow_rules: usize,
     deny_rules: usize,
+    /// Deny rules staged with `"enforce": false` (counted in `deny_rules` too).
+    staged_rules: usize,
+    /// Their names.
+    staged: Vec<String>,
     preset_rules: usize,
     hosts: usize,
     cidrs: usize,
     presets: Vec<&'static str>,
+    deny_presets: Vec<&'static str>,
     sniff: SniffReport,
     log: &'static str,
+    log_level: &'static str,
+    /// The fingerprint the filter logs (`policy` in its decision lines, the `policy loaded` line
+    /// and `egress_guard_policy_info`).
+    policy: Option<String>,
     /// Present when some allow rule pins.
     #[serde(skip_serializing_if = "Option::is_none")]
     pin: Option<PinReport>,
@@ -212,10 +221,18 @@ fn summary_report(policy: &Policy) -> SummaryReport {
         rules: s.rules(),
         allow_rules: s.allow_rules,
         deny_rules: s.deny_rules,
+        staged_rules: s.staged_rules,
+        staged: policy
+            .rules()
+            .iter()
+            .filter(|r| !r.enforce)
+            .map(|r| r.name.clone())
+            .collect(),
         preset_rules: s.preset_rules,
         hosts: s.hosts,
         cidrs: s.cidrs,
         presets: policy.presets().iter().map(|p| p.name()).collect(),
+        deny_presets: policy.deny_presets().iter().map(|p| p.name()).collect(),
         sniff: SniffReport {
             max_bytes: sniff.max_bytes,
             timeout_ms: sniff.timeout_ms,
@@ -227,6 +244,8 @@ fn summary_report(policy: &Policy) -> SummaryReport {
             cluster: policy.pin_cluster().to_string(),
             ech_deny: policy.ech() == EchPolicy::Deny,
         }),
+        log_level: policy.log_level().as_str(),
+        policy: policy.fingerprint().map(|f| f.to_string()),
     }
 }
 
@@ -535,16 +554,20 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
     let mut text = String::new();
     let _ = write!(
         text,
-        "{label}: ok: mode={} rules={} (allow {}, deny {}, from presets {}) hosts={} cidrs={} \
+        "{label}: ok: mode={} rules={} (allow {}, deny {}{}, from presets {}) hosts={} cidrs={} \
          presets={}",
         s.mode,
         s.rules,
         s.allow_rules,
         s.deny_rules,
+        match s.staged_rules {
+            0 => String::new(),
+            n => format!(", staged {n}"),
+        },
         s.preset_rules,
         s.hosts,
         s.cidrs,
-        s.presets.len()
+        s.presets.len() + s.deny_presets.len()
     );
     // As the VM start log's summary says it.
     if let Some(pin) = &s.pin {
@@ -565,7 +588,23 @@ fn summary_text(label: &str, s: &SummaryReport) -> String {
         "  sniff:   max_bytes={} timeout_ms={} hold_upstream={}",
         s.sniff.max_bytes, s.sniff.timeout_ms, s.sniff.hold_upstream
     );
-    let _ = writeln!(text, "  log:     {}", s.log);
+    if !s.deny_presets.is_empty() {
+        let _ = writeln!(text, "  deny presets: {}", s.deny_presets.join(", "));
+    }
+    if !s.staged.is_empty() {
+        let _ = writeln!(
+            text,
+            "  staged:  {} (\"enforce\": false: logged and counted as would-denies, never blocked)",
+            s.staged.join(", ")
+        );
+    }
+    let _ = writeln!(text, "  log:     {} (denials at {})", s.log, s.log_level);
+    if let Some(hash) = &s.policy {
+        let _ = writeln!(
+            text,
+            "  policy:  {hash} (the \"policy\" field of its log lines)"
+        );
+    }
     if let Some(pin) = &s.pin {
         let needs = if s.sniff.hold_upstream {
             "names read from the client's bytes are pinned while the connection is held"
@@ -606,8 +645,16 @@ mod tests {
             summary_text("default.json", &summary_report(&policy)),
             "default.json: ok: mode=allowlist rules=5 (allow 3, deny 1, from presets 1) \
              hosts=7 cidrs=3 presets=1\n  presets: pypi\n  \
-             sniff:   max_bytes=16384 timeout_ms=3000 hold_upstream=false\n  log:     denied\n"
+             sniff:   max_bytes=16384 timeout_ms=3000 hold_upstream=false\n  log:     denied \
+             (denials at warn)\n  policy:  639a7144c340 (the \"policy\" field of its log lines)\n"
         );
+        // With staged rules and deny presets, still the same first line as the start log.
+        let policy = Policy::from_json(
+            br#"{"deny": [{"ports": [1], "enforce": false}], "deny_presets": ["cloud-metadata"]}"#,
+        )
+        .unwrap();
+        assert!(summary_text("x", &summary_report(&policy))
+            .starts_with(&format!("x: ok: {}\n", policy.summary())));
         // The same line as the filter's start log.
         assert!(summary_text("x", &summary_report(&policy))
             .starts_with(&format!("x: ok: {}\n", policy.summary())));

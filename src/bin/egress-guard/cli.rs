@@ -82,9 +82,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List the built-in presets, or show one
+    /// List the built-in presets and deny presets, or show one
     Presets {
-        /// A preset name, e.g. pypi
+        /// A preset name, e.g. pypi or cloud-metadata
         name: Option<String>,
     },
     /// Print the JSON Schema (draft 2020-12) of the configuration, for editors and CI

@@ -150,11 +150,19 @@ fn boundary_ips(config: &Config) -> Vec<IpAddr> {
     ips.insert(IpAddr::V6(Ipv6Addr::UNSPECIFIED));
     // Just past the IPv4-mapped block, which decides as IPv4.
     ips.insert(IpAddr::V6(Ipv6Addr::new(0, 0, 0, 0, 0, 1, 0, 0)));
+    // The deny presets' addresses (a test holds their text canonical).
+    let preset_nets: Vec<IpNet> = config
+        .deny_presets
+        .iter()
+        .flat_map(|p| p.info().rules)
+        .flat_map(|r| r.cidrs.iter().filter_map(|c| c.parse().ok()))
+        .collect();
     for net in config
         .allow
         .iter()
         .chain(&config.deny)
         .flat_map(|r| &r.cidrs)
+        .chain(&preset_nets)
     {
         ips.insert(net.network());
         let after = match net {
@@ -180,7 +188,14 @@ fn boundary_ports(config: &Config, port: Option<u16>) -> Vec<u16> {
         .presets
         .iter()
         .flat_map(|p| p.info().rules)
-        .flat_map(|r| r.ports.iter());
+        .flat_map(|r| r.ports.iter())
+        .chain(
+            config
+                .deny_presets
+                .iter()
+                .flat_map(|p| p.info().rules)
+                .flat_map(|r| r.ports.iter()),
+        );
     for range in config
         .allow
         .iter()
@@ -358,12 +373,18 @@ impl Scan {
     }
 }
 
-/// The CIDRs of the rule with id `id` (deny rules, then allow rules; preset rules have none).
+/// The CIDRs of the explicit rule with id `id` (deny rules, deny preset rules, then allow
+/// rules); `None` for a preset's rule.
 fn rule_cidrs(config: &Config, id: Option<u32>) -> Option<&[IpNet]> {
     let id = usize::try_from(id?).ok()?;
+    let deny_presets: usize = config
+        .deny_presets
+        .iter()
+        .map(|p| p.info().rules.len())
+        .sum();
     let rule = match id.checked_sub(config.deny.len()) {
         None => config.deny.get(id)?,
-        Some(i) => config.allow.get(i)?,
+        Some(i) => config.allow.get(i.checked_sub(deny_presets)?)?,
     };
     Some(&rule.cidrs)
 }
@@ -401,12 +422,14 @@ pub struct Report<'a> {
     pub decision: &'static str,
     /// Whether traffic passes (`allow` and `audit_deny`).
     pub passes: bool,
-    /// `rule`, `deny_rule`, `no_match`, `passthrough` or `malformed`.
+    /// `rule`, `deny_rule`, `staged_deny`, `no_match`, `passthrough` or `malformed`.
     pub reason: &'static str,
     /// The deciding rule's name.
     pub rule: Option<&'a str>,
     /// `allow` or `deny`, for the deciding rule.
     pub rule_kind: Option<&'static str>,
+    /// Whether the deciding rule is enforced (`false`: a staged deny rule).
+    pub rule_enforced: Option<bool>,
     /// The preset that supplied the deciding rule.
     pub preset: Option<&'static str>,
     /// `ip:port`; `null` without `--dst` (the decision is the same for every IP).
@@ -522,6 +545,7 @@ impl<'p> Explanation<'p> {
             reason: self.decision.reason.as_str(),
             rule: rule.map(|r| r.name.as_str()),
             rule_kind: rule.map(|r| r.kind.as_str()),
+            rule_enforced: rule.map(|r| r.enforce),
             preset: rule.and_then(|r| r.preset),
             dst: self.any.is_none().then(|| self.dst.to_string()),
             port: self.any.flatten(),
@@ -624,6 +648,10 @@ impl<'p> Explanation<'p> {
         match (self.decision.reason, self.policy.mode()) {
             (Reason::Rule, _) => "an allow rule matched",
             (Reason::DenyRule, _) => "a deny rule matched (deny rules apply in every mode)",
+            (Reason::StagedDeny, _) => {
+                "a staged deny rule (\"enforce\": false) matched: it passes, and is logged and \
+                 counted as a would-deny"
+            }
             (Reason::NoMatch, Mode::Audit) => {
                 "no allow rule matched; audit mode lets it pass and logs a would-deny"
             }
@@ -661,6 +689,11 @@ impl<'p> Explanation<'p> {
                 preset: Some(preset),
                 ..
             }) => format!("{name} ({} rule from preset {preset})", kind.as_str()),
+            Some(RuleInfo {
+                name,
+                enforce: false,
+                ..
+            }) => format!("{name} (staged deny rule: \"enforce\": false)"),
             Some(RuleInfo { name, kind, .. }) => format!("{name} ({} rule)", kind.as_str()),
         }
     }

@@ -10,8 +10,8 @@
 use std::collections::BTreeSet;
 
 use egress_guard::policy::{
-    presets, Config, ConfigError, ConfigErrorKind, EchPolicy, Facts, HostPattern, Mode, NameFact,
-    PatternKind, Policy, PortRange, Reason,
+    presets, Config, ConfigError, ConfigErrorKind, EchPolicy, Facts, Fingerprint, HostPattern,
+    Mode, NameFact, PatternKind, Policy, PortRange, Reason,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -48,7 +48,8 @@ pub fn lint(bytes: &[u8]) -> Lint {
         Ok((config, policy)) => Lint {
             warnings: warnings(&config),
             errors: Vec::new(),
-            policy: Some(policy),
+            // The fingerprint the filter logs for this policy text.
+            policy: Some(policy.with_fingerprint(Fingerprint::of(bytes))),
             config: Some(config),
         },
         Err(first) => Lint {
@@ -338,6 +339,8 @@ struct LintRule {
     /// An allow rule whose allows by name are pinned: in passthrough it still says where a
     /// name goes, so it is not flagged as never applying.
     pins: bool,
+    /// A staged deny rule (`"enforce": false`).
+    staged: bool,
     hosts: Vec<(PatternKind, String)>,
     cidrs: Vec<IpNet>,
     ports: Vec<PortRange>,
@@ -356,6 +359,7 @@ fn rules(config: &Config) -> Vec<LintRule> {
                 allow,
                 preset: false,
                 pins: allow && config.pins(rule) && !rule.hosts.is_empty(),
+                staged: !rule.enforce,
                 hosts: rule
                     .hosts
                     .iter()
@@ -378,6 +382,7 @@ fn rules(config: &Config) -> Vec<LintRule> {
                 allow: true,
                 preset: true,
                 pins: config.pin && !rule.hosts.is_empty(),
+                staged: false,
                 hosts: rule
                     .hosts
                     .iter()
@@ -420,9 +425,18 @@ pub fn warnings(config: &Config) -> Vec<Warning> {
         }
         let earlier = rules.get(..b).unwrap_or_default();
         let passthrough = config.mode == Mode::Passthrough;
-        if let Some(first) = earlier
+        // A staged rule blocks nothing, so it shadows no rule; it is itself shadowed only by an
+        // enforced deny rule, wherever that is (the enforced rules decide first).
+        let shadowing = if rule.staged {
+            rules.get(..).unwrap_or_default()
+        } else {
+            earlier
+        };
+        if let Some(first) = shadowing
             .iter()
+            .filter(|a| !a.staged)
             .filter(|a| !(passthrough && a.allow))
+            .filter(|a| !rule.staged || !a.allow)
             .find(|a| covers(a, rule))
         {
             out.push(shadow_warning(first, rule));
@@ -937,6 +951,20 @@ mod tests {
     }
 
     #[test]
+    fn staged_rules_shadow_nothing_and_only_enforced_deny_rules_shadow_them() {
+        let found = codes(
+            r#"{"mode": "passthrough", "deny": [
+                {"name": "s", "cidrs": ["10.0.0.0/8"], "enforce": false},
+                {"name": "d", "cidrs": ["10.1.0.0/16"]},
+                {"name": "t", "cidrs": ["10.1.2.0/24"], "enforce": false},
+                {"name": "u", "cidrs": ["192.168.0.0/16"], "enforce": false},
+                {"name": "e", "cidrs": ["192.168.0.0/24"]}
+            ]}"#,
+        );
+        assert_eq!(found, [("deny[2]".to_string(), "shadowed")]);
+    }
+
+    #[test]
     fn shadowed_and_duplicate_rules() {
         let found = codes(
             r#"{"allow": [
@@ -1026,7 +1054,7 @@ mod tests {
                 "allow[2]: a rule needs at least one of hosts, cidrs, ports",
                 "presets[0]: unknown variant `pip`, expected one of `debian-apt`, `ubuntu-apt`, `pypi`, `github`, `npm`, `crates-io`, `go-proxy`, `docker-hub`, `maven-central`, `alpine`",
                 "sniff.max_bytes: 1 is out of range 512-65536",
-                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `sniff`, `log`, `pin`, `pin_cluster`, `ech`",
+                "bogus: unknown field `bogus`, expected one of `mode`, `allow`, `deny`, `presets`, `deny_presets`, `sniff`, `log`, `log_level`, `pin`, `pin_cluster`, `ech`",
                 "allow[3].name: \"ok\" is already used by allow[1]",
                 "presets[2]: \"pypi\" is already listed at presets[1]",
             ]
