@@ -54,11 +54,12 @@ impl RootContext for Root {
             }
         };
         let started = now_ns();
-        // Parse, then free the JSON before compiling: a VM's linear memory never shrinks, so it
-        // keeps whatever was alive at once. (compile re-validates: cheap.)
+        // Parse, then free the JSON before compiling, and compile taking the configuration apart:
+        // a VM's linear memory never shrinks, so it keeps whatever was alive at once.
+        // (from_config re-validates: cheap.)
         let parsed = Config::from_json(&bytes);
         drop(bytes);
-        match parsed.and_then(|config| Policy::compile(&config)) {
+        match parsed.and_then(Policy::from_config) {
             Ok(policy) => {
                 // Compile time and the VM's linear memory (which never shrinks, so it holds the
                 // compile's peak): what `make bench-envoy` reports per VM.

@@ -43,7 +43,6 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -266,122 +265,133 @@ pub(crate) fn min_rule(a: Option<RuleId>, b: Option<RuleId>) -> Option<RuleId> {
     }
 }
 
-/// A rule flattened for compilation: explicit or from a preset.
-struct FlatRule<'c> {
-    info: RuleInfo,
-    hosts: Cow<'c, [HostPattern]>,
-    cidrs: &'c [ipnet::IpNet],
-    ports: &'c [PortRange],
-}
-
 impl Policy {
     /// Validates and compiles a configuration.
     pub fn compile(config: &Config) -> Result<Policy, ConfigError> {
+        Policy::from_config(config.clone())
+    }
+
+    /// Validates and compiles a configuration, taking it apart as it goes: each rule's name and
+    /// pattern texts move into the policy and the rest of the rule is freed, so the whole
+    /// configuration and the whole policy are never held at once (a VM's linear memory keeps
+    /// the compile's peak for good).
+    pub fn from_config(config: Config) -> Result<Policy, ConfigError> {
         config.validate()?;
         Policy::compile_validated(config)
     }
 
     /// Compiles a configuration that [`Config::validate`] has accepted.
-    fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
-        let presets: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
-        let mut flat: Vec<FlatRule<'_>> =
-            Vec::with_capacity(config.deny.len() + config.allow.len() + presets);
-        for (list, kind, rules) in [
-            ("deny", RuleKind::Deny, &config.deny),
-            ("allow", RuleKind::Allow, &config.allow),
-        ] {
-            for (i, rule) in rules.iter().enumerate() {
-                flat.push(FlatRule {
-                    info: RuleInfo {
-                        name: rule.name_or_default(list, i),
-                        kind,
-                        preset: None,
-                    },
-                    hosts: Cow::Borrowed(&rule.hosts),
-                    cidrs: &rule.cidrs,
-                    ports: &rule.ports,
+    fn compile_validated(mut config: Config) -> Result<Policy, ConfigError> {
+        let preset_rules: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
+        let (allow_rules, deny_rules) = (config.allow.len(), config.deny.len());
+        let total = deny_rules + allow_rules + preset_rules;
+        if RuleId::try_from(total).is_err() {
+            return Err(ConfigError::invalid("", "too many rules"));
+        }
+        let mut summary = Summary {
+            mode: config.mode,
+            allow_rules,
+            deny_rules,
+            preset_rules,
+            presets: config.presets.len(),
+            hosts: 0,
+            cidrs: 0,
+        };
+        let deny_cidrs = config.deny.iter().any(|r| !r.cidrs.is_empty());
+        // Sized up front: a growing map holds its old and new tables at once.
+        let count = |kind: PatternKind| {
+            (config.deny.iter().chain(&config.allow))
+                .flat_map(|r| &r.hosts)
+                .filter(|h| h.kind() == kind)
+                .count()
+        };
+        let mut host_index =
+            HostIndexBuilder::with_capacity(count(PatternKind::Exact), count(PatternKind::Suffix));
+        let mut cidr_index = CidrIndexBuilder::default();
+        let mut port_only = PortIndex::default();
+        let mut rules: Vec<RuleInfo> = Vec::with_capacity(total);
+        // In passthrough mode allow rules cannot change a decision: they are left out.
+        let index_allow = config.mode != Mode::Passthrough;
+        let mut id: RuleId = 0;
+        let lists = [
+            ("deny", RuleKind::Deny, std::mem::take(&mut config.deny)),
+            ("allow", RuleKind::Allow, std::mem::take(&mut config.allow)),
+        ];
+        for (list, kind, list_rules) in lists {
+            for (i, rule) in list_rules.into_iter().enumerate() {
+                let ports = ports::merge(&rule.ports);
+                summary.hosts += rule.hosts.len();
+                summary.cidrs += rule.cidrs.len();
+                if kind == RuleKind::Deny || index_allow {
+                    if rule.hosts.is_empty() && rule.cidrs.is_empty() {
+                        port_only.add(id, &ports);
+                    }
+                    for &net in &rule.cidrs {
+                        cidr_index.add(net, id, &ports);
+                    }
+                }
+                let name = if rule.name.is_empty() {
+                    rule.name_or_default(list, i)
+                } else {
+                    rule.name
+                };
+                if kind == RuleKind::Deny || index_allow {
+                    for host in rule.hosts {
+                        host_index.add(host, id, &ports);
+                    }
+                }
+                rules.push(RuleInfo {
+                    name,
+                    kind,
+                    preset: None,
                 });
+                id += 1;
             }
         }
         for (i, preset) in config.presets.iter().enumerate() {
             for (n, rule) in preset.info().rules.iter().enumerate() {
-                let hosts = rule
-                    .hosts
-                    .iter()
-                    .map(|h| HostPattern::parse(h))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ConfigError::invalid(format!("presets[{i}]"), e))?;
-                flat.push(FlatRule {
-                    info: RuleInfo {
-                        name: preset.rule_name(n),
-                        kind: RuleKind::Allow,
-                        preset: Some(preset.name()),
-                    },
-                    hosts: Cow::Owned(hosts),
-                    cidrs: &[],
-                    ports: rule.ports,
+                let ports = ports::merge(rule.ports);
+                summary.hosts += rule.hosts.len();
+                for h in rule.hosts {
+                    let host = HostPattern::parse(h)
+                        .map_err(|e| ConfigError::invalid(format!("presets[{i}]"), e))?;
+                    if index_allow {
+                        host_index.add(host, id, &ports);
+                    }
+                }
+                if index_allow && rule.hosts.is_empty() {
+                    port_only.add(id, &ports);
+                }
+                rules.push(RuleInfo {
+                    name: preset.rule_name(n),
+                    kind: RuleKind::Allow,
+                    preset: Some(preset.name()),
                 });
-            }
-        }
-        if RuleId::try_from(flat.len()).is_err() {
-            return Err(ConfigError::invalid("", "too many rules"));
-        }
-
-        let table: Vec<Vec<PortRange>> = flat.iter().map(|r| ports::merge(r.ports)).collect();
-        let ports = |id: RuleId| table.get(id as usize).map_or(&[][..], Vec::as_slice);
-        let mut host_index = HostIndexBuilder::default();
-        let mut cidr_index = CidrIndexBuilder::default();
-        let mut port_only = Vec::new();
-        for (id, rule) in (0..).zip(&flat) {
-            // In passthrough mode allow rules cannot change a decision: leave them out.
-            if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough {
-                continue;
-            }
-            if rule.hosts.is_empty() && rule.cidrs.is_empty() {
-                port_only.push(id);
-            }
-            for host in rule.hosts.iter() {
-                host_index.add(host, id);
-            }
-            for &net in rule.cidrs {
-                cidr_index.add(net, id);
+                id += 1;
             }
         }
         let hosts = host_index
-            .build(ports)
+            .build()
             .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?;
-        let summary = Summary {
-            mode: config.mode,
-            allow_rules: config.allow.len(),
-            deny_rules: config.deny.len(),
-            preset_rules: flat.len() - config.allow.len() - config.deny.len(),
-            presets: config.presets.len(),
-            hosts: flat.iter().map(|r| r.hosts.len()).sum(),
-            cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
-        };
-        let deny_cidrs = flat
-            .iter()
-            .take(config.deny.len())
-            .any(|r| !r.cidrs.is_empty());
         Ok(Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
-            deny_rules: RuleId::try_from(config.deny.len()).unwrap_or(RuleId::MAX),
+            deny_rules: RuleId::try_from(deny_rules).unwrap_or(RuleId::MAX),
             deny_cidrs,
-            presets: config.presets.clone(),
-            port_only: PortIndex::build(port_only, ports),
-            cidrs: cidr_index.build(ports),
+            presets: config.presets,
+            port_only,
+            cidrs: cidr_index.build(),
             hosts,
             summary,
-            rules: flat.into_iter().map(|r| r.info).collect(),
+            rules,
         })
     }
 
     /// Parses, validates and compiles a JSON configuration.
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         // Config::from_json has validated it.
-        Policy::compile_validated(&Config::from_json(bytes)?)
+        Policy::compile_validated(Config::from_json(bytes)?)
     }
 
     /// The mode.
