@@ -670,6 +670,7 @@ METHOD = """## How to reproduce
 
 ```sh
 make bench         # cargo bench --bench decide / sniff / memory, bench/wasm_memory.py (Node), bench/report.py
+make bench-instructions  # bench/instructions.py (callgrind), bench/report.py
 make bench-envoy   # make build; bench/envoy_bench.py (Envoy, bench/loadgen, bench/noop-filter), bench/report.py
 ```
 

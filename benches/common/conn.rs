@@ -1,5 +1,5 @@
-//! The core's per-connection path, one operation at a time, for `benches/memory.rs` (the deepest
-//! stack).
+//! The core's per-connection path, one operation at a time, shared by `benches/instructions.rs`
+//! (instructions per operation under callgrind) and `benches/memory.rs` (the deepest stack).
 //!
 //! Each policy is the generator's (`super::generate`, the seed `benches/decide.rs` uses); the
 //! queries are the first of its host hits. The network filter's path is `Session::open` on the
