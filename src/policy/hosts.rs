@@ -21,11 +21,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use std::hash::BuildHasher;
-
-use hashbrown::hash_table::Entry;
-use hashbrown::HashTable;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxHashMap;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
@@ -236,8 +232,8 @@ impl<'de> Deserialize<'de> for HostPattern {
 /// alive while compiling (a VM's linear memory keeps the compile's peak for good).
 #[derive(Debug, Default)]
 pub(crate) struct HostIndexBuilder {
-    exact: NameMap<PortIndex>,
-    suffix: NameMap<SuffixNode>,
+    exact: FxHashMap<Box<str>, PortIndex>,
+    suffix: FxHashMap<Box<str>, SuffixNode>,
     any: PortIndex,
     /// Each glob's text and its rules, expanded by `build`.
     globs: FxHashMap<Box<str>, PortIndex>,
@@ -246,24 +242,33 @@ pub(crate) struct HostIndexBuilder {
 }
 
 impl HostIndexBuilder {
-    /// A builder whose maps hold `exact` and `suffix` keys (counts, and their bytes) without
-    /// growing (growing a map holds its old and new tables at once).
-    pub(crate) fn with_capacity(exact: (usize, usize), suffix: (usize, usize)) -> HostIndexBuilder {
+    /// A builder whose maps hold `exact` and `suffix` keys without growing (growing a map
+    /// holds its old and new tables at once).
+    pub(crate) fn with_capacity(exact: usize, suffix: usize) -> HostIndexBuilder {
         HostIndexBuilder {
-            exact: NameMap::with_capacity(exact.0, exact.1),
-            suffix: NameMap::with_capacity(suffix.0, suffix.1),
+            exact: FxHashMap::with_capacity_and_hasher(exact, Default::default()),
+            suffix: FxHashMap::with_capacity_and_hasher(suffix, Default::default()),
             ..HostIndexBuilder::default()
         }
     }
 
     /// Indexes `pattern` for `rule`, whose ports are `ports` (empty: any port).
     pub(crate) fn add(&mut self, pattern: HostPattern, rule: RuleId, ports: &[PortRange]) {
-        let text = pattern.text;
-        match pattern.kind {
-            PatternKind::Exact => self.exact.entry(&text).add(rule, ports),
+        let kind = pattern.kind;
+        let mut text = pattern.text;
+        match kind {
+            PatternKind::Exact => self
+                .exact
+                .entry(text.into_boxed_str())
+                .or_default()
+                .add(rule, ports),
             PatternKind::Suffix => {
-                let key = text.strip_prefix("*.").unwrap_or(&text);
-                self.suffix.entry(key).wildcard.add(rule, ports);
+                text.drain(..2); // "*."
+                self.suffix
+                    .entry(text.into_boxed_str())
+                    .or_default()
+                    .wildcard
+                    .add(rule, ports);
             }
             PatternKind::Any => self.any.add(rule, ports),
             PatternKind::Glob => self
@@ -287,7 +292,10 @@ impl HostIndexBuilder {
         for (pattern, rules) in globs {
             for tokens in glob::parse(&pattern)? {
                 if let Some(name) = glob::literal(&tokens) {
-                    exact.entry(&name).overlay(&rules);
+                    exact
+                        .entry(name.into_boxed_str())
+                        .or_default()
+                        .overlay(&rules);
                     continue;
                 }
                 let entry = GlobEntry {
@@ -301,7 +309,7 @@ impl HostIndexBuilder {
             }
         }
         for (key, entries) in keyed {
-            suffix.entry(&key).globs = entries.into_boxed_slice();
+            suffix.entry(key.into_boxed_str()).or_default().globs = entries.into_boxed_slice();
         }
         Ok(HostIndex {
             exact,
@@ -328,84 +336,12 @@ struct SuffixNode {
     globs: Box<[GlobEntry]>,
 }
 
-/// A map from host names to `V` whose names are one string: a lookup compares against bytes
-/// that sit together, not against allocations scattered over the heap (at 100,000 rules that is
-/// the difference between the processor's caches and memory), and a name costs its bytes, not
-/// an allocation.
-#[derive(Debug, Clone)]
-struct NameMap<V> {
-    names: String,
-    /// Where each name is in `names`, and its value.
-    table: HashTable<(u32, u32, V)>,
-}
-
-impl<V> Default for NameMap<V> {
-    fn default() -> Self {
-        NameMap {
-            names: String::new(),
-            table: HashTable::new(),
-        }
-    }
-}
-
-impl<V: Default> NameMap<V> {
-    fn with_capacity(names: usize, bytes: usize) -> NameMap<V> {
-        NameMap {
-            names: String::with_capacity(bytes),
-            table: HashTable::with_capacity(names),
-        }
-    }
-
-    /// The value of `name`, inserted as `V::default()` if absent.
-    fn entry(&mut self, name: &str) -> &mut V {
-        let hash = FxBuildHasher.hash_one(name);
-        // A configuration holds far less than 4 GiB of names; past that, a name would get an
-        // entry no lookup reaches, which cannot happen.
-        let at = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        let len = u32::try_from(name.len()).unwrap_or(0);
-        let names = &self.names;
-        let entry = self.table.entry(
-            hash,
-            |&(at, len, _)| key_of(names, at, len) == name,
-            |&(at, len, _)| FxBuildHasher.hash_one(key_of(names, at, len)),
-        );
-        match entry {
-            Entry::Occupied(found) => &mut found.into_mut().2,
-            Entry::Vacant(vacant) => {
-                self.names.push_str(name);
-                &mut vacant.insert((at, len, V::default())).into_mut().2
-            }
-        }
-    }
-}
-
-impl<V> NameMap<V> {
-    #[inline]
-    fn get(&self, name: &str) -> Option<&V> {
-        let hash = FxBuildHasher.hash_one(name);
-        self.table
-            .find(hash, |&(at, len, _)| key_of(&self.names, at, len) == name)
-            .map(|(_, _, value)| value)
-    }
-
-    fn is_empty(&self) -> bool {
-        self.table.is_empty()
-    }
-}
-
-/// The name stored at `at`, `len` bytes long ("" if out of range, which no entry is).
-#[inline]
-fn key_of(names: &str, at: u32, len: u32) -> &str {
-    let at = at as usize;
-    names.get(at..at.saturating_add(len as usize)).unwrap_or("")
-}
-
 /// The compiled host-pattern index of a policy.
 #[derive(Debug, Clone)]
 pub(crate) struct HostIndex {
-    exact: NameMap<PortIndex>,
+    exact: FxHashMap<Box<str>, PortIndex>,
     /// Keyed by a dot-suffix of names (`github.com` for `*.github.com`).
-    suffix: NameMap<SuffixNode>,
+    suffix: FxHashMap<Box<str>, SuffixNode>,
     any: PortIndex,
     /// Glob alternatives without a literal domain tail: tried on every name.
     globs: Box<[GlobEntry]>,

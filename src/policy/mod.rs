@@ -299,16 +299,14 @@ impl Policy {
         };
         let deny_cidrs = config.deny.iter().any(|r| !r.cidrs.is_empty());
         // Sized up front: a growing map holds its old and new tables at once.
-        // (Names, bytes) of exact and of suffix patterns; a suffix key drops its "*.".
-        let (mut exact, mut suffix) = ((0, 0), (0, 0));
-        for host in (config.deny.iter().chain(&config.allow)).flat_map(|r| &r.hosts) {
-            match host.kind() {
-                PatternKind::Exact => exact = (exact.0 + 1, exact.1 + host.as_str().len()),
-                PatternKind::Suffix => suffix = (suffix.0 + 1, suffix.1 + host.as_str().len() - 2),
-                PatternKind::Any | PatternKind::Glob => {}
-            }
-        }
-        let mut host_index = HostIndexBuilder::with_capacity(exact, suffix);
+        let count = |kind: PatternKind| {
+            (config.deny.iter().chain(&config.allow))
+                .flat_map(|r| &r.hosts)
+                .filter(|h| h.kind() == kind)
+                .count()
+        };
+        let mut host_index =
+            HostIndexBuilder::with_capacity(count(PatternKind::Exact), count(PatternKind::Suffix));
         let mut cidr_index = CidrIndexBuilder::default();
         let mut port_only = PortIndex::default();
         let mut rules: Vec<RuleInfo> = Vec::with_capacity(total);
