@@ -13,7 +13,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-venv lint demo demo-compose compose-deps observability-deps clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-instructions bench-venv lint demo demo-compose compose-deps observability-deps clean
 
 all: build
 
@@ -124,6 +124,14 @@ bench: targets bench-venv
 	CARGO_PROFILE_RELEASE_PANIC=unwind $(CARGO) bench --bench memory
 	$(VPY) bench/wasm_memory.py
 	$(VPY) bench/report.py --criterion
+
+# Instructions per operation on the core's per-connection path (decide at 10 and 10,000 rules,
+# ClientHello and HTTP head sniffs, a connection from open to decision), counted by
+# `valgrind --tool=callgrind` (stable whatever the machine does); the report. Needs valgrind
+# (apt-get install valgrind); a benchmark, not part of `make test` or CI.
+bench-instructions: bench-venv
+	$(VPY) bench/instructions.py
+	$(VPY) bench/report.py
 
 # A real Envoy: no filter, native RBAC and egress-guard side by side; HTTP; memory; the report.
 bench-envoy: bench-venv build

@@ -365,6 +365,41 @@ def machine() -> dict[str, Any]:
             "loadavg_start": os.getloadavg()}
 
 
+def measure_memory(envoy: str, parts: dict[str, Any], wasm: Path, work: Path, echo_port: int, http_port: int,
+                   rounds: int) -> list[dict[str, Any]]:
+    """Envoy's memory with no Wasm, with egress-guard and an empty policy, with 10,000 and with
+    100,000 rules, each case its own idle Envoy, `rounds` starts each."""
+    mem_port = free_port()
+    patterns, _ = sni_rules(10_000)
+    mem_cases = {
+        "no_wasm": [],
+        "empty_policy": [wasm_filter(parts, wasm, "{}", "mem", False)],
+        "rules_10000": [wasm_filter(parts, wasm, eg_policy(patterns, mem_port), "mem", False)],
+        "rules_100000": [wasm_filter(parts, wasm, eg_policy(sni_rules(100_000)[0], mem_port), "mem", False)],
+    }
+    memory = []
+    for r in range(rounds):
+        for case, filters in mem_cases.items():
+            cfg = bootstrap(parts, [tcp_listener(parts, "mem", mem_port, filters, True)], echo_port, http_port)
+            e = Envoy(envoy, cfg, work, f"mem-{case}-{r}")
+            try:
+                time.sleep(1.0)
+                mem = json.loads(e.get("/memory"))
+                rss_kb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{e.proc.pid}/status").read_text()).group(1))
+                # One line per VM (main thread and worker): compile time and linear memory.
+                loaded = [{"compile_ms": float(m.group(1)), "wasm_memory": int(m.group(2)) * 1024}
+                          for m in re.finditer(r"policy loaded in ([\d.]+) ms, Wasm memory (\d+) KiB",
+                                               e.log.read_text())]
+                memory.append({"case": case, "round": r, "allocated": int(mem["allocated"]),
+                               "heap_size": int(mem["heap_size"]), "rss": rss_kb * 1024, "vm": loaded})
+                print(f"memory {case:>13}: allocated {int(mem['allocated']) / 2**20:6.1f} MiB "
+                      f"heap {int(mem['heap_size']) / 2**20:6.1f} MiB rss {rss_kb / 1024:6.1f} MiB {loaded}",
+                      flush=True)
+            finally:
+                e.close()
+    return memory
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wasm", type=Path, required=True)
@@ -376,6 +411,9 @@ def main() -> None:
     ap.add_argument("--http-concurrency", type=int, default=16)
     ap.add_argument("--memory-rounds", type=int, default=3, help="0: skip the memory cases")
     ap.add_argument("--out", type=Path, default=RESULTS / "envoy.json")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="only the memory cases (no load, no loadgen build): replaces the memory and "
+                         "module size of the results in --out, noting when they were collected")
     args = ap.parse_args()
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -389,6 +427,17 @@ def main() -> None:
     version = subprocess.run([envoy, "--version"], capture_output=True, text=True).stdout.strip()
     # Only what follows "version:" (the binary's own path, first on the line, is one machine's).
     version = "envoy  version:" + version.split("version:", 1)[-1]
+    if args.memory_only:
+        work = Path(tempfile.mkdtemp(prefix="egress-guard-bench-"))
+        atexit.register(shutil.rmtree, work, True)
+        # No traffic: the clusters' ports are never connected to.
+        memory = measure_memory(envoy, shipped_parts(), wasm, work, free_port(), free_port(), args.memory_rounds)
+        result = json.loads(args.out.read_text())
+        result.update(memory=memory, wasm_bytes=wasm.stat().st_size,
+                      memory_collected=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     loadgen = build_loadgen()
     noop = build_noop()
     parts = shipped_parts()
@@ -481,35 +530,7 @@ def main() -> None:
         env.close()
     result["load_seconds"] = time.time() - started
 
-    # Memory: an Envoy with no Wasm, with egress-guard and an empty policy, with 10,000 rules.
-    mem_port = free_port()
-    patterns, _ = sni_rules(10_000)
-    mem_cases = {
-        "no_wasm": [],
-        "empty_policy": [wasm_filter(parts, wasm, "{}", "mem", False)],
-        "rules_10000": [wasm_filter(parts, wasm, eg_policy(patterns, mem_port), "mem", False)],
-    }
-    memory = []
-    for r in range(args.memory_rounds):
-        for case, filters in mem_cases.items():
-            cfg = bootstrap(parts, [tcp_listener(parts, "mem", mem_port, filters, True)], echo_port, http_port)
-            e = Envoy(envoy, cfg, work, f"mem-{case}-{r}")
-            try:
-                time.sleep(1.0)
-                mem = json.loads(e.get("/memory"))
-                rss_kb = int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{e.proc.pid}/status").read_text()).group(1))
-                # One line per VM (main thread and worker): compile time and linear memory.
-                loaded = [{"compile_ms": float(m.group(1)), "wasm_memory": int(m.group(2)) * 1024}
-                          for m in re.finditer(r"policy loaded in ([\d.]+) ms, Wasm memory (\d+) KiB",
-                                               e.log.read_text())]
-                memory.append({"case": case, "round": r, "allocated": int(mem["allocated"]),
-                               "heap_size": int(mem["heap_size"]), "rss": rss_kb * 1024, "vm": loaded})
-                print(f"memory {case:>13}: allocated {int(mem['allocated']) / 2**20:6.1f} MiB "
-                      f"heap {int(mem['heap_size']) / 2**20:6.1f} MiB rss {rss_kb / 1024:6.1f} MiB {loaded}",
-                      flush=True)
-            finally:
-                e.close()
-    result["memory"] = memory
+    result["memory"] = measure_memory(envoy, parts, wasm, work, echo_port, http_port, args.memory_rounds)
     result["machine"]["loadavg_end"] = os.getloadavg()
     stop_all()
 

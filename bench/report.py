@@ -9,6 +9,7 @@
 Inputs: bench/results/core.json (decide and compile times), bench/results/core-sniff.json (a
 message fed a byte at a time), bench/results/core-memory.json
 (`cargo bench --bench memory`), bench/results/core-memory-wasm32.json (bench/wasm_memory.py),
+bench/results/core-instructions.json (bench/instructions.py, `make bench-instructions`),
 bench/results/envoy.json (bench/envoy_bench.py). Every number in
 the report comes from those files; nothing is typed in by hand.
 """
@@ -40,6 +41,7 @@ FLAT_TARGET = 2.0
 RATE_TARGET = 0.97
 WASM_TARGET = 512 * 1024
 VM_MEMORY_TARGET = 4 * 1024 * 1024
+VM_MEMORY_TARGET_100K = 30 * 1024 * 1024
 COMPILE_TARGET_MS = 50.0
 
 
@@ -218,13 +220,87 @@ def core_section(core: dict[str, Any] | None, mem: dict[str, Any] | None, mem32:
                          mib(w["peak_bytes"]) if w else "—", f"{s['allocations']:,}"])
         out += ["Memory, counted by a global allocator (`cargo bench --bench memory`), natively (64-bit) and built",
                 "for wasm32-wasip1 under Node's V8 (`bench/wasm_memory.py`: 4-byte pointers, as in the VM).",
-                "*Retained*: what the compiled policy holds. *Config*: the parsed configuration, which stays",
-                "alive until compiling returns. *Peak*: the most allocated at once while parsing and compiling",
-                "— what a VM's linear memory, which never shrinks, keeps.", "",
+                "*Retained*: what the compiled policy holds. *Config*: the parsed configuration, which",
+                "compiling takes apart rule by rule (`Policy::from_config`). *Peak*: the most allocated at once",
+                "while parsing and compiling — what a VM's linear memory, which never shrinks, keeps.", "",
                 table(["rules", "hosts", "CIDRs", "JSON", "retained 64-bit", "peak 64-bit", "retained wasm32",
                        "per rule wasm32", "config wasm32", "peak wasm32", "allocations"], rows),
                 ""]
+        stack = (mem32 or {}).get("stack_deepest_bytes")
+        if stack:
+            out += [f"Deepest use of the Wasm stack over the whole wasm32 run: **{stack:,} bytes** (the module's",
+                    "stack is 128 KiB, `build.rs`). It covers parsing and compiling up to 100,000 rules, JSON",
+                    "nested 100,000 deep at every place a configuration nests (serde_json stops at 128), globs at",
+                    "the nesting limit, and the per-connection path. `bench/wasm_memory.mjs` paints the stack",
+                    "before the run and finds the lowest byte written after it. In Wasm the stack in linear",
+                    "memory holds only what a function takes the address of; calls and scalars live in the",
+                    "engine's own stack.", ""]
     return "\n".join(out)
+
+
+# Instructions per operation -------------------------------------------------------------------
+
+INSTRUCTION_OPS = [
+    ("decide_10", "`Policy::decide`, host hit, 10 rules"),
+    ("decide_10000", "`Policy::decide`, host hit, 10,000 rules"),
+    ("sniff_client_hello", "`sniff`: a 512-byte ClientHello"),
+    ("sniff_http_head", "`sniff`: a curl-like HTTP/1.1 request head"),
+    ("session_10", "network filter connection, 10 rules: `Session::open`, then the ClientHello to `Session::client`"),
+    ("session_10000", "the same, 10,000 rules"),
+    ("session_inspector_10", "with tls_inspector, 10 rules: `Session::open` with the SNI"),
+    ("session_inspector_10000", "the same, 10,000 rules"),
+]
+
+
+def instructions_section(ins: dict[str, Any] | None) -> str:
+    out = ["## Core: instructions per operation", ""]
+    runs = (ins or {}).get("runs", [])
+    if not runs:
+        return "\n".join(out + ["No instruction counts yet: run `make bench-instructions`.", ""])
+    latest = runs[-1]
+    # The earliest run of each revision before the latest, as "before" columns (at most two).
+    revs: list[dict[str, Any]] = []
+    for r in runs[:-1]:
+        if r["revision"] != latest["revision"] and all(x["revision"] != r["revision"] for x in revs):
+            revs.append(r)
+    revs = revs[:1] + revs[-1:] if len(revs) > 1 else revs
+    out += [f"`make bench-instructions` (bench/instructions.py: benches/instructions.rs under "
+            f"`valgrind --tool=callgrind`, {latest['valgrind']}), collected {latest['collected']} at {latest['revision']}.",
+            "Instructions executed per operation, inclusive of everything it calls (allocator included), natively",
+            "(x86-64): stable from run to run whatever the machine's neighbours do, so a change of a percent shows.",
+            "The policies are the generator's (`benches/common/mod.rs`); the per-connection cases are",
+            "`benches/common/conn.rs`, with a `Record` that only counts (the adapter's metrics and logs are",
+            "not in these figures)." + (" Earlier revisions are kept in `bench/results/core-instructions.json`;"
+                                       " the first and latest before this one are shown." if revs else ""), ""]
+    head = ["operation", *(f"{r['revision']}" for r in revs), f"{latest['revision']} (latest)"]
+    rows = []
+    for key, text in INSTRUCTION_OPS:
+        if key not in latest["ops"]:
+            continue
+        row = [text]
+        for r in revs:
+            v = r["ops"].get(key)
+            row.append(f"{v:,.0f}" if v is not None else "—")
+        row.append(f"{latest['ops'][key]:,.0f}")
+        rows.append(row)
+    out += [table(head, rows), "", INSTRUCTIONS_WHERE, ""]
+    return "\n".join(out)
+
+
+INSTRUCTIONS_WHERE = """Where they go (`callgrind_annotate` on the same binary, `--toggle-collect` on one operation):
+
+- **HTTP head sniff**: the head parser's byte loop takes about 60% (some 40 instructions per byte
+  of the head), allocation and freeing about 12% (the host and target strings the parse returns).
+- **A connection without tls_inspector**: the ClientHello parse (`Sniffer::feed`, the extension
+  walk) about a fifth, the decision about a sixth, allocation about a seventh (the SNI string and
+  its normalised copy), then `Session` and `judge` themselves. Normalising the name ran the IPv4
+  and IPv6 parsers on every name (a quarter of normalising): now only on what could be an address.
+- **Not in these counts: the adapter** (`src/filter`), whose per-connection work is hostcalls: three
+  property reads (`request.protocol`, which the root must ask because one root may serve both filter
+  kinds; `destination.address`; with tls_inspector the SNI), one clock read, and three counter
+  increments (sniff outcome, decision, rule), each a documented metric. Nothing is formatted unless
+  the decision is logged; counters are defined when the policy loads (per-rule ones on a rule's first
+  match). These cost what the Wasm host makes them cost: see *Through Envoy*."""
 
 
 # Sniffing a byte at a time ----------------------------------------------------------------------
@@ -420,9 +496,9 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
     targets.append(["`.wasm` ≤ 512 KiB", f"{wasm / 1024:.0f} KiB", verdict(wasm <= WASM_TARGET)])
     mem = env.get("memory", [])
     if mem:
-        cases = ["no_wasm", "empty_policy", "rules_10000"]
+        cases = ["no_wasm", "empty_policy", "rules_10000", "rules_100000"]
         text = {"no_wasm": "no Wasm filter", "empty_policy": "egress-guard, empty policy `{}`",
-                "rules_10000": "egress-guard, 10,000 rules"}
+                "rules_10000": "egress-guard, 10,000 rules", "rules_100000": "egress-guard, 100,000 rules"}
         rows = []
         vm: dict[str, Any] = {}
         for c in cases:
@@ -436,13 +512,18 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
                          str(round(len(vms) / len(ms))) if vms else "—",
                          mib(med([v["wasm_memory"] for v in vms])) if vms else "—",
                          f"{med([v['compile_ms'] for v in vms]):.1f} ms" if vms else "—"])
+        if env.get("memory_collected"):
+            out += [f"Memory collected {env['memory_collected']} (`bench/envoy_bench.py --memory-only`), "
+                    "after the load runs above.", ""]
         out += ["Each case is its own Envoy (one listener, tls_inspector, the filter, tcp_proxy), idle, "
                 f"median of {len({x['round'] for x in mem})} starts. *allocated* and *heap* are Envoy's `/memory`",
                 "(tcmalloc: the configuration, V8's own heap); the Wasm linear memory is mapped by V8 outside it",
                 "and shows in *RSS*. *VMs*: egress-guard VMs that loaded the policy (Envoy runs one per worker",
                 "and one on the main thread). *Wasm memory per VM* and *compile in VM* are egress-guard's own",
                 "log line (`policy loaded in … ms, Wasm memory … KiB`): the linear memory never shrinks, so",
-                "it holds the compile's peak. The 10,000 rules are the SNI rules of the connection benchmark.", "",
+                "it holds the compile's peak, plus the module's 128 KiB stack and static data. The 10,000",
+                "rules are the SNI rules of the connection benchmark; the 100,000 the same generator's.",
+                "`tests/integration/test_memory.py` holds both to their targets.", "",
                 table(["case", "allocated", "heap", "RSS", "VMs", "Wasm memory per VM", "compile in VM"], rows), ""]
         if vm.get("rules_10000"):
             per_vm = med([v["wasm_memory"] for v in vm["rules_10000"]])
@@ -450,6 +531,10 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
             targets.append(["per-VM memory with 10,000 rules ≤ 4 MiB", mib(per_vm), verdict(per_vm <= VM_MEMORY_TARGET)])
             targets.append(["compile 10,000 rules ≤ 50 ms in the VM", f"{compile_ms:.1f} ms",
                             verdict(compile_ms <= COMPILE_TARGET_MS)])
+        if vm.get("rules_100000"):
+            per_vm = med([v["wasm_memory"] for v in vm["rules_100000"]])
+            targets.append(["per-VM memory with 100,000 rules ≤ 30 MiB", mib(per_vm),
+                            verdict(per_vm <= VM_MEMORY_TARGET_100K)])
     return "\n".join(out), summary
 
 
@@ -533,6 +618,7 @@ def main() -> None:
     targets: list[list[str]] = []
     core_md = core_section(core, mem, load("core-memory-wasm32.json"), targets)
     sniff_md = sniff_section(load("core-sniff.json"))
+    instructions_md = instructions_section(load("core-instructions.json"))
     envoy_md, summary = envoy_section(env, targets)
     plotted = bool(env) and plot(summary)
     m = (env or core or {}).get("machine", machine())
@@ -558,6 +644,7 @@ def main() -> None:
         LIMITS,
         "",
         core_md,
+        instructions_md,
         sniff_md,
         envoy_md,
     ]
@@ -585,17 +672,21 @@ LIMITS = """### What limits them
   reads, a lookup under 0.1 µs at any size, three counter increments, and without tls_inspector a
   copy and parse of the ClientHello — is its ratio to the no-op filter. RBAC checks its policies
   one after the other, so its cost grows with the rule count; egress-guard's does not.
-- **Memory in the VM.** Wasm linear memory never shrinks, so a VM keeps the peak of the policy
-  compile, plus the module's 1 MiB stack. At the peak the parsed configuration (in wasm32 about
-  as large as the compiled policy: see *config wasm32*), the index builders and the compiled
-  policy are alive at once. Each VM (one per worker, one on the main thread) compiles its own
-  copy. Meeting 4 MiB needs compiling straight from the JSON without keeping the whole parsed
-  configuration, a smaller Wasm stack (`-z stack-size`), or both."""
+- **Memory in the VM.** Wasm linear memory never shrinks, so a VM keeps the peak of reading,
+  parsing and compiling the policy, plus the module's stack (128 KiB, of which the deepest path
+  uses a few KiB) and static data. The filter frees the JSON before compiling, and compiling
+  takes the parsed configuration apart rule by rule: names and pattern texts move into the
+  policy, each key's port index is built in place in the final maps (sized up front), and no
+  list of rule ids or table of every rule's ports is kept on the side. What remains at the peak
+  is the parsed configuration while the JSON is still alive, then the compiled policy with the
+  holes the freed rules leave. Each VM (one per worker, one on the main thread) compiles its
+  own copy."""
 
 METHOD = """## How to reproduce
 
 ```sh
 make bench         # cargo bench --bench decide / sniff / memory, bench/wasm_memory.py (Node), bench/report.py
+make bench-instructions  # bench/instructions.py (callgrind), bench/report.py
 make bench-envoy   # make build; bench/envoy_bench.py (Envoy, bench/loadgen, bench/noop-filter), bench/report.py
 ```
 

@@ -79,6 +79,11 @@ const SIZES: [usize; 4] = [10, 1_000, 10_000, 100_000];
 const SEED: u64 = 0x5EED_E6E5;
 
 fn main() {
+    // Where the stack starts (it grows down): under Node, bench/wasm_memory.mjs paints the stack
+    // before the run and finds the deepest byte written after it (the 100,000-rule compile
+    // above included). A pointer's address, not a dereference.
+    let top = 0u8;
+    println!("STACK_TOP {}", std::ptr::addr_of!(top) as usize);
     let mut rows = Vec::new();
     for n in SIZES {
         let g = common::generate(n, SEED);
@@ -102,10 +107,11 @@ fn main() {
         let config_peak = PEAK.load(Ordering::Relaxed) - base;
         let mid = LIVE.load(Ordering::Relaxed);
         PEAK.store(mid, Ordering::Relaxed);
-        let policy = Policy::compile(&config).unwrap();
+        // As the filter compiles: taking the configuration apart (so the peak above `mid` is
+        // what compiling adds to the parsed configuration, which it frees as it goes).
+        let policy = Policy::from_config(config).unwrap();
         let compile_peak = PEAK.load(Ordering::Relaxed) - mid;
         drop(policy);
-        drop(config);
         let leaked = LIVE.load(Ordering::Relaxed).saturating_sub(base);
         assert_eq!(
             leaked, 0,
@@ -139,6 +145,7 @@ fn main() {
         .unwrap();
         rows.push(row);
     }
+    stack_probes();
     let json = format!(
         "{{\"seed\":{SEED},\"pointer_bytes\":{},\"sizes\":[{}]}}\n",
         std::mem::size_of::<usize>(),
@@ -154,4 +161,43 @@ fn main() {
     let out = dir.join("core-memory.json");
     std::fs::write(&out, json).unwrap();
     println!("wrote {}", out.display());
+}
+
+/// Inputs that go deep, for the stack measurement (bench/wasm_memory.mjs): JSON nested far past
+/// serde_json's recursion limit (128) at every place a configuration can nest, glob patterns at
+/// the nesting limit, and the per-connection path (`benches/common/conn.rs`).
+fn stack_probes() {
+    let deep = |open: &str, n: usize| open.repeat(n);
+    let cases = [
+        deep("[", 100_000),
+        format!("{{\"allow\":{}", deep("[", 100_000)),
+        format!("{{\"allow\":[{{\"hosts\":{}", deep("[", 100_000)),
+        format!("{{\"allow\":[{{\"ports\":{}", deep("[", 100_000)),
+        format!("{{\"allow\":[{{\"cidrs\":{}", deep("[", 100_000)),
+        format!("{{\"sniff\":{}", deep("{\"a\":", 100_000)),
+        format!("{{\"presets\":{}", deep("[", 100_000)),
+        format!("{{\"x\":{}", deep("[", 100_000)),
+    ];
+    for json in &cases {
+        assert!(Policy::from_json(json.as_bytes()).is_err());
+    }
+    let nested = format!("{}a{}.example.com", "{".repeat(8), "}".repeat(8));
+    let wide = "{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}{a,b}.example.com";
+    let globs = format!(
+        "{{\"allow\":[{{\"hosts\":[\"{nested}\",\"{wide}\",\"*{}*\"]}}]}}",
+        "a*".repeat(100)
+    );
+    let policy = Policy::from_json(globs.as_bytes()).unwrap();
+    let long = format!("{}.example.com", "a".repeat(60));
+    let facts = egress_guard::policy::Facts {
+        ip: "192.0.2.1".parse().unwrap(),
+        port: 443,
+        name: egress_guard::policy::NameFact::Name(&long),
+    };
+    std::hint::black_box(policy.decide(&facts));
+    for rules in [10, 10_000] {
+        let case = common::conn::Case::new(rules);
+        assert!(case.decide() && case.sniff_hello() && case.sniff_head());
+        assert!(case.session() && case.session_inspector());
+    }
 }

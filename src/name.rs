@@ -124,11 +124,20 @@ fn classify_host(raw: &[u8]) -> NameClass {
     if host.is_empty() {
         return NameClass::Malformed(MalformedName::Empty);
     }
-    if let Ok(text) = std::str::from_utf8(host) {
-        if let Ok(ip) = text.parse::<Ipv4Addr>() {
+    // Only what could be an address is parsed as one (every connection's name comes here): an
+    // IPv4 address is digits and dots, an IPv6 address has a ':' (which no name has).
+    if host.iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+        if let Some(ip) = std::str::from_utf8(host)
+            .ok()
+            .and_then(|text| text.parse::<Ipv4Addr>().ok())
+        {
             return NameClass::IpLiteral(IpAddr::V4(ip));
         }
-        if let Ok(ip) = text.parse::<Ipv6Addr>() {
+    } else if host.contains(&b':') {
+        if let Some(ip) = std::str::from_utf8(host)
+            .ok()
+            .and_then(|text| text.parse::<Ipv6Addr>().ok())
+        {
             return NameClass::IpLiteral(IpAddr::V6(ip));
         }
     }
@@ -271,6 +280,33 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(raw)
             );
+        }
+    }
+}
+
+#[cfg(test)]
+#[cfg(not(target_arch = "wasm32"))]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Parsing only what could be an address changes no answer: an input is an IP literal
+        /// exactly when the standard parsers read it as one (as every input was tried before).
+        #[test]
+        fn ip_literals_as_the_parsers_read_them(
+            raw in prop::collection::vec(prop::sample::select(b"0123456789abcdefx.:-_A".to_vec()), 0..40)
+        ) {
+            let host = raw.strip_suffix(b".").unwrap_or(&raw);
+            let parsed = std::str::from_utf8(host).ok().and_then(|t| {
+                t.parse::<Ipv4Addr>().map(IpAddr::V4).ok().or_else(|| t.parse::<Ipv6Addr>().map(IpAddr::V6).ok())
+            });
+            match (classify_host(&raw), parsed) {
+                (NameClass::IpLiteral(ip), Some(want)) => prop_assert_eq!(ip, want),
+                (NameClass::IpLiteral(ip), None) => prop_assert!(false, "{ip} is not an address"),
+                (other, Some(want)) => prop_assert!(host.is_empty(), "{other:?} for {want}"),
+                (_, None) => {}
+            }
         }
     }
 }

@@ -19,6 +19,8 @@
 //! and an IP no rule matches, port 443).
 #![allow(dead_code)]
 
+pub mod conn;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -65,11 +65,12 @@ impl RootContext for Root {
         let started = now_ns();
         // Its fingerprint holds no copy of the JSON (src/policy/fingerprint.rs).
         let fingerprint = Fingerprint::of(&bytes);
-        // Parse, then free the JSON before compiling: a VM's linear memory never shrinks, so it
-        // keeps whatever was alive at once. (compile re-validates: cheap.)
+        // Parse, then free the JSON before compiling, and compile taking the configuration apart:
+        // a VM's linear memory never shrinks, so it keeps whatever was alive at once.
+        // (from_config re-validates: cheap.)
         let parsed = Config::from_json(&bytes);
         drop(bytes);
-        match parsed.and_then(|config| Policy::compile(&config)) {
+        match parsed.and_then(Policy::from_config) {
             Ok(policy) => {
                 let policy = policy.with_fingerprint(fingerprint);
                 let hash = fingerprint.as_ref().map_or("-", Fingerprint::as_str);

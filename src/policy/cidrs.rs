@@ -145,41 +145,38 @@ impl<'de> Deserialize<'de> for Cidr {
 /// Collects `(network, rule)` pairs; [`CidrIndexBuilder::build`] makes the [`CidrIndex`].
 #[derive(Default)]
 pub(crate) struct CidrIndexBuilder {
-    v4: PrefixMap<Ipv4Net, Vec<RuleId>>,
-    v6: PrefixMap<Ipv6Net, Vec<RuleId>>,
+    /// Each prefix's own rules.
+    v4: PrefixMap<Ipv4Net, PortIndex>,
+    v6: PrefixMap<Ipv6Net, PortIndex>,
 }
 
 impl CidrIndexBuilder {
-    /// Indexes `net` (host bits are ignored) for `rule`.
-    pub(crate) fn add(&mut self, net: IpNet, rule: RuleId) {
+    /// Indexes `net` (host bits are ignored) for `rule`, whose ports are `ports` (empty: any).
+    pub(crate) fn add(&mut self, net: IpNet, rule: RuleId, ports: &[PortRange]) {
         match net.trunc() {
-            IpNet::V4(n) => self.v4.entry(n).or_default().push(rule),
-            IpNet::V6(n) => self.v6.entry(n).or_default().push(rule),
+            IpNet::V4(n) => self.v4.entry(n).or_default().add(rule, ports),
+            IpNet::V6(n) => self.v6.entry(n).or_default().add(rule, ports),
         }
     }
 
-    /// Compiles the index; `ports(id)` gives a rule's port ranges (empty = any port).
-    pub(crate) fn build<'a, F>(self, ports: F) -> CidrIndex
-    where
-        F: Fn(RuleId) -> &'a [PortRange] + Copy,
-    {
+    /// Compiles the index.
+    pub(crate) fn build(self) -> CidrIndex {
         CidrIndex {
-            v4: inherit(&self.v4, ports),
-            v6: inherit(&self.v6, ports),
+            v4: inherit(&self.v4),
+            v6: inherit(&self.v6),
         }
     }
 }
 
 /// For every prefix, a port index over its rules and the rules of every prefix covering it.
-fn inherit<'a, P, F>(map: &PrefixMap<P, Vec<RuleId>>, ports: F) -> PrefixMap<P, PortIndex>
-where
-    P: prefix_trie::Prefix,
-    F: Fn(RuleId) -> &'a [PortRange] + Copy,
-{
+fn inherit<P: prefix_trie::Prefix>(map: &PrefixMap<P, PortIndex>) -> PrefixMap<P, PortIndex> {
     let mut out = PrefixMap::new();
     for (prefix, _) in map.iter() {
-        let ids: Vec<RuleId> = map.cover_values(&prefix).flatten().copied().collect();
-        out.insert(prefix, PortIndex::build(ids, ports));
+        let mut idx = PortIndex::default();
+        for cover in map.cover_values(&prefix) {
+            idx.overlay(cover);
+        }
+        out.insert(prefix, idx);
     }
     out
 }
@@ -288,14 +285,17 @@ mod tests {
             vec![PortRange { lo: 443, hi: 443 }],
             vec![],
         ];
-        let ports = |id: RuleId| table[id as usize].as_slice();
         let mut b = CidrIndexBuilder::default();
-        b.add("10.1.2.3/32".parse().unwrap(), 3);
-        b.add("10.0.0.0/8".parse().unwrap(), 1);
-        b.add("10.1.0.0/16".parse().unwrap(), 0);
-        b.add("0.0.0.0/0".parse().unwrap(), 2);
-        b.add("fd00::/8".parse().unwrap(), 0);
-        let idx = b.build(ports);
+        for (net, id) in [
+            ("10.1.2.3/32", 3),
+            ("10.0.0.0/8", 1),
+            ("10.1.0.0/16", 0),
+            ("0.0.0.0/0", 2),
+            ("fd00::/8", 0),
+        ] {
+            b.add(net.parse().unwrap(), id, &table[id as usize]);
+        }
+        let idx = b.build();
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(idx.lookup(ip("10.1.2.3"), 22), Some(0));
         assert_eq!(idx.lookup(ip("10.1.2.3"), 80), Some(1));

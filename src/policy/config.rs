@@ -570,10 +570,11 @@ fn de_rule_name<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 const EMPTY_LIST: &str = "an empty list is not allowed: omit the key";
 
 fn de_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HostPattern>, D::Error> {
-    let hosts = Vec::<HostPattern>::deserialize(d)?;
+    let mut hosts = Vec::<HostPattern>::deserialize(d)?;
     if hosts.is_empty() {
         return Err(de::Error::custom(EMPTY_LIST));
     }
+    hosts.shrink_to_fit(); // A list grows by doubling; rules are many (issue 12: VM memory).
     Ok(hosts)
 }
 
@@ -582,14 +583,17 @@ fn de_cidrs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<IpNet>, D::Error> {
     if cidrs.is_empty() {
         return Err(de::Error::custom(EMPTY_LIST));
     }
-    Ok(cidrs.into_iter().map(|c| c.0).collect())
+    let mut cidrs: Vec<IpNet> = cidrs.into_iter().map(|c| c.0).collect();
+    cidrs.shrink_to_fit(); // As for hosts.
+    Ok(cidrs)
 }
 
 fn de_ports<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PortRange>, D::Error> {
-    let ports = Vec::<PortRange>::deserialize(d)?;
+    let mut ports = Vec::<PortRange>::deserialize(d)?;
     if ports.is_empty() {
         return Err(de::Error::custom(EMPTY_LIST));
     }
+    ports.shrink_to_fit(); // As for hosts.
     Ok(ports)
 }
 

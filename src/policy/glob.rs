@@ -45,6 +45,8 @@ pub(crate) enum GlobError {
     EmptyAlternative,
     /// More than [`MAX_EXPANSIONS`] alternatives once `{...}` groups are multiplied out.
     TooManyAlternatives,
+    /// `{...}` groups nested more than [`MAX_NESTING`] deep.
+    TooDeep,
     /// An alternative with an empty label (a literal `..`, or a literal `.` first or last),
     /// which no well-formed name has: it could never match.
     EmptyLabel,
@@ -68,6 +70,7 @@ impl fmt::Display for GlobError {
                 f,
                 "more than {MAX_EXPANSIONS} alternatives once '{{...}}' groups are expanded"
             ),
+            GlobError::TooDeep => write!(f, "'{{...}}' groups nested more than {MAX_NESTING} deep"),
             GlobError::EmptyLabel => f.write_str(
                 "an empty label (\"..\", or a \".\" at either end) that no host name has",
             ),
@@ -77,6 +80,10 @@ impl fmt::Display for GlobError {
 
 /// Most alternatives a pattern may expand to.
 pub(crate) const MAX_EXPANSIONS: usize = 256;
+
+/// Deepest `{...}` nesting: the parser recurses once per level, and the Envoy module's stack is
+/// small (build.rs), so the depth is bounded here rather than by the pattern's length.
+pub(crate) const MAX_NESTING: usize = 8;
 
 /// Bytes a literal may be: what a lowercased well-formed host name is made of.
 fn is_literal(b: u8) -> bool {
@@ -154,6 +161,7 @@ impl Parser<'_> {
                     let class = self.class()?;
                     push(&mut alts, class);
                 }
+                b'{' if depth >= MAX_NESTING => return Err(GlobError::TooDeep),
                 b'{' => {
                     let group = self.group(depth + 1)?;
                     let mut product = Vec::with_capacity(alts.len() * group.len());
@@ -423,6 +431,12 @@ mod tests {
                 .len(),
             256
         );
+        // Nesting is bounded (each level is a recursion): 8 levels parse, 9 do not, and a
+        // pattern nested far deeper is an error, not a stack overflow.
+        let nested = |n: usize| format!("{}a{}*", "{".repeat(n), "}".repeat(n));
+        assert_eq!(parse(&nested(MAX_NESTING)).unwrap().len(), 1);
+        assert_eq!(parse(&nested(MAX_NESTING + 1)), Err(GlobError::TooDeep));
+        assert_eq!(parse(&nested(1_000_000)), Err(GlobError::TooDeep));
         // Dots that only some names have are fine: a class, `?`, `*` and alternatives that
         // meet a dot from the other side.
         for glob in ["a[.]*", "a.?.b", "*.*", "{a.,b}c", "x{.a,b}", "a.{b,c}.d"] {

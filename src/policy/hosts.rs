@@ -18,7 +18,6 @@
 //!
 //! Every hit is a port index, which gives the lowest rule id whose ports contain the port.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -225,61 +224,82 @@ impl<'de> Deserialize<'de> for HostPattern {
     }
 }
 
-/// Collects `(pattern, rule)` pairs; [`HostIndexBuilder::build`] turns them into a [`HostIndex`].
+/// Indexes patterns one rule at a time, straight into the compiled index's maps;
+/// [`HostIndexBuilder::build`] only expands the globs.
 ///
-/// Keys borrow the patterns: the only copy of a pattern's text is the compiled index's (a VM's
-/// memory keeps the compile's peak).
+/// A pattern's text becomes the key itself (moved, not copied), and each key's
+/// [`PortIndex`] takes its rules as they come: no per-key list of rule ids and no second map is
+/// alive while compiling (a VM's linear memory keeps the compile's peak for good).
 #[derive(Debug, Default)]
-pub(crate) struct HostIndexBuilder<'p> {
-    exact: FxHashMap<Cow<'p, str>, Vec<RuleId>>,
-    suffix: FxHashMap<&'p str, Vec<RuleId>>,
-    any: Vec<RuleId>,
-    globs: FxHashMap<&'p str, Vec<RuleId>>,
+pub(crate) struct HostIndexBuilder {
+    exact: FxHashMap<Box<str>, PortIndex>,
+    suffix: FxHashMap<Box<str>, SuffixNode>,
+    any: PortIndex,
+    /// Each glob's text and its rules, expanded by `build`.
+    globs: FxHashMap<Box<str>, PortIndex>,
     /// Every rule with at least one pattern.
-    rules: Vec<RuleId>,
+    with_hosts: PortIndex,
 }
 
-impl<'p> HostIndexBuilder<'p> {
-    /// Indexes `pattern` for `rule`.
-    pub(crate) fn add(&mut self, pattern: &'p HostPattern, rule: RuleId) {
-        let text = pattern.as_str();
-        match pattern.kind() {
-            PatternKind::Exact => self
-                .exact
-                .entry(Cow::Borrowed(text))
-                .or_default()
-                .push(rule),
-            PatternKind::Suffix => {
-                let suffix = text.strip_prefix("*.").unwrap_or(text);
-                self.suffix.entry(suffix).or_default().push(rule);
-            }
-            PatternKind::Any => self.any.push(rule),
-            PatternKind::Glob => self.globs.entry(text).or_default().push(rule),
-        }
-        if self.rules.last() != Some(&rule) {
-            self.rules.push(rule);
+impl HostIndexBuilder {
+    /// A builder whose maps hold `exact` and `suffix` keys without growing (growing a map
+    /// holds its old and new tables at once).
+    pub(crate) fn with_capacity(exact: usize, suffix: usize) -> HostIndexBuilder {
+        HostIndexBuilder {
+            exact: FxHashMap::with_capacity_and_hasher(exact, Default::default()),
+            suffix: FxHashMap::with_capacity_and_hasher(suffix, Default::default()),
+            ..HostIndexBuilder::default()
         }
     }
 
-    /// Compiles the index; `ports(id)` gives a rule's port ranges (empty = any port).
-    pub(crate) fn build<'a, F>(self, ports: F) -> Result<HostIndex, GlobError>
-    where
-        F: Fn(RuleId) -> &'a [PortRange] + Copy,
-    {
+    /// Indexes `pattern` for `rule`, whose ports are `ports` (empty: any port).
+    pub(crate) fn add(&mut self, pattern: HostPattern, rule: RuleId, ports: &[PortRange]) {
+        let kind = pattern.kind;
+        let mut text = pattern.text;
+        match kind {
+            PatternKind::Exact => self
+                .exact
+                .entry(text.into_boxed_str())
+                .or_default()
+                .add(rule, ports),
+            PatternKind::Suffix => {
+                text.drain(..2); // "*."
+                self.suffix
+                    .entry(text.into_boxed_str())
+                    .or_default()
+                    .wildcard
+                    .add(rule, ports);
+            }
+            PatternKind::Any => self.any.add(rule, ports),
+            PatternKind::Glob => self
+                .globs
+                .entry(text.into_boxed_str())
+                .or_default()
+                .add(rule, ports),
+        }
+        self.with_hosts.add(rule, ports);
+    }
+
+    /// Compiles the index.
+    pub(crate) fn build(self) -> Result<HostIndex, GlobError> {
         let mut exact = self.exact;
+        let mut suffix = self.suffix;
         let mut keyed: FxHashMap<String, Vec<GlobEntry>> = FxHashMap::default();
         let mut rest: Vec<GlobEntry> = Vec::new();
         // Sorted, so the order globs are tried in is deterministic.
-        let mut globs: Vec<(&str, Vec<RuleId>)> = self.globs.into_iter().collect();
-        globs.sort_unstable();
-        for (pattern, ids) in globs {
-            for tokens in glob::parse(pattern)? {
+        let mut globs: Vec<(Box<str>, PortIndex)> = self.globs.into_iter().collect();
+        globs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (pattern, rules) in globs {
+            for tokens in glob::parse(&pattern)? {
                 if let Some(name) = glob::literal(&tokens) {
-                    exact.entry(Cow::Owned(name)).or_default().extend(&ids);
+                    exact
+                        .entry(name.into_boxed_str())
+                        .or_default()
+                        .overlay(&rules);
                     continue;
                 }
                 let entry = GlobEntry {
-                    rules: PortIndex::build(ids.iter().copied(), ports),
+                    rules: rules.clone(),
                     tokens: tokens.into_boxed_slice(),
                 };
                 match glob::domain_key(&entry.tokens) {
@@ -288,27 +308,15 @@ impl<'p> HostIndexBuilder<'p> {
                 }
             }
         }
-        let mut suffix: FxHashMap<Box<str>, SuffixNode> = FxHashMap::default();
-        for (key, ids) in self.suffix {
-            suffix.entry(Box::from(key)).or_default().wildcard = PortIndex::build(ids, ports);
-        }
         for (key, entries) in keyed {
             suffix.entry(key.into_boxed_str()).or_default().globs = entries.into_boxed_slice();
         }
         Ok(HostIndex {
-            exact: exact
-                .into_iter()
-                .map(|(key, ids)| {
-                    (
-                        key.into_owned().into_boxed_str(),
-                        PortIndex::build(ids, ports),
-                    )
-                })
-                .collect(),
+            exact,
             suffix,
-            any: PortIndex::build(self.any, ports),
+            any: self.any,
             globs: rest.into_boxed_slice(),
-            with_hosts: PortIndex::build(self.rules, ports),
+            with_hosts: self.with_hosts,
         })
     }
 }
@@ -543,7 +551,6 @@ mod tests {
             vec![],
             vec![],
         ];
-        let ports = |id: RuleId| table[id as usize].as_slice();
         let patterns: Vec<(HostPattern, RuleId)> = [
             ("github.com", 0),
             ("*.github.com", 1),
@@ -555,10 +562,10 @@ mod tests {
         .map(|(p, id)| (HostPattern::parse(p).unwrap(), id))
         .collect();
         let mut b = HostIndexBuilder::default();
-        for (p, id) in &patterns {
-            b.add(p, *id);
+        for (p, id) in patterns {
+            b.add(p, id, &table[id as usize]);
         }
-        let idx = b.build(ports).unwrap();
+        let idx = b.build().unwrap();
         assert_eq!(idx.lookup("github.com", 443), Some(0));
         assert_eq!(idx.lookup("github.com", 80), Some(3));
         assert_eq!(idx.lookup("a.b.github.com", 80), Some(1));

@@ -45,7 +45,6 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -376,14 +375,6 @@ pub(crate) fn min_rule(a: Option<RuleId>, b: Option<RuleId>) -> Option<RuleId> {
     }
 }
 
-/// A rule flattened for compilation: explicit or from a preset.
-struct FlatRule<'c> {
-    info: RuleInfo,
-    hosts: Cow<'c, [HostPattern]>,
-    cidrs: Cow<'c, [ipnet::IpNet]>,
-    ports: &'c [PortRange],
-}
-
 /// A preset's host patterns, parsed (`at`: the preset's place, for an error that a test rules out).
 fn preset_hosts(hosts: &[&str], at: impl Fn() -> String) -> Result<Vec<HostPattern>, ConfigError> {
     hosts
@@ -393,46 +384,167 @@ fn preset_hosts(hosts: &[&str], at: impl Fn() -> String) -> Result<Vec<HostPatte
         .map_err(|e| ConfigError::invalid(at(), e))
 }
 
+/// The indexes one set of rules is compiled into (the enforced rules, or the staged ones).
+#[derive(Default)]
+struct Indexes {
+    hosts: HostIndexBuilder,
+    cidrs: CidrIndexBuilder,
+    port_only: PortIndex,
+}
+
+impl Indexes {
+    fn add(
+        &mut self,
+        id: RuleId,
+        hosts: Vec<HostPattern>,
+        cidrs: &[ipnet::IpNet],
+        ports: &[PortRange],
+    ) {
+        if hosts.is_empty() && cidrs.is_empty() {
+            self.port_only.add(id, ports);
+        }
+        for &net in cidrs {
+            self.cidrs.add(net, id, ports);
+        }
+        for host in hosts {
+            self.hosts.add(host, id, ports);
+        }
+    }
+}
+
 impl Policy {
     /// Validates and compiles a configuration.
     pub fn compile(config: &Config) -> Result<Policy, ConfigError> {
+        Policy::from_config(config.clone())
+    }
+
+    /// Validates and compiles a configuration, taking it apart as it goes: each rule's name and
+    /// pattern texts move into the policy and the rest of the rule is freed, so the whole
+    /// configuration and the whole policy are never held at once (a VM's linear memory keeps
+    /// the compile's peak for good).
+    pub fn from_config(config: Config) -> Result<Policy, ConfigError> {
         config.validate()?;
         Policy::compile_validated(config)
     }
 
-    /// Compiles a configuration that [`Config::validate`] has accepted.
-    fn compile_validated(config: &Config) -> Result<Policy, ConfigError> {
-        let presets: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
-        let deny_presets: usize = config
+    /// Compiles a configuration that [`Config::validate`] has accepted. Rule ids: deny rules,
+    /// deny preset rules, allow rules, preset rules.
+    fn compile_validated(mut config: Config) -> Result<Policy, ConfigError> {
+        let preset_rules: usize = config.presets.iter().map(|p| p.info().rules.len()).sum();
+        let deny_preset_rules: usize = config
             .deny_presets
             .iter()
             .map(|p| p.info().rules.len())
             .sum();
-        let mut flat: Vec<FlatRule<'_>> =
-            Vec::with_capacity(config.deny.len() + deny_presets + config.allow.len() + presets);
-        fn explicit<'c>(
-            flat: &mut Vec<FlatRule<'c>>,
+        let (allow_rules, deny_rules) = (config.allow.len(), config.deny.len());
+        let total = deny_rules + deny_preset_rules + allow_rules + preset_rules;
+        if RuleId::try_from(total).is_err() {
+            return Err(ConfigError::invalid("", "too many rules"));
+        }
+        let staged_rules = config.deny.iter().filter(|r| !r.enforce).count();
+        let pinned_rules = config.allow.iter().filter(|r| config.pins(r)).count()
+            + if config.pin { preset_rules } else { 0 };
+        let pinning = pinned_rules > 0;
+        let mut summary = Summary {
+            mode: config.mode,
+            allow_rules,
+            deny_rules,
+            staged_rules,
+            preset_rules: deny_preset_rules + preset_rules,
+            presets: config.presets.len() + config.deny_presets.len(),
+            hosts: 0,
+            cidrs: 0,
+            pinned_rules,
+        };
+        // Enforced deny rules only: an IP literal sent as the name meets those (a staged rule
+        // looks at the destination IP only). Deny presets count too.
+        let deny_cidrs = config.deny.iter().any(|r| r.enforce && !r.cidrs.is_empty())
+            || config
+                .deny_presets
+                .iter()
+                .any(|p| p.info().rules.iter().any(|r| !r.cidrs.is_empty()));
+        // Sized up front: a growing map holds its old and new tables at once.
+        let count = |kind: PatternKind| {
+            (config.deny.iter().chain(&config.allow))
+                .flat_map(|r| &r.hosts)
+                .filter(|h| h.kind() == kind)
+                .count()
+        };
+        let mut enforced = Indexes {
+            hosts: HostIndexBuilder::with_capacity(
+                count(PatternKind::Exact),
+                count(PatternKind::Suffix),
+            ),
+            ..Indexes::default()
+        };
+        let mut staged = Indexes::default();
+        let mut rules: Vec<RuleInfo> = Vec::with_capacity(total);
+        // In passthrough mode allow rules cannot change a decision, only what is pinned: they
+        // are left out unless one pins.
+        let index_allow = config.mode != Mode::Passthrough || pinning;
+        let mut id: RuleId = 0;
+
+        // Explicit deny rules, then deny presets, then explicit allow rules, then presets.
+        let deny = std::mem::take(&mut config.deny);
+        let allow = std::mem::take(&mut config.allow);
+        /// Where the explicit rules of one list go, and what they are compiled into.
+        struct Sink<'a> {
+            enforced: &'a mut Indexes,
+            staged: &'a mut Indexes,
+            summary: &'a mut Summary,
+            rules: &'a mut Vec<RuleInfo>,
+            id: &'a mut RuleId,
+        }
+        fn explicit(
             config: &Config,
+            index_allow: bool,
             list: &str,
             kind: RuleKind,
-            rules: &'c [Rule],
+            list_rules: Vec<Rule>,
+            sink: Sink<'_>,
         ) {
-            for (i, rule) in rules.iter().enumerate() {
-                flat.push(FlatRule {
-                    info: RuleInfo {
-                        name: rule.name_or_default(list, i),
-                        kind,
-                        preset: None,
-                        pin: kind == RuleKind::Allow && config.pins(rule),
-                        enforce: rule.enforce,
-                    },
-                    hosts: Cow::Borrowed(&rule.hosts),
-                    cidrs: Cow::Borrowed(&rule.cidrs),
-                    ports: &rule.ports,
+            for (i, rule) in list_rules.into_iter().enumerate() {
+                let ports = ports::merge(&rule.ports);
+                sink.summary.hosts += rule.hosts.len();
+                sink.summary.cidrs += rule.cidrs.len();
+                let pin = kind == RuleKind::Allow && config.pins(&rule);
+                let name = if rule.name.is_empty() {
+                    rule.name_or_default(list, i)
+                } else {
+                    rule.name
+                };
+                if kind == RuleKind::Deny || index_allow {
+                    let indexes = if rule.enforce {
+                        &mut *sink.enforced
+                    } else {
+                        &mut *sink.staged
+                    };
+                    indexes.add(*sink.id, rule.hosts, &rule.cidrs, &ports);
+                }
+                sink.rules.push(RuleInfo {
+                    name,
+                    kind,
+                    preset: None,
+                    pin,
+                    enforce: rule.enforce,
                 });
+                *sink.id += 1;
             }
         }
-        explicit(&mut flat, config, "deny", RuleKind::Deny, &config.deny);
+        explicit(
+            &config,
+            index_allow,
+            "deny",
+            RuleKind::Deny,
+            deny,
+            Sink {
+                enforced: &mut enforced,
+                staged: &mut staged,
+                summary: &mut summary,
+                rules: &mut rules,
+                id: &mut id,
+            },
+        );
         for (i, preset) in config.deny_presets.iter().enumerate() {
             let at = || format!("deny_presets[{i}]");
             for (n, rule) in preset.info().rules.iter().enumerate() {
@@ -442,131 +554,94 @@ impl Policy {
                     .map(|c| parse_cidr(c))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| ConfigError::invalid(at(), e))?;
-                flat.push(FlatRule {
-                    info: RuleInfo {
-                        name: preset.rule_name(n),
-                        kind: RuleKind::Deny,
-                        preset: Some(preset.name()),
-                        pin: false,
-                        enforce: true,
-                    },
-                    hosts: Cow::Owned(preset_hosts(rule.hosts, at)?),
-                    cidrs: Cow::Owned(cidrs),
-                    ports: rule.ports,
+                let hosts = preset_hosts(rule.hosts, at)?;
+                summary.hosts += hosts.len();
+                summary.cidrs += cidrs.len();
+                enforced.add(id, hosts, &cidrs, &ports::merge(rule.ports));
+                rules.push(RuleInfo {
+                    name: preset.rule_name(n),
+                    kind: RuleKind::Deny,
+                    preset: Some(preset.name()),
+                    pin: false,
+                    enforce: true,
                 });
+                id += 1;
             }
         }
-        let deny_count = flat.len();
-        explicit(&mut flat, config, "allow", RuleKind::Allow, &config.allow);
+        let deny_count = id;
+        explicit(
+            &config,
+            index_allow,
+            "allow",
+            RuleKind::Allow,
+            allow,
+            Sink {
+                enforced: &mut enforced,
+                staged: &mut staged,
+                summary: &mut summary,
+                rules: &mut rules,
+                id: &mut id,
+            },
+        );
         for (i, preset) in config.presets.iter().enumerate() {
             for (n, rule) in preset.info().rules.iter().enumerate() {
-                flat.push(FlatRule {
-                    info: RuleInfo {
-                        name: preset.rule_name(n),
-                        kind: RuleKind::Allow,
-                        preset: Some(preset.name()),
-                        pin: config.pin,
-                        enforce: true,
-                    },
-                    hosts: Cow::Owned(preset_hosts(rule.hosts, || format!("presets[{i}]"))?),
-                    cidrs: Cow::Borrowed(&[]),
-                    ports: rule.ports,
+                let hosts = preset_hosts(rule.hosts, || format!("presets[{i}]"))?;
+                summary.hosts += hosts.len();
+                if index_allow {
+                    enforced.add(id, hosts, &[], &ports::merge(rule.ports));
+                }
+                rules.push(RuleInfo {
+                    name: preset.rule_name(n),
+                    kind: RuleKind::Allow,
+                    preset: Some(preset.name()),
+                    pin: config.pin,
+                    enforce: true,
                 });
+                id += 1;
             }
         }
-        if RuleId::try_from(flat.len()).is_err() {
-            return Err(ConfigError::invalid("", "too many rules"));
-        }
-
-        let table: Vec<Vec<PortRange>> = flat.iter().map(|r| ports::merge(r.ports)).collect();
-        let ports = |id: RuleId| table.get(id as usize).map_or(&[][..], Vec::as_slice);
-        let mut host_index = HostIndexBuilder::default();
-        let mut cidr_index = CidrIndexBuilder::default();
-        let mut port_only = Vec::new();
-        let pinned_rules = flat.iter().filter(|r| r.info.pin).count();
-        let pinning = pinned_rules > 0;
-        let mut staged_hosts = HostIndexBuilder::default();
-        let mut staged_cidrs = CidrIndexBuilder::default();
-        let mut staged_port_only = Vec::new();
-        for (id, rule) in (0..).zip(&flat) {
-            // In passthrough mode allow rules cannot change a decision, only what is pinned:
-            // leave them out unless one pins.
-            if rule.info.kind == RuleKind::Allow && config.mode == Mode::Passthrough && !pinning {
-                continue;
-            }
-            let (hosts, cidrs, port_only) = if rule.info.enforce {
-                (&mut host_index, &mut cidr_index, &mut port_only)
-            } else {
-                (&mut staged_hosts, &mut staged_cidrs, &mut staged_port_only)
-            };
-            if rule.hosts.is_empty() && rule.cidrs.is_empty() {
-                port_only.push(id);
-            }
-            for host in rule.hosts.iter() {
-                hosts.add(host, id);
-            }
-            for &net in rule.cidrs.iter() {
-                cidrs.add(net, id);
-            }
-        }
-        let hosts = host_index
-            .build(ports)
+        let hosts = enforced
+            .hosts
+            .build()
             .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?;
-        let staged_rules = flat.iter().filter(|r| !r.info.enforce).count();
         let staged = if staged_rules == 0 {
             None
         } else {
             Some(Box::new(StagedIndex {
-                port_only: PortIndex::build(staged_port_only, ports),
-                cidrs: staged_cidrs.build(ports),
-                hosts: staged_hosts
-                    .build(ports)
+                port_only: staged.port_only,
+                cidrs: staged.cidrs.build(),
+                hosts: staged
+                    .hosts
+                    .build()
                     .map_err(|e| ConfigError::invalid("", format!("host patterns: {e}")))?,
             }))
         };
-        let summary = Summary {
-            mode: config.mode,
-            allow_rules: config.allow.len(),
-            deny_rules: config.deny.len(),
-            staged_rules,
-            preset_rules: flat.len() - config.allow.len() - config.deny.len(),
-            presets: config.presets.len() + config.deny_presets.len(),
-            hosts: flat.iter().map(|r| r.hosts.len()).sum(),
-            cidrs: flat.iter().map(|r| r.cidrs.len()).sum(),
-            pinned_rules,
-        };
-        // Enforced deny rules only: an IP literal sent as the name meets those (a staged rule
-        // looks at the destination IP only).
-        let deny_cidrs = flat
-            .iter()
-            .take(deny_count)
-            .any(|r| r.info.enforce && !r.cidrs.is_empty());
         Ok(Policy {
             mode: config.mode,
             sniff: config.sniff,
             log: config.log,
             ech: config.ech,
-            pin_cluster: config.pin_cluster.clone(),
+            pin_cluster: config.pin_cluster,
             pinning,
             log_level: config.log_level,
             fingerprint: None,
-            deny_rules: RuleId::try_from(deny_count).unwrap_or(RuleId::MAX),
+            deny_rules: deny_count,
             deny_cidrs,
-            presets: config.presets.clone(),
-            deny_presets: config.deny_presets.clone(),
-            port_only: PortIndex::build(port_only, ports),
-            cidrs: cidr_index.build(ports),
+            presets: config.presets,
+            deny_presets: config.deny_presets,
+            port_only: enforced.port_only,
+            cidrs: enforced.cidrs.build(),
             hosts,
             staged,
             summary,
-            rules: flat.into_iter().map(|r| r.info).collect(),
+            rules,
         })
     }
 
     /// Parses, validates and compiles a JSON configuration; records its [`Fingerprint`].
     pub fn from_json(bytes: &[u8]) -> Result<Policy, ConfigError> {
         // Config::from_json has validated it.
-        let policy = Policy::compile_validated(&Config::from_json(bytes)?)?;
+        let policy = Policy::compile_validated(Config::from_json(bytes)?)?;
         Ok(policy.with_fingerprint(Fingerprint::of(bytes)))
     }
 

@@ -1,6 +1,7 @@
 //! Destination ports: the `ports` syntax of a rule, and the index that answers "which is the
 //! lowest rule id, among these rules, whose ports contain this port?" in `O(log n)`.
 
+#[cfg(test)]
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -220,7 +221,9 @@ impl From<Vec<Segment>> for Segments {
 
 impl PortIndex {
     /// Builds the index of `rules` (ids in any order, duplicates allowed); `ports(id)` gives a
-    /// rule's ranges, empty for "any port".
+    /// rule's ranges, empty for "any port". One sweep over all the rules' boundaries: the
+    /// reference the compiled indexes' one-rule-at-a-time [`PortIndex::add`] is tested against.
+    #[cfg(test)]
     pub(crate) fn build<'a, F>(rules: impl IntoIterator<Item = RuleId>, ports: F) -> PortIndex
     where
         F: Fn(RuleId) -> &'a [PortRange],
@@ -297,6 +300,70 @@ impl PortIndex {
     }
 
     /// The lowest rule id whose ports contain `port`.
+    /// Adds rule `id` with its `ports` (as a rule writes them; empty: every port), in any order:
+    /// afterwards each port answers the lower of what it answered before and `id`.
+    ///
+    /// The compiled indexes are built this way, one rule at a time, straight into their final
+    /// form: no list of rule ids per key and no table of every rule's ports is kept while a
+    /// policy compiles (a VM's linear memory keeps the compile's peak for good).
+    pub(crate) fn add(&mut self, id: RuleId, ports: &[PortRange]) {
+        let whole = [PortRange::ANY];
+        let ranges = if ports.is_empty() { &whole[..] } else { ports };
+        if let Segments::None = self.segments {
+            // The common case: a key seen for the first time.
+            self.segments = merge(ranges)
+                .into_iter()
+                .map(|r| Segment {
+                    lo: r.lo,
+                    hi: r.hi,
+                    rule: id,
+                })
+                .collect::<Vec<_>>()
+                .into();
+            return;
+        }
+        if ranges.iter().all(|r| self.covers_below(id, *r)) {
+            return; // Lower rules already answer every one of these ports.
+        }
+        let new: Vec<Segment> = merge(ranges)
+            .into_iter()
+            .map(|r| Segment {
+                lo: r.lo,
+                hi: r.hi,
+                rule: id,
+            })
+            .collect();
+        self.segments = combine(self.segments.as_slice(), &new).into();
+    }
+
+    /// Adds every rule of `other` (see [`PortIndex::add`]).
+    pub(crate) fn overlay(&mut self, other: &PortIndex) {
+        match (&self.segments, &other.segments) {
+            (_, Segments::None) => {}
+            (Segments::None, _) => self.segments = other.segments.clone(),
+            _ => {
+                self.segments = combine(self.segments.as_slice(), other.segments.as_slice()).into()
+            }
+        }
+    }
+
+    /// Whether every port of `range` already answers a rule below `id`.
+    fn covers_below(&self, id: RuleId, range: PortRange) -> bool {
+        let segments = self.segments.as_slice();
+        let mut next = u32::from(range.lo);
+        let at = segments.partition_point(|s| s.hi < range.lo);
+        for s in segments.get(at..).unwrap_or_default() {
+            if u32::from(s.lo) > next || s.rule >= id {
+                return false;
+            }
+            next = u32::from(s.hi) + 1;
+            if next > u32::from(range.hi) {
+                return true;
+            }
+        }
+        false
+    }
+
     #[inline]
     pub(crate) fn get(&self, port: u16) -> Option<RuleId> {
         let segments = match &self.segments {
@@ -312,6 +379,59 @@ impl PortIndex {
     }
 }
 
+impl Segments {
+    fn as_slice(&self) -> &[Segment] {
+        match self {
+            Segments::None => &[],
+            Segments::One(s) => std::slice::from_ref(s),
+            Segments::Many(segments) => segments,
+        }
+    }
+}
+
+/// The point-wise lower rule of two sorted, disjoint segment lists, as sorted, disjoint
+/// segments (neighbours with the same rule joined).
+fn combine(a: &[Segment], b: &[Segment]) -> Vec<Segment> {
+    // Every segment starts and ends (at `hi + 1`) on a boundary; between two consecutive
+    // boundaries each list is either absent or one segment throughout.
+    let mut bounds: Vec<u32> = a
+        .iter()
+        .chain(b)
+        .flat_map(|s| [u32::from(s.lo), u32::from(s.hi) + 1])
+        .collect();
+    bounds.sort_unstable();
+    bounds.dedup();
+    let (mut i, mut j) = (0, 0);
+    let mut out: Vec<Segment> = Vec::with_capacity(a.len() + b.len());
+    for pair in bounds.windows(2) {
+        let [lo, end] = *pair else { continue };
+        while a.get(i).is_some_and(|s| u32::from(s.hi) < lo) {
+            i += 1;
+        }
+        while b.get(j).is_some_and(|s| u32::from(s.hi) < lo) {
+            j += 1;
+        }
+        let at = |s: Option<&Segment>| s.filter(|s| u32::from(s.lo) <= lo).map(|s| s.rule);
+        let Some(rule) = super::min_rule(at(a.get(i)), at(b.get(j))) else {
+            continue;
+        };
+        // Boundaries are at most 65536 and `lo < end`.
+        let (Ok(lo16), Ok(hi16)) = (u16::try_from(lo), u16::try_from(end - 1)) else {
+            continue;
+        };
+        match out.last_mut() {
+            Some(last) if last.rule == rule && u32::from(last.hi) + 1 == lo => last.hi = hi16,
+            _ => out.push(Segment {
+                lo: lo16,
+                hi: hi16,
+                rule,
+            }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
 fn apply(active: &mut BTreeSet<RuleId>, start: bool, id: RuleId) {
     if start {
         active.insert(id);
@@ -447,6 +567,26 @@ mod proptests {
                 rs.is_empty() || rs.iter().any(|r| r.contains(port))
             });
             prop_assert_eq!(idx.get(port), want);
+        }
+
+        /// Adding rules one at a time, in any order (and some twice), or overlaying indexes,
+        /// gives exactly the index built from all of them at once.
+        #[test]
+        fn add_equals_build(table in prop::collection::vec(ranges(), 0..8),
+                            order in prop::collection::vec(0usize..8, 0..12),
+                            split in 0usize..12) {
+            let ports = |id: RuleId| table[id as usize].as_slice();
+            let ids: Vec<RuleId> = order.iter().filter(|&&i| i < table.len()).map(|&i| i as RuleId).collect();
+            let built = PortIndex::build(ids.iter().copied(), ports);
+            let mut added = PortIndex::default();
+            for &id in &ids {
+                added.add(id, ports(id));
+            }
+            prop_assert_eq!(&added, &built);
+            let (left, right) = ids.split_at(split.min(ids.len()));
+            let mut a = PortIndex::build(left.iter().copied(), ports);
+            a.overlay(&PortIndex::build(right.iter().copied(), ports));
+            prop_assert_eq!(&a, &built);
         }
     }
 }
