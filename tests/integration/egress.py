@@ -190,6 +190,22 @@ def rule_matches(envoy: Envoy, rule: str, kind: str | None = None,
                if r == rule and kind in (None, k) and decision in (None, d))
 
 
+def pin_count(envoy: Envoy, outcome: str) -> int:
+    """``egress_guard_pin_total{outcome}``."""
+    return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_pin_total")
+
+
+def upstreams(envoy: Envoy) -> tuple[int, int]:
+    """Upstream connections of (the pinned cluster, the passthrough cluster)."""
+    return (envoy.counter("cluster.egress_guard_pinned.upstream_cx_total"),
+            envoy.counter("cluster.passthrough.upstream_cx_total"))
+
+
+def keep_alive(host: str, path: str) -> bytes:
+    """A keep-alive HTTP/1.1 GET."""
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+
+
 def malformed(envoy: Envoy, kind: str) -> int:
     """``egress_guard_malformed_total{kind}``."""
     return envoy.counter(f"wasmcustom.kind=.={kind};.;egress_guard_malformed_total")

@@ -28,8 +28,9 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (PG_SSL_REQUEST, all_decisions, decision_log, get, policy_of, set_module,
-                    set_policy, shipped, sniffed, tls_server, wasm_configs)
+from egress import (PG_SSL_REQUEST, all_decisions, decision_log, get, keep_alive, pin_count,
+                    policy_of, set_module, set_policy, shipped, sniffed, tls_server, upstreams,
+                    wasm_configs)
 from harness import (Envoy, HttpServer, NetNS, TcpServer, connect, http_request, tcp_exchange,
                      tls_client)
 
@@ -63,20 +64,9 @@ def github_also_on_8443() -> dict[str, Any]:
     return policy
 
 
-def pin_count(envoy: Envoy, outcome: str) -> int:
-    """``egress_guard_pin_total{outcome}``."""
-    return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_pin_total")
-
-
 def lookups(envoy: Envoy) -> int:
     """DNS queries the gateway's dynamic forward proxy made."""
     return envoy.counter("dns_cache.egress_guard_pinned.dns_query_attempt")
-
-
-def upstreams(envoy: Envoy) -> tuple[int, int]:
-    """Upstream connections of (the pinned cluster, the passthrough cluster)."""
-    return (envoy.counter("cluster.egress_guard_pinned.upstream_cx_total"),
-            envoy.counter("cluster.passthrough.upstream_cx_total"))
 
 
 def listener(cfg: dict[str, Any], name: str) -> dict[str, Any]:
@@ -305,10 +295,6 @@ def test_redirected_cidr_allows_keep_their_destination(redirected, serve, netns,
     assert github.snis == ["api.github.com"]
     assert pin_count(envoy, "pinned") == 1
     assert upstreams(envoy) == (1, 2)
-
-
-def keep_alive(host: str, path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
 
 
 def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:

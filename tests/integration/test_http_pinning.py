@@ -22,8 +22,8 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (Via, decision_log, decisions, get, on_loopback, policy_of, set_module,
-                    set_policy, shipped)
+from egress import (Via, decision_log, decisions, get, on_loopback, pin_count, policy_of,
+                    set_module, set_policy, shipped)
 from harness import Envoy, HttpResult, HttpServer, NetNS, connect, http_request
 
 PROXY_UID = 1337
@@ -51,11 +51,6 @@ POLICY: dict[str, Any] = {
         {"name": "db", "cidrs": [f"{DB}/32"], "ports": [80]},
     ],
 }
-
-
-def pin_count(envoy: Envoy, outcome: str) -> int:
-    """``egress_guard_pin_total{outcome}``."""
-    return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_pin_total")
 
 
 @pytest.fixture

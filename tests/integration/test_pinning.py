@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import pytest
 
-from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, get,
-                    http_sidecar, policy_of, set_module, set_policy, shipped, sniffed, tls_server)
+from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, get, http_sidecar,
+                    keep_alive, pin_count, policy_of, set_module, set_policy, shipped, sniffed,
+                    tls_server, upstreams)
 from hello import real_client_hello
 from harness import (Envoy, HttpServer, NetNS, TcpServer, connect, http_request, tcp_exchange,
                      tls_client)
@@ -56,17 +57,6 @@ POLICY: dict[str, Any] = {
     ],
     "sniff": {"hold_upstream": True},
 }
-
-
-def pin_count(envoy: Envoy, outcome: str) -> int:
-    """``egress_guard_pin_total{outcome}``."""
-    return envoy.counter(f"wasmcustom.outcome=.={outcome};.;egress_guard_pin_total")
-
-
-def upstreams(envoy: Envoy) -> tuple[int, int]:
-    """Upstream connections of (the pinned cluster, the passthrough cluster)."""
-    return (envoy.counter("cluster.egress_guard_pinned.upstream_cx_total"),
-            envoy.counter("cluster.passthrough.upstream_cx_total"))
 
 
 @pytest.fixture
@@ -334,10 +324,6 @@ def test_the_http_filter_refuses_what_it_would_have_to_pin(start_envoy, wasm_pat
     assert by_address.status == 200 and by_address.body == b"hello from lan", by_address
     assert all_decisions(envoy) == {("deny", "pin_unavailable"): 1, ("allow", "rule"): 1}
     assert pin_count(envoy, "unavailable") == 1
-
-
-def keep_alive(host: str, path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
 
 
 def read_response(sock: socket.socket, timeout: float = 3.0) -> bytes:
