@@ -8,8 +8,8 @@
   ``promtool check rules`` reads.
 * Every metric the dashboard and the alerts name is one a real Envoy with egress-guard exports
   on /stats/prometheus (through the shipped ``stats_tags``), and every label they select or group
-  by is one it carries -- except the scrape's own ``namespace`` and ``pod``, istio-agent's
-  metrics, and what the issue-11 metrics work adds (listed in PENDING).
+  by is one it carries -- except the scrape's own ``namespace`` and ``pod`` and istio-agent's
+  metrics.
 
 promtool is Debian's ``prometheus`` package (.ci/run installs it; ``make observability-deps``).
 """
@@ -44,12 +44,6 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "6h", "$__interval": 
 SCRAPE_LABELS = {"namespace", "pod"}
 # istio-agent's own metrics (docs/istio.md): not on Envoy's /stats.
 EXTERNAL = re.compile(r"istio_agent_\w+")
-# What the rest of issue 11 adds to the module: the rule-match counter's `kind` and `decision`
-# labels and the policy-hash gauge. Listed so this test names them; harmless once they exist.
-PENDING_METRICS = {"egress_guard_policy_info"}
-PENDING_LABELS = {("egress_guard_rule_matches_total", "kind"),
-                  ("egress_guard_rule_matches_total", "decision"),
-                  ("egress_guard_policy_info", "policy")}
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +249,7 @@ def test_every_metric_and_label_is_one_envoy_exports(
         for name in names:
             if EXTERNAL.fullmatch(name):
                 continue
-            if name not in exported and name not in PENDING_METRICS:
+            if name not in exported:
                 problems.append(f"{where}: {name} is not exported")
         for regex in regexes:
             if not any(re.fullmatch(regex, n) for n in exported):
@@ -264,7 +258,6 @@ def test_every_metric_and_label_is_one_envoy_exports(
             carriers = [n for n in names | {n for r in regexes for n in exported
                                             if re.fullmatch(r, n)}
                         if not EXTERNAL.fullmatch(n)]
-            if carriers and not any(label in exported.get(n, set())
-                                    or (n, label) in PENDING_LABELS for n in carriers):
+            if carriers and not any(label in exported.get(n, set()) for n in carriers):
                 problems.append(f"{where}: no metric among {carriers} has label {label!r}")
     assert not problems, "\n".join(problems)
