@@ -308,6 +308,17 @@ impl HeadParser {
                 .is_some_and(|new| !new.iter().any(|&b| b == b'\r' || b == b'\n'))
     }
 
+    /// [`HeadParser::feed`]'s answer when it is `NeedMore` without a look ([`HeadParser::quiet`]):
+    /// `true` (and the call is accounted for) if so, `false` if `buf` must be fed.
+    #[inline]
+    pub(super) fn skip_quiet(&mut self, buf: &[u8]) -> bool {
+        if buf.len() >= self.seen && self.quiet(buf) {
+            self.seen = buf.len();
+            return true;
+        }
+        false
+    }
+
     /// Whether, having just answered `NeedMore` for a buffer of `len` bytes, the parser waits
     /// only for a CR or LF: it is in the middle of a line, with everything before scanned.
     #[inline]

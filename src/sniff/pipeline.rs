@@ -253,7 +253,19 @@ impl Pipeline {
 
     /// Accounts for the buffer from where the last call stopped. (The steps of
     /// [`Pipeline::client_bytes`], which most callers want instead.)
+    #[inline]
     pub fn scan(&mut self, buf: &[u8]) -> Step {
+        if self.state == State::Head {
+            // In the middle of a head's line: nothing to look at until its CR or LF.
+            let rest = buf.get(self.offset..).unwrap_or_default();
+            if rest.len() < self.max_head && self.head.skip_quiet(rest) {
+                return Step::Hold;
+            }
+        }
+        self.scan_slow(buf)
+    }
+
+    fn scan_slow(&mut self, buf: &[u8]) -> Step {
         loop {
             let rest = buf.get(self.offset..).unwrap_or_default();
             match self.state {
