@@ -577,10 +577,11 @@ def pinned_section(env: dict[str, Any], names: list[str], per_round: Any, rng: A
         "The rule in the middle of the list allows `localhost`, the SNI the load sends; Envoy resolves it",
         "from `/etc/hosts` (no network, Envoy's default c-ares resolver) at the first connection and",
         "then only on the cache's refresh, so what is measured is the pinning path itself: the",
-        "filter-state calls, the cache lookup, the dynamic cluster. The listener is on `127.0.0.K:P` and the echo upstream on `127.0.0.1:P`, so only a",
-        "connection pinned to the name at the original port reaches it; `tcp_proxy`'s own cluster leads",
-        "nowhere, and the run fails unless egress-guard counted a pin, and the pin cluster an upstream",
-        "connection, for every connection (*pinned conns* below counts warm-up and rounds;",
+        "filter-state calls, the cache lookup, the dynamic cluster. The listener is on `127.0.0.K:P`",
+        "and the echo upstream on `127.0.0.1:P`, so only a connection pinned to the name at the",
+        "original port reaches it; `tcp_proxy`'s own cluster leads nowhere, and the run fails unless",
+        "egress-guard counted a pin, and the pin cluster an upstream connection, for every connection",
+        "(*pinned conns* below counts warm-up and rounds;",
         f"`egress_guard_pin_total{{outcome=\"pinned\"}}` = {pinned:,} over all of them)." if pinned is not None
         else "connection.",
         "Ratios are pinned ÷ unpinned (`eg_tlsi` with the same rule count), within each round; median",
@@ -727,6 +728,11 @@ LIMITS = """### What limits them
   reads, a lookup under 0.1 µs at any size, three counter increments, and without tls_inspector a
   copy and parse of the ClientHello — is its ratio to the no-op filter. RBAC checks its policies
   one after the other, so its cost grows with the rule count; egress-guard's does not.
+- **Pinning** adds to egress-guard's decision three `set_envoy_filter_state` calls (cluster,
+  host, port), `sni_dynamic_forward_proxy`'s look-up of the name in the DNS cache, and the
+  dynamic forward proxy cluster's choice of the cached host instead of a STATIC endpoint; the
+  decision itself is the same lookup, so that cost does not grow with the rule count either.
+  The *Pinned connections* table is its price against the same filter unpinned.
 - **Memory in the VM.** Wasm linear memory never shrinks, so a VM keeps the peak of reading,
   parsing and compiling the policy, plus the module's stack (128 KiB, of which the deepest path
   uses a few KiB) and static data. The filter frees the JSON before compiling, and compiling
