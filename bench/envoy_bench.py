@@ -15,6 +15,13 @@ upstream):
   rbac_tlsi/N   tls_inspector + RBAC (N policies, `requested_server_name` + `destination_port`)
   eg_tlsi/N     tls_inspector + egress-guard (N rules): decides at connection open on the SNI
   eg_own/N      egress-guard (N rules) alone: parses the ClientHello itself
+  eg_tlsi_pin/N eg_tlsi/N with every connection PINNED, as envoy/sidecar-outbound-pinned.yaml
+                does it: `"pin": true`, sni_dynamic_forward_proxy and tcp_proxy's
+                max_early_data_bytes, to a dynamic forward proxy cluster of its own. The SNI is
+                `localhost` (the middle rule), which Envoy resolves from /etc/hosts, no network; the
+                listener is on 127.0.0.K:P and the echo upstream on 127.0.0.1:P, so only a pinned
+                connection (to the name, at the original port P) reaches it. tcp_proxy's default
+                cluster goes nowhere, and the run fails unless every connection was pinned.
 
 and for HTTP, keep-alive requests through the HTTP connection manager:
 
@@ -159,13 +166,29 @@ def sni_rules(n: int, seed: int = 0x5EED) -> tuple[list[str], str]:
     return patterns, patterns[n // 2]
 
 
-def eg_policy(patterns: list[str], port: int) -> str:
+def eg_policy(patterns: list[str], port: int, pin: dict[str, Any] | None = None) -> str:
+    """The allowlist of `patterns` on `port`; `pin`: the pinning keys to add (`pin`, `pin_cluster`,
+    `sniff`)."""
     return json.dumps({
         "mode": "allowlist",
         "allow": [{"name": f"r{i:05d}", "hosts": [p], "ports": [port]} for i, p in enumerate(patterns)],
         "deny": [{"name": "cloud-metadata", "cidrs": ["169.254.169.254/32", "fd00:ec2::254/128"]}],
         "log": "denied",
+        **(pin or {}),
     })
+
+
+# A name Envoy resolves without a network (/etc/hosts) to the loopback address of the pinned
+# variants' echo upstream.
+PIN_NAME = "localhost"
+PIN_ADDRESS = "127.0.0.1"
+
+
+def pin_rules(n: int) -> tuple[list[str], str]:
+    """`sni_rules(n)` with the middle rule (the one the load hits) allowing PIN_NAME instead."""
+    patterns, _ = sni_rules(n)
+    patterns[n // 2] = PIN_NAME
+    return patterns, PIN_NAME
 
 
 def rbac_filter(patterns: list[str], port: int) -> dict[str, Any]:
@@ -202,7 +225,16 @@ def shipped_parts() -> dict[str, Any]:
     filters = lst["filter_chains"][0]["filters"]
     tlsi = [f for f in lst["listener_filters"] if f["name"] == "envoy.filters.listener.tls_inspector"][0]
     hcm = http["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    pinned_cfg = yaml.safe_load((REPO / "envoy" / "sidecar-outbound-pinned.yaml").read_text())
+    pin_filters = pinned_cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"]
+    pin_policy = json.loads(pin_filters[0]["typed_config"]["config"]["configuration"]["value"])
+    pin_cluster = [c for c in pinned_cfg["static_resources"]["clusters"]
+                   if c["name"] == pin_policy.get("pin_cluster", "egress_guard_pinned")][0]
     return {
+        "pin_sni_dfp": [f for f in pin_filters if f["name"] == "envoy.filters.network.sni_dynamic_forward_proxy"][0],
+        "pin_tcp_proxy": [f for f in pin_filters if f["name"] == "envoy.filters.network.tcp_proxy"][0],
+        "pin_cluster": pin_cluster,
+        "pin_policy": {"pin": pin_policy["pin"], "sniff": pin_policy["sniff"]},
         "wasm": filters[0], "tcp_proxy": filters[1], "tls_inspector": tlsi,
         "listener_filters_timeout": lst["listener_filters_timeout"],
         "continue_on_listener_filters_timeout": lst["continue_on_listener_filters_timeout"],
@@ -231,13 +263,14 @@ def noop_filter(parts: dict[str, Any], noop: Path, vm_id: str, http: bool) -> di
 
 
 def tcp_listener(parts: dict[str, Any], name: str, port: int, filters: list[dict[str, Any]],
-                 tls_inspector: bool) -> dict[str, Any]:
-    tcp_proxy = copy.deepcopy(parts["tcp_proxy"])
-    tcp_proxy["typed_config"]["cluster"] = "echo"
+                 tls_inspector: bool, address: str = "127.0.0.1", tcp_proxy_key: str = "tcp_proxy",
+                 cluster: str = "echo") -> dict[str, Any]:
+    tcp_proxy = copy.deepcopy(parts[tcp_proxy_key])
+    tcp_proxy["typed_config"]["cluster"] = cluster
     tcp_proxy["typed_config"]["stat_prefix"] = name
     lst: dict[str, Any] = {
         "name": name, "stat_prefix": name,
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "address": {"socket_address": {"address": address, "port_value": port}},
         "filter_chains": [{"filters": [*filters, tcp_proxy]}],
     }
     if tls_inspector:
@@ -245,6 +278,28 @@ def tcp_listener(parts: dict[str, Any], name: str, port: int, filters: list[dict
         lst["listener_filters_timeout"] = parts["listener_filters_timeout"]
         lst["continue_on_listener_filters_timeout"] = parts["continue_on_listener_filters_timeout"]
     return lst
+
+
+def pinned_listener(parts: dict[str, Any], wasm: Path, name: str, address: str, port: int, n: int,
+                    cluster: str) -> dict[str, Any]:
+    """eg_tlsi with the shipped pinned chain: egress-guard pinning to `cluster`, then
+    sni_dynamic_forward_proxy sharing that cluster's DNS cache, then tcp_proxy (with
+    max_early_data_bytes) whose own cluster `unpinned` refuses every connection."""
+    patterns, _ = pin_rules(n)
+    policy = eg_policy(patterns, port, {**parts["pin_policy"], "pin_cluster": cluster})
+    dfp = copy.deepcopy(parts["pin_sni_dfp"])
+    dfp["typed_config"]["dns_cache_config"] = pin_cluster(parts, cluster)["cluster_type"]["typed_config"][
+        "dns_cache_config"]
+    return tcp_listener(parts, name.replace("/", "_"), port, [wasm_filter(parts, wasm, policy, cluster, False), dfp],
+                        True, address=address, tcp_proxy_key="pin_tcp_proxy", cluster="unpinned")
+
+
+def pin_cluster(parts: dict[str, Any], name: str) -> dict[str, Any]:
+    """The shipped dynamic forward proxy cluster, renamed, with a DNS cache of the same name."""
+    c = copy.deepcopy(parts["pin_cluster"])
+    c["name"] = name
+    c["cluster_type"]["typed_config"]["dns_cache_config"]["name"] = name
+    return c
 
 
 def http_listener(parts: dict[str, Any], name: str, port: int, filters: list[dict[str, Any]]) -> dict[str, Any]:
@@ -270,13 +325,14 @@ def static_cluster(name: str, port: int) -> dict[str, Any]:
 
 
 def bootstrap(parts: dict[str, Any], listeners: list[dict[str, Any]], echo_port: int,
-              http_port: int) -> dict[str, Any]:
+              http_port: int, clusters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
         "stats_config": parts["stats_config"],
         "static_resources": {
             "listeners": listeners,
-            "clusters": [static_cluster("echo", echo_port), static_cluster("http_upstream", http_port)],
+            "clusters": [static_cluster("echo", echo_port), static_cluster("http_upstream", http_port),
+                         *(clusters or [])],
         },
     }
 
@@ -345,14 +401,35 @@ def cpu_ns(pid: int) -> int:
 
 # Runs -------------------------------------------------------------------------------------------
 
-def run_load(loadgen: Path, kind: str, port: int, target: str, conc: int, secs: float) -> dict[str, Any]:
+def run_load(loadgen: Path, kind: str, port: int, target: str, conc: int, secs: float,
+             address: str = "127.0.0.1") -> dict[str, Any]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run(pinned(LOAD_CPU, [str(loadgen), kind, f"127.0.0.1:{port}", target, str(conc), str(secs)]),
+    out = subprocess.run(pinned(LOAD_CPU, [str(loadgen), kind, f"{address}:{port}", target, str(conc), str(secs)]),
                          check=True, capture_output=True, text=True, timeout=secs + 60)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     res = json.loads(out.stdout)
     res["loadgen_cpu_s"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     return res
+
+
+def check_pinned(stats: dict[str, int], ops: dict[str, int], clusters: dict[str, str]) -> None:
+    """Fails the run unless every connection of the pinned variants was pinned: egress-guard
+    counted a pin for each, each variant's pin cluster opened an upstream connection for each,
+    and tcp_proxy's default cluster (`unpinned`) opened none."""
+    pinned = stats.get("wasmcustom.outcome=.=pinned;.;egress_guard_pin_total", 0)
+    problems = []
+    if pinned < sum(ops.values()):
+        problems.append(f"egress_guard_pin_total{{outcome=pinned}} = {pinned} < {sum(ops.values())} connections")
+    for name, cluster in clusters.items():
+        cx = stats.get(f"cluster.{cluster}.upstream_cx_total", 0)
+        if cx < ops[name]:
+            problems.append(f"{name}: cluster.{cluster}.upstream_cx_total = {cx} < {ops[name]} connections")
+    if stats.get("cluster.unpinned.upstream_cx_total", 0):
+        problems.append(f"cluster.unpinned.upstream_cx_total = {stats['cluster.unpinned.upstream_cx_total']}")
+    if problems:
+        raise RuntimeError("pinned variants were not (all) pinned: " + "; ".join(problems))
+    print(f"pinned: egress_guard_pin_total{{outcome=pinned}} = {pinned} for {sum(ops.values())} connections; "
+          + ", ".join(f"{c} {stats.get(f'cluster.{c}.upstream_cx_total', 0)}" for c in clusters.values()), flush=True)
 
 
 def machine() -> dict[str, Any]:
@@ -450,15 +527,22 @@ def main() -> None:
     http_up = start(pinned(LOAD_CPU, [str(loadgen), "http-server", "127.0.0.1:0"]), stdout=subprocess.PIPE, text=True)
     echo_port = int(echo.stdout.readline())
     http_port = int(http_up.stdout.readline())
+    # The pinned variants' upstream: what PIN_NAME resolves to, at the port of their listeners.
+    pin_echo = start(pinned(LOAD_CPU, [str(loadgen), "echo", f"{PIN_ADDRESS}:0"]), stdout=subprocess.PIPE, text=True)
+    pin_port = int(pin_echo.stdout.readline())
+    upstreams = (echo, http_up, pin_echo)
 
     # One listener per variant.
     variants: list[dict[str, Any]] = []
     listeners = []
+    clusters = [static_cluster("unpinned", free_port())]  # nothing listens there
 
-    def add(name: str, kind: str, rules: int | None, lst_fn, target: str) -> None:
-        port = free_port()
+    def add(name: str, kind: str, rules: int | None, lst_fn, target: str, address: str = "127.0.0.1",
+            port: int | None = None, cluster: str | None = None) -> None:
+        port = port or free_port()
         listeners.append(lst_fn(port))
-        variants.append({"name": name, "kind": kind, "rules": rules, "port": port, "target": target})
+        variants.append({"name": name, "kind": kind, "rules": rules, "port": port, "target": target,
+                         "address": address, "pin_cluster": cluster})
 
     _, sni10 = sni_rules(10)
     add("none", "tcp", None, lambda p: tcp_listener(parts, "none", p, [], False), sni10)
@@ -479,6 +563,13 @@ def main() -> None:
             lambda p, pt=patterns, n=n: tcp_listener(
                 parts, f"eg_own_{n}", p, [wasm_filter(parts, wasm, eg_policy(pt, p), f"eg_own_{n}", False)], False),
             sni)
+    for k, n in enumerate(sizes):
+        # 127.0.0.2, .3, ...: the listener and the echo upstream share the port, not the address.
+        address, cluster = f"127.0.0.{2 + k}", f"pin_{n}"
+        clusters.append(pin_cluster(parts, cluster))
+        add(f"eg_tlsi_pin/{n}", "tcp", n,
+            lambda p, a=address, c=cluster, n=n: pinned_listener(parts, wasm, f"eg_tlsi_pin/{n}", a, p, n, c),
+            PIN_NAME, address=address, port=pin_port, cluster=cluster)
     add("http_none", "http", None, lambda p: http_listener(parts, "http_none", p, []), sni10)
     add("http_noop", "http", None, lambda p: http_listener(
         parts, "http_noop", p, [noop_filter(parts, noop, "http_noop", True)]), sni10)
@@ -498,22 +589,27 @@ def main() -> None:
         "runs": [],
     }
     started = time.time()
-    env = Envoy(envoy, bootstrap(parts, listeners, echo_port, http_port), work, "main")
+    env = Envoy(envoy, bootstrap(parts, listeners, echo_port, http_port, clusters), work, "main")
+    pinned_ops = {v["name"]: 0 for v in variants if v["pin_cluster"]}
     try:
         # Warm up every listener (V8 tiers up hot Wasm functions).
         for v in variants:
             conc = args.concurrency if v["kind"] == "tcp" else args.http_concurrency
-            warm = run_load(loadgen, v["kind"], v["port"], v["target"], conc, 0.5)
+            warm = run_load(loadgen, v["kind"], v["port"], v["target"], conc, 0.5, v["address"])
             if warm["ops"] == 0 or warm["errors"] > 0:
                 raise RuntimeError(f"{v['name']}: warm-up failed: {warm}")
+            if v["name"] in pinned_ops:
+                pinned_ops[v["name"]] += warm["ops"]
         for r in range(args.rounds):
             shift = r * len(variants) // args.rounds
             order = variants[shift:] + variants[:shift]
             for v in order:
                 conc = args.concurrency if v["kind"] == "tcp" else args.http_concurrency
-                e0, u0 = env.cpu_ns(), cpu_ns(echo.pid) + cpu_ns(http_up.pid)
-                res = run_load(loadgen, v["kind"], v["port"], v["target"], conc, args.seconds)
-                e1, u1 = env.cpu_ns(), cpu_ns(echo.pid) + cpu_ns(http_up.pid)
+                e0, u0 = env.cpu_ns(), sum(cpu_ns(u.pid) for u in upstreams)
+                res = run_load(loadgen, v["kind"], v["port"], v["target"], conc, args.seconds, v["address"])
+                e1, u1 = env.cpu_ns(), sum(cpu_ns(u.pid) for u in upstreams)
+                if v["name"] in pinned_ops:
+                    pinned_ops[v["name"]] += res["ops"]
                 res.update(variant=v["name"], round=r, envoy_cpu_s=(e1 - e0) / 1e9,
                            upstream_cpu_s=(u1 - u0) / 1e9, loadavg=os.getloadavg()[0])
                 res["envoy_cpu_us_per_op"] = (e1 - e0) / 1e3 / max(1, res["ops"])
@@ -524,8 +620,13 @@ def main() -> None:
                       f"p99 {res['p99_us']:6d} µs envoy {res['envoy_cpu_us_per_op']:5.1f} µs/op "
                       f"({100 * res['envoy_util']:3.0f}% busy, load side {res['loadgen_cpu_s'] + res['upstream_cpu_s']:.2f} s) "
                       f"errors {res['errors']}", flush=True)
-        result["stats"] = {k: v for k, v in env.stats().items()
-                           if "egress_guard_decisions_total" in k or re.search(r"rbac\.(allowed|denied)", k)}
+        stats = env.stats()
+        result["stats"] = {k: v for k, v in stats.items()
+                           if "egress_guard_decisions_total" in k or "egress_guard_pin_total" in k
+                           or re.search(r"rbac\.(allowed|denied)", k)
+                           or re.fullmatch(r"cluster\.(pin_\d+|unpinned)\.upstream_cx_(total|connect_fail)", k)}
+        result["pinned_ops"] = pinned_ops
+        check_pinned(stats, pinned_ops, {v["name"]: v["pin_cluster"] for v in variants if v["pin_cluster"]})
     finally:
         env.close()
     result["load_seconds"] = time.time() - started

@@ -409,7 +409,8 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
         "*RBAC* (Envoy's network RBAC filter after tls_inspector:",
         "one policy per rule, `requested_server_name` exact or suffix and `destination_port`, the same",
         "allowlist), *egress-guard + tls_inspector* (decides at connection open on the inspector's SNI),",
-        "*egress-guard alone* (parses the ClientHello itself). Ratios are taken within each round, then",
+        "*egress-guard alone* (parses the ClientHello itself), *egress-guard + tls_inspector, pinned*",
+        "(below, [Pinned connections](#pinned-connections)). Ratios are taken within each round, then",
         "the median over rounds is shown with the range (min–max) in brackets: the range is the noise.",
         "*Envoy CPU/conn* is the Envoy process's CPU time divided by connections: the cost of each",
         "variant even when the rate is limited by something else (*busy* near 100% means Envoy's core",
@@ -430,7 +431,7 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
         to_tlsi = per_round(name, "none_tlsi") if "tlsi" in name else []
         rbac = f"rbac_tlsi/{n}" if n else None
         to_rbac = per_round(name, rbac) if rbac and name != rbac and rbac in names else []
-        noop = {"eg_tlsi": "noop_tlsi", "eg_own": "noop"}.get(name.partition("/")[0])
+        noop = {"eg_tlsi": "noop_tlsi", "eg_tlsi_pin": "noop_tlsi", "eg_own": "noop"}.get(name.partition("/")[0])
         to_noop = per_round(name, noop) if noop in names else []
         cpu = med([r["envoy_cpu_us_per_op"] for r in rs])
         rows.append([
@@ -446,6 +447,8 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
                    "conn/s ÷ none + tls_inspector", "conn/s ÷ no-op Wasm (same listener filters)",
                    "conn/s ÷ RBAC (same rules)", "CPU/conn ÷ none",
                    "errors"], rows), ""]
+
+    out += pinned_section(env, names, per_round, rng)
 
     rows = []
     for name in names:
@@ -538,6 +541,58 @@ def envoy_section(env: dict[str, Any] | None, targets: list[list[str]]) -> tuple
     return "\n".join(out), summary
 
 
+def pinned_section(env: dict[str, Any], names: list[str], per_round: Any, rng: Any) -> list[str]:
+    """eg_tlsi_pin/N against its unpinned twin eg_tlsi/N, ratios taken within each round."""
+    pins = [n for n in names if n.startswith("eg_tlsi_pin/")]
+    if not pins:
+        return []
+    runs = env["runs"]
+    rounds = sorted({r["round"] for r in runs})
+    by = {(r["variant"], r["round"]): r for r in runs}
+    rows = []
+    for name in pins:
+        twin = "eg_tlsi/" + name.partition("/")[2]
+        if twin not in names:
+            continue
+        extra = [by[(name, r)]["envoy_cpu_us_per_op"] - by[(twin, r)]["envoy_cpu_us_per_op"]
+                 for r in rounds if (name, r) in by and (twin, r) in by]
+        cx = env.get("stats", {}).get(f"cluster.pin_{name.partition('/')[2]}.upstream_cx_total")
+        rows.append([label(name),
+                     f"{med([by[(name, r)]['rate'] for r in rounds if (name, r) in by]):,.0f}",
+                     f"{med([by[(twin, r)]['rate'] for r in rounds if (twin, r) in by]):,.0f}",
+                     rng(per_round(name, twin)),
+                     f"{med([by[(name, r)]['envoy_cpu_us_per_op'] for r in rounds if (name, r) in by]):.1f}",
+                     f"{med([by[(twin, r)]['envoy_cpu_us_per_op'] for r in rounds if (twin, r) in by]):.1f}",
+                     rng(per_round(name, twin, "envoy_cpu_us_per_op")),
+                     f"{med(extra):+.1f} ({min(extra):+.1f} to {max(extra):+.1f})" if extra else "—",
+                     f"{env.get('pinned_ops', {}).get(name, 0):,}", f"{cx:,}" if cx is not None else "—"])
+    pinned = env.get("stats", {}).get("wasmcustom.outcome=.=pinned;.;egress_guard_pin_total")
+    return [
+        "### Pinned connections", "",
+        "*egress-guard + tls_inspector, pinned* is the row above it with every connection pinned",
+        "([pinning.md](pinning.md)), built from `envoy/sidecar-outbound-pinned.yaml`: the policy adds",
+        "`\"pin\": true` (and the shipped `\"sniff\": {\"hold_upstream\": true}`), the chain adds",
+        "`sni_dynamic_forward_proxy` and `tcp_proxy` `max_early_data_bytes`, and `tcp_proxy` goes to a",
+        "dynamic forward proxy cluster (its own DNS cache, shared with the filter) instead of a STATIC one.",
+        "The rule in the middle of the list allows `localhost`, the SNI the load sends; Envoy resolves it",
+        "from `/etc/hosts` (no network, Envoy's default c-ares resolver) at the first connection and",
+        "then only on the cache's refresh, so what is measured is the pinning path itself: the",
+        "filter-state calls, the cache lookup, the dynamic cluster. The listener is on `127.0.0.K:P`",
+        "and the echo upstream on `127.0.0.1:P`, so only a connection pinned to the name at the",
+        "original port reaches it; `tcp_proxy`'s own cluster leads nowhere, and the run fails unless",
+        "egress-guard counted a pin, and the pin cluster an upstream connection, for every connection",
+        "(*pinned conns* below counts warm-up and rounds;",
+        f"`egress_guard_pin_total{{outcome=\"pinned\"}}` = {pinned:,} over all of them)." if pinned is not None
+        else "connection.",
+        "Ratios are pinned ÷ unpinned (`eg_tlsi` with the same rule count), within each round; median",
+        "over rounds, (min–max) in brackets.", "",
+        table(["variant", "conn/s", "unpinned conn/s", "conn/s pinned ÷ unpinned", "Envoy CPU/conn µs",
+               "unpinned CPU/conn µs", "CPU/conn pinned ÷ unpinned", "added CPU/conn µs", "pinned conns",
+               "pin cluster upstream conns"], rows),
+        "",
+    ]
+
+
 def envoy_version(text: str) -> str:
     """`envoy  version: HASH/1.40.0/Clean/RELEASE/BoringSSL` -> `Envoy 1.40.0 (HASH[:12], RELEASE, BoringSSL)`."""
     parts = text.split("version:", 1)[-1].strip().split("/")
@@ -552,6 +607,7 @@ def label(name: str) -> str:
             "noop_tlsi": "no-op Wasm filter + tls_inspector", "http_noop": "HTTP, no-op Wasm filter",
             "rbac_tlsi": "RBAC + tls_inspector",
             "eg_tlsi": "egress-guard + tls_inspector", "eg_own": "egress-guard alone",
+            "eg_tlsi_pin": "egress-guard + tls_inspector, pinned",
             "http_none": "HTTP, no filter", "http_eg": "HTTP, egress-guard"}[base]
     return f"{text}, {int(n):,} rules" if n else text
 
@@ -672,6 +728,11 @@ LIMITS = """### What limits them
   reads, a lookup under 0.1 µs at any size, three counter increments, and without tls_inspector a
   copy and parse of the ClientHello — is its ratio to the no-op filter. RBAC checks its policies
   one after the other, so its cost grows with the rule count; egress-guard's does not.
+- **Pinning** adds to egress-guard's decision three `set_envoy_filter_state` calls (cluster,
+  host, port), `sni_dynamic_forward_proxy`'s look-up of the name in the DNS cache, and the
+  dynamic forward proxy cluster's choice of the cached host instead of a STATIC endpoint; the
+  decision itself is the same lookup, so that cost does not grow with the rule count either.
+  The *Pinned connections* table is its price against the same filter unpinned.
 - **Memory in the VM.** Wasm linear memory never shrinks, so a VM keeps the peak of reading,
   parsing and compiling the policy, plus the module's stack (128 KiB, of which the deepest path
   uses a few KiB) and static data. The filter frees the JSON before compiling, and compiling
