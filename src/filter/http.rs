@@ -7,6 +7,7 @@
 //! that says where it goes — its name if pinned, else its original destination; under any other
 //! route a request that must be pinned is refused.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use proxy_wasm::hostcalls;
@@ -15,24 +16,30 @@ use proxy_wasm::types::{Action, MapType};
 use serde::Serialize;
 
 use super::host;
-use super::record::{destination, property_string, Recorder};
+use super::record::{destination, pin_ended, property_string, Recorder};
 use super::report;
 use super::state::Shared;
 use crate::policy::name::classify_authority;
 use crate::policy::pin::{filter_state_request, LifeSpan, Target, SET_FILTER_STATE};
 use crate::policy::{Decision, Policy, Reason, Verdict};
 use crate::session::{
-    judge, request_window, FilterKind, Judged, NameSource, Observed, Proto, Record, SniffOutcome,
+    judge, pinned_name, request_window, FilterKind, Judged, NameSource, Observed, Proto, Record,
+    SniffOutcome,
 };
 
 /// The per-request context.
 pub(crate) struct HttpFilter {
     shared: Option<Rc<Shared>>,
+    /// The name this request was pinned to, and its original destination.
+    pinned: Option<(String, SocketAddr)>,
 }
 
 impl HttpFilter {
     pub(crate) fn new(shared: Option<Rc<Shared>>) -> HttpFilter {
-        HttpFilter { shared }
+        HttpFilter {
+            shared,
+            pinned: None,
+        }
     }
 }
 
@@ -48,6 +55,14 @@ struct DeniedBody<'a> {
 impl Context for HttpFilter {}
 
 impl HttpContext for HttpFilter {
+    /// The request ended (Envoy's access-log callback): a pinned one that Envoy found no host
+    /// for (its `503`) is counted and logged.
+    fn on_log(&mut self) {
+        if let (Some(shared), Some((name, dst))) = (&self.shared, &self.pinned) {
+            pin_ended(shared, name, *dst, FilterKind::Http);
+        }
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let Some(shared) = self.shared.clone() else {
             log::error!("egress-guard: no policy in force; refusing the request");
@@ -99,6 +114,7 @@ impl HttpContext for HttpFilter {
             &mut RequestRecorder(Recorder::new(&shared)),
         );
         if decision.verdict != Verdict::Deny {
+            self.pinned = pinned_name(&decision, name.as_ref()).map(|n| (n.to_owned(), dst));
             return Action::Continue;
         }
         let destination = authority.unwrap_or_else(|| dst.to_string());

@@ -9,7 +9,7 @@ use super::report;
 use super::state::Shared;
 use crate::policy::pin::{filter_state_request, LifeSpan, Target, SET_FILTER_STATE};
 use crate::policy::Fingerprint;
-use crate::session::{Judged, Record, SniffOutcome};
+use crate::session::{pin_end, FilterKind, Judged, PinOutcome, Record, SniffOutcome, UpstreamEnd};
 
 use super::host;
 
@@ -95,6 +95,42 @@ impl Record for Recorder<'_> {
         }
         true
     }
+}
+
+/// At the end of a connection or request pinned to `name` (its access-log callback): when
+/// Envoy found no upstream host for it ([`pin_end`]), counts `pin_total{outcome="unresolved"}`
+/// and logs it. Reads the upstream's properties only for pinned ones.
+pub(crate) fn pin_ended(shared: &Shared, name: &str, dst: SocketAddr, filter: FilterKind) {
+    let end = UpstreamEnd {
+        host: property_bytes(&["upstream", "address"]).is_some(),
+        flags: property_bytes(&["response", "flags"])
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_le_bytes),
+    };
+    let Some(outcome) = pin_end(true, end) else {
+        return;
+    };
+    shared.metrics.pin(outcome);
+    debug_assert_eq!(outcome, PinOutcome::Unresolved);
+    let Some(level) = report::wanted_unresolved(&shared.policy) else {
+        return;
+    };
+    let fingerprint = shared.policy.fingerprint();
+    report::emit(
+        level,
+        &report::Unresolved {
+            event: "pin_unresolved",
+            name,
+            port: dst.port(),
+            dst: &dst.to_string(),
+            src: source_address().as_deref(),
+            filter,
+            pin_cluster: shared.policy.pin_cluster(),
+            response_flags: end.flags,
+            mode: shared.policy.mode().as_str(),
+            policy: fingerprint.as_ref().map_or("-", Fingerprint::as_str),
+        },
+    );
 }
 
 /// The connection's original destination (`destination.address`, restored by `original_dst`).

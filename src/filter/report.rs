@@ -37,6 +37,34 @@ pub(crate) struct Record<'a> {
     pub ech: bool,
 }
 
+/// A connection or request pinned to a name that Envoy found no upstream host for (the name did
+/// not resolve): it was closed (or answered `503`) by Envoy, after the decision's own line.
+#[derive(Serialize)]
+pub(crate) struct Unresolved<'a> {
+    /// Always `pin_unresolved`: tells this line from a decision's.
+    pub event: &'static str,
+    pub name: &'a str,
+    pub port: u16,
+    pub dst: &'a str,
+    pub src: Option<&'a str>,
+    pub filter: FilterKind,
+    pub pin_cluster: &'a str,
+    /// Envoy's response flags, as the bit mask `response.flags` gave.
+    pub response_flags: u64,
+    pub mode: &'static str,
+    pub policy: &'a str,
+}
+
+/// The level to log a pinned connection that found no host at: as a denial, at the policy's
+/// `log_level`, unless the policy logs nothing.
+pub(crate) fn wanted_unresolved(policy: &Policy) -> Option<log::Level> {
+    let level = match policy.log_level() {
+        Severity::Info => log::Level::Info,
+        Severity::Warn => log::Level::Warn,
+    };
+    (policy.log() != LogLevel::None && log::log_enabled!(level)).then_some(level)
+}
+
 /// The level to log this decision at, if the policy's `log` setting wants it logged and the
 /// proxy would keep a line at that level: denials and would-denials at the policy's `log_level`
 /// (`warn` by default), allows at `info`. Checked before anything is formatted: a log hostcall
@@ -61,7 +89,7 @@ pub(crate) fn rule_name<'p>(policy: &'p Policy, decision: &Decision) -> Option<&
 }
 
 /// Writes the record as one JSON line through the proxy's log, at `level`.
-pub(crate) fn emit(level: log::Level, record: &Record<'_>) {
+pub(crate) fn emit(level: log::Level, record: &impl Serialize) {
     match serde_json::to_string(record) {
         Ok(line) => log::log!(level, "{line}"),
         Err(err) => log::warn!("egress-guard: cannot format decision log: {err}"),

@@ -18,10 +18,10 @@ use proxy_wasm::traits::{Context, StreamContext};
 use proxy_wasm::types::{Action, BufferType, PeerType};
 
 use super::host;
-use super::record::{destination, property_bytes, Recorder};
+use super::record::{destination, pin_ended, property_bytes, Recorder};
 use super::state::{now_ns, Shared, Waiting};
 use crate::policy::{Reason, Verdict};
-use crate::session::{Action as SessionAction, Session};
+use crate::session::{Action as SessionAction, FilterKind, Session};
 use crate::sniff::pipeline::Refusal;
 
 /// The per-connection context.
@@ -283,6 +283,18 @@ impl StreamContext for StreamFilter {
         }
         self.sync_timer();
         Action::Continue
+    }
+
+    /// The connection ended (Envoy's access-log callback): a pinned one that Envoy found no
+    /// host for is counted and logged.
+    fn on_log(&mut self) {
+        let (Some(shared), Some(session)) = (&self.shared, &self.session) else {
+            return;
+        };
+        let session = session.borrow();
+        if let Some(name) = session.pinned() {
+            pin_ended(shared, name, session.dst(), FilterKind::Network);
+        }
     }
 
     fn on_downstream_close(&mut self, _peer_type: PeerType) {

@@ -83,6 +83,10 @@ labelled! {
         /// A later request on a pinned connection carried another name, or none: the
         /// connection is closed (`pin_unavailable`).
         OtherName => "other_name",
+        /// The connection or request was pinned, but Envoy found no upstream host for the name
+        /// (it did not resolve, or the pin cluster has no host for it): Envoy closed it (an HTTP
+        /// request gets its `503`). Counted and logged when the connection or request ends.
+        Unresolved => "unresolved",
     }
 }
 

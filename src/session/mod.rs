@@ -101,6 +101,50 @@ pub fn request_window(policy: &Policy, route_cluster: Option<&str>) -> PinWindow
     }
 }
 
+/// What the proxy says about the upstream of a connection or request, read when it ends
+/// (its access-log callback): whether an upstream host was chosen (`upstream.address`), and
+/// Envoy's response flags (`response.flags`, [`response_flags`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UpstreamEnd {
+    /// An upstream host was chosen.
+    pub host: bool,
+    /// Envoy's response flags, as the `response.flags` bit mask.
+    pub flags: u64,
+}
+
+/// The bits of Envoy's `response.flags` that say a connection or request found no upstream host
+/// for its name (Envoy's `CoreResponseFlag` order; checked on Envoy 1.36 to 1.40).
+pub mod response_flags {
+    /// `UH`: `tcp_proxy` found no host in its cluster (the dynamic forward proxy cluster has
+    /// none for a name that did not resolve).
+    pub const NO_HEALTHY_UPSTREAM: u64 = 1 << 1;
+    /// `NC`: the cluster does not exist.
+    pub const NO_CLUSTER_FOUND: u64 = 1 << 24;
+    /// `DF`: the HTTP dynamic forward proxy could not resolve the name.
+    pub const DNS_RESOLUTION_FAILED: u64 = 1 << 26;
+    /// Any of them.
+    pub const NO_HOST: u64 = NO_HEALTHY_UPSTREAM | NO_CLUSTER_FOUND | DNS_RESOLUTION_FAILED;
+}
+
+/// How a connection or request pinned to a name ended, when that is worth counting and
+/// logging: [`PinOutcome::Unresolved`] when Envoy never chose an upstream host and says it had
+/// none (the name did not resolve, or the pin cluster has no host or does not exist). A
+/// connection the client gave up on before Envoy chose (no flag), an unpinned one, or one that
+/// reached a host (whatever happened then) gives `None`.
+pub fn pin_end(pinned: bool, end: UpstreamEnd) -> Option<PinOutcome> {
+    (pinned && !end.host && end.flags & response_flags::NO_HOST != 0)
+        .then_some(PinOutcome::Unresolved)
+}
+
+/// The name a decision sends its connection or request to, if it is pinned: `decision.pin`
+/// and a well-formed name (a pinned decision always has one).
+pub fn pinned_name<'a>(decision: &Decision, name: Option<&'a NameClass>) -> Option<&'a str> {
+    match name {
+        Some(NameClass::Name(name)) if decision.pin => Some(name.as_str()),
+        _ => None,
+    }
+}
+
 /// What the filter knows about one connection or request when it asks the policy.
 #[derive(Debug, Clone, Copy)]
 pub struct Observed<'a> {
@@ -781,10 +825,7 @@ impl Session {
 
     /// Remembers the name a pinned connection is bound to.
     fn bind(&mut self, decision: &Decision, name: Option<&NameClass>) {
-        self.pinned = match name {
-            Some(NameClass::Name(name)) if decision.pin => Some(name.clone()),
-            _ => None,
-        };
+        self.pinned = pinned_name(decision, name).map(str::to_owned);
     }
 
     /// The name this connection is pinned to, if it is.

@@ -648,6 +648,48 @@ fn pinning_at_open_and_while_held() {
 }
 
 #[test]
+fn a_pinned_connection_envoy_found_no_host_for_is_unresolved() {
+    use super::response_flags::{DNS_RESOLUTION_FAILED, NO_CLUSTER_FOUND, NO_HEALTHY_UPSTREAM};
+    let end = |host, flags| UpstreamEnd { host, flags };
+    // What Envoy 1.40 reported in the integration tests: tcp_proxy to the dynamic forward proxy
+    // cluster `UH` (0x2), the HTTP dynamic forward proxy `DF` (0x4000000); plus a missing cluster.
+    for flags in [
+        NO_HEALTHY_UPSTREAM,
+        DNS_RESOLUTION_FAILED,
+        NO_CLUSTER_FOUND,
+        0x2 | 0x4000,
+    ] {
+        assert_eq!(
+            pin_end(true, end(false, flags)),
+            Some(PinOutcome::Unresolved),
+            "{flags:#x}"
+        );
+        // Not pinned: the original destination's failures are not pinning's.
+        assert_eq!(pin_end(false, end(false, flags)), None, "{flags:#x}");
+        // A host was chosen: whatever failed after, the name resolved.
+        assert_eq!(pin_end(true, end(true, flags)), None, "{flags:#x}");
+    }
+    // No host and no such flag: the client left before Envoy chose (or a flag of another cause,
+    // here `UF` connect failure and `DC` downstream termination).
+    for flags in [0, 0x20, 0x4000] {
+        assert_eq!(pin_end(true, end(false, flags)), None, "{flags:#x}");
+    }
+    assert_eq!(pin_end(true, end(true, 0)), None);
+}
+
+#[test]
+fn the_pinned_name_is_the_decisions_name_only_when_pinned() {
+    let name = NameClass::Name("api.example".to_owned());
+    let mut decision = Decision::new(Verdict::Allow, Reason::Rule, Some(0));
+    assert_eq!(pinned_name(&decision, Some(&name)), None);
+    decision.pin = true;
+    assert_eq!(pinned_name(&decision, Some(&name)), Some("api.example"));
+    assert_eq!(pinned_name(&decision, None), None);
+    let malformed = NameClass::Malformed(MalformedName::Empty);
+    assert_eq!(pinned_name(&decision, Some(&malformed)), None);
+}
+
+#[test]
 fn a_connection_that_cannot_be_pinned_is_denied_never_sent_to_its_ip() {
     // Without hold_upstream the connection went on at open: a name read from its bytes can no
     // longer choose the upstream. Denied in every mode, audit and passthrough included.

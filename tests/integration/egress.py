@@ -223,17 +223,23 @@ def all_decisions(envoy: Envoy) -> dict[tuple[str, str], int]:
     return found
 
 
-def decision_log(envoy: Envoy, at_least: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+def decision_log(envoy: Envoy, at_least: int = 1, timeout: float = 5.0,
+                 starts: str = '{"decision"') -> list[dict[str, Any]]:
     """Every JSON decision line egress-guard wrote to Envoy's log, once there are ``at_least``
-    (Envoy writes its log file asynchronously)."""
+    (Envoy writes its log file asynchronously); with ``starts``, the lines that start so."""
     def read() -> list[dict[str, Any]] | None:
         lines = []
         for line in envoy.log_text().splitlines():
-            start = line.find('{"decision"')
+            start = line.find(starts)
             if start >= 0:
                 lines.append(json.loads(line[start:]))
         return lines if len(lines) >= at_least else None
-    return wait_until(read, timeout, describe=lambda: f"{at_least} decision log lines")
+    return wait_until(read, timeout, describe=lambda: f"{at_least} log lines {starts}")
+
+
+def unresolved_log(envoy: Envoy, at_least: int = 1) -> list[dict[str, Any]]:
+    """The ``pin_unresolved`` lines: pinned connections or requests Envoy found no host for."""
+    return decision_log(envoy, at_least, starts='{"event":"pin_unresolved"')
 
 
 class Counters:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 
 from egress import (Via, decision_log, decisions, get, on_loopback, pin_count, policy_of,
-                    set_module, set_policy, shipped)
+                    set_module, set_policy, shipped, unresolved_log)
 from harness import Envoy, HttpResult, HttpServer, NetNS, connect, http_request
 
 PROXY_UID = 1337
@@ -118,6 +118,8 @@ def test_a_host_sent_to_an_unlisted_ip_reaches_only_the_name(pinned_http, serve,
     assert decoy.connections == 0
     assert pin_count(envoy, "pinned") == 2
     assert envoy.counter(f"cluster.{PIN_CLUSTER}.upstream_rq_total") == 2
+    # Defined (the policy pins) and not counted: both requests reached their name.
+    assert envoy.counter("wasmcustom.outcome=.=unresolved;.;egress_guard_pin_total", -1) == 0
     entries = decision_log(envoy, 2)
     assert [(e["decision"], e["rule"], e["pinned"], e["name"]) for e in entries] == [
         ("allow", "api", True, "api.example.com")] * 2
@@ -230,6 +232,12 @@ def test_a_name_that_does_not_resolve_gets_no_upstream(pinned_http, serve, netns
     assert result.status == 503, result
     assert decoy.connections == 0
     assert pin_count(envoy, "pinned") == 1
+    line, = unresolved_log(envoy)
+    assert {k: line[k] for k in ("name", "port", "dst", "filter", "pin_cluster")} == {
+        "name": "nowhere.example.com", "port": 80, "dst": f"{DECOY}:80", "filter": "http",
+        "pin_cluster": "egress_guard_pinned"}, line
+    assert line["response_flags"] & 0x4000000, line            # DF: DNS resolution failed
+    assert pin_count(envoy, "unresolved") == 1
 
 
 def test_a_pin_cluster_the_route_does_not_go_to_refuses_what_must_be_pinned(

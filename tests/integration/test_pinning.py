@@ -24,10 +24,10 @@ import pytest
 
 from egress import (PG_SSL_REQUEST, Via, all_decisions, decision_log, decisions, get, http_sidecar,
                     keep_alive, pin_count, policy_of, set_module, set_policy, shipped, sniffed,
-                    tls_server, upstreams)
+                    tls_server, unresolved_log, upstreams)
 from hello import real_client_hello
 from harness import (Envoy, HttpServer, NetNS, TcpServer, connect, http_request, tcp_exchange,
-                     tls_client)
+                     tls_client, wait_until)
 
 pytestmark = pytest.mark.usefixtures("early_data")
 
@@ -51,7 +51,8 @@ POLICY: dict[str, Any] = {
     "log": "all",
     "allow": [
         {"name": "api", "hosts": ["api.example.com", "nowhere.example.com"], "ports": [443, 8443]},
-        {"name": "web", "hosts": ["web.example.com", "other.example.com"], "ports": [80]},
+        {"name": "web", "hosts": ["web.example.com", "other.example.com", "nowhere.example.com"],
+         "ports": [80]},
         {"name": "free", "hosts": ["free.example.com"], "ports": [443], "pin": False},
         {"name": "db", "cidrs": [f"{DB}/32"], "ports": [443, 5432]},
     ],
@@ -248,16 +249,43 @@ def test_cidr_allows_and_exempt_rules_keep_the_client_ip(pinned, serve, netns, c
     assert {e["pinned"] for e in decision_log(envoy, 3)} == {False}
 
 
-def test_a_name_that_does_not_resolve_is_closed(pinned, serve, netns, cert) -> None:
-    envoy = pinned()
+@pytest.mark.parametrize("tls_inspector", [True, False], ids=["tls_inspector", "held"])
+def test_a_name_that_does_not_resolve_is_closed_counted_and_logged(tls_inspector, pinned, serve,
+                                                                   netns, cert) -> None:
+    envoy = pinned(tls_inspector=tls_inspector)
     decoy = serve(tls_server(netns, cert, DECOY))
+    api = serve(tls_server(netns, cert, NAMES["api.example.com"]))
 
     result = tls_client(DECOY, 443, "nowhere.example.com", netns=netns)
-
     assert result.received == b"" and not result.handshake_ok, result
+    assert tls_client(DECOY, 443, "api.example.com", netns=netns).received == b"ping"
+
     assert decoy.connections == 0
-    assert pin_count(envoy, "pinned") == 1
-    assert upstreams(envoy) == (0, 0)
+    assert pin_count(envoy, "pinned") == 2
+    assert upstreams(envoy) == (1, 0)
+    line, = unresolved_log(envoy)
+    assert {k: line[k] for k in ("name", "port", "dst", "filter", "pin_cluster")} == {
+        "name": "nowhere.example.com", "port": 443, "dst": f"{DECOY}:443", "filter": "network",
+        "pin_cluster": "egress_guard_pinned"}, line
+    assert line["response_flags"] & 0x2, line                  # UH: no host in the pin cluster
+    wait_until(lambda: pin_count(envoy, "unresolved") == 1, 5, describe="unresolved counted")
+    # The connection that reached its name is not counted.
+    time.sleep(0.3)
+    assert pin_count(envoy, "unresolved") == 1
+
+
+def test_a_name_that_does_not_resolve_over_plaintext_http_is_counted(pinned, serve,
+                                                                      netns) -> None:
+    envoy = pinned()
+    decoy = serve(HttpServer(DECOY, 80, netns, label="decoy"))
+
+    result = http_request(DECOY, 80, get("nowhere.example.com"), netns=netns)
+
+    assert result.status is None and "closed" in (result.error or ""), result
+    assert decoy.connections == 0
+    line, = unresolved_log(envoy)
+    assert (line["name"], line["port"], line["filter"]) == ("nowhere.example.com", 80, "network")
+    wait_until(lambda: pin_count(envoy, "unresolved") == 1, 5, describe="unresolved counted")
 
 
 @pytest.mark.parametrize("mode", ["allowlist", "audit", "passthrough"])
