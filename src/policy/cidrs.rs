@@ -3,7 +3,8 @@
 //!
 //! The index keeps, for every configured prefix, the rules of that prefix *and of every prefix
 //! covering it*, so a lookup is one longest-prefix match followed by one port lookup: no scan over
-//! rules, no allocation.
+//! rules, no allocation. The longest-prefix match is a search in a flat table of address ranges
+//! ([`RangeTable`]), not a trie walk.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -162,30 +163,170 @@ impl CidrIndexBuilder {
     /// Compiles the index.
     pub(crate) fn build(self) -> CidrIndex {
         CidrIndex {
-            v4: inherit(&self.v4),
-            v6: inherit(&self.v6),
+            v4: RangeTable::new(&inherit(&self.v4), |n: &Ipv4Net| {
+                (u32::from(n.network()), u32::from(n.broadcast()))
+            }),
+            v6: RangeTable::new(&inherit(&self.v6), |n: &Ipv6Net| {
+                (u128::from(n.network()), u128::from(n.broadcast()))
+            }),
         }
     }
 }
 
 /// For every prefix, a port index over its rules and the rules of every prefix covering it.
-fn inherit<P: prefix_trie::Prefix>(map: &PrefixMap<P, PortIndex>) -> PrefixMap<P, PortIndex> {
-    let mut out = PrefixMap::new();
-    for (prefix, _) in map.iter() {
-        let mut idx = PortIndex::default();
-        for cover in map.cover_values(&prefix) {
-            idx.overlay(cover);
-        }
-        out.insert(prefix, idx);
+fn inherit<P: prefix_trie::Prefix>(map: &PrefixMap<P, PortIndex>) -> Vec<(P, PortIndex)> {
+    map.iter()
+        .map(|(prefix, _)| {
+            let mut idx = PortIndex::default();
+            for cover in map.cover_values(&prefix) {
+                idx.overlay(cover);
+            }
+            (prefix, idx)
+        })
+        .collect()
+}
+
+/// An address as a number, for [`RangeTable`].
+trait Addr: Copy + Ord + Default {
+    /// The top `bits` bits (0 to 16), as a directory slot.
+    fn top(self, bits: u32) -> usize;
+    /// The next address, `None` after the last.
+    fn next(self) -> Option<Self>;
+}
+
+impl Addr for u32 {
+    fn top(self, bits: u32) -> usize {
+        usize::try_from(self.checked_shr(32 - bits).unwrap_or(0)).unwrap_or(0)
     }
-    out
+    fn next(self) -> Option<u32> {
+        self.checked_add(1)
+    }
+}
+
+impl Addr for u128 {
+    fn top(self, bits: u32) -> usize {
+        usize::try_from(self.checked_shr(128 - bits).unwrap_or(0)).unwrap_or(0)
+    }
+    fn next(self) -> Option<u128> {
+        self.checked_add(1)
+    }
+}
+
+/// No prefix holds the range.
+const NO_PREFIX: u32 = u32::MAX;
+
+/// The address space cut into ranges, each with the index of the longest prefix holding it (its
+/// [`PortIndex`], which has its covering prefixes' rules too): a lookup is a directory slot
+/// (the address's top bits), a short binary search in one or two cache lines, and the port
+/// index. A trie walk would follow one pointer per level, each a cache miss in a large policy.
+#[derive(Clone, Default)]
+struct RangeTable<A> {
+    /// Where each range starts, ascending; the first starts at 0.
+    starts: Box<[A]>,
+    /// The range's prefix, an index into `ports`, or [`NO_PREFIX`].
+    prefix: Box<[u32]>,
+    ports: Box<[PortIndex]>,
+    /// `dir[t]`: the first range starting at or after the first address whose top `bits`
+    /// bits are `t`; one more slot at the end.
+    dir: Box<[u32]>,
+    bits: u32,
+}
+
+impl<A: Addr> RangeTable<A> {
+    /// `bounds(p)`: the first and last address of prefix `p`. The prefixes are distinct, so any
+    /// two are nested or disjoint.
+    fn new<P>(prefixes: &[(P, PortIndex)], bounds: impl Fn(&P) -> (A, A)) -> RangeTable<A> {
+        let mut order: Vec<(A, A, usize)> = prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, (p, _))| {
+                let (first, last) = bounds(p);
+                (first, last, i)
+            })
+            .collect();
+        // Outer prefixes before the prefixes they hold.
+        order.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let mut cuts: Vec<(A, u32)> = vec![(A::default(), NO_PREFIX)];
+        let mut open: Vec<(A, u32)> = Vec::new(); // (last address, prefix), innermost on top
+        let index = |i: usize| u32::try_from(i).unwrap_or(NO_PREFIX);
+        let close_before = |at: Option<A>, open: &mut Vec<(A, u32)>, cuts: &mut Vec<(A, u32)>| {
+            while let Some(&(last, _)) = open.last() {
+                if at.is_some_and(|a| last >= a) {
+                    break;
+                }
+                open.pop();
+                if let Some(after) = last.next() {
+                    cuts.push((after, open.last().map_or(NO_PREFIX, |o| o.1)));
+                }
+            }
+        };
+        for (first, last, i) in order {
+            close_before(Some(first), &mut open, &mut cuts);
+            cuts.push((first, index(i)));
+            open.push((last, index(i)));
+        }
+        close_before(None, &mut open, &mut cuts);
+        // The last cut at an address wins; neighbours with the same prefix are one range.
+        let mut starts: Vec<A> = Vec::with_capacity(cuts.len());
+        let mut prefix: Vec<u32> = Vec::with_capacity(cuts.len());
+        for (at, p) in cuts {
+            if starts.last() == Some(&at) {
+                prefix.pop();
+                starts.pop();
+            }
+            if prefix.last() == Some(&p) {
+                continue;
+            }
+            starts.push(at);
+            prefix.push(p);
+        }
+        // About one range per directory slot, at most 2^16 slots.
+        let bits = usize::BITS - starts.len().leading_zeros().min(usize::BITS);
+        let bits = bits.min(16);
+        let slots = 1usize << bits;
+        let mut dir = Vec::with_capacity(slots + 1);
+        let mut at = 0usize;
+        for slot in 0..slots {
+            while starts.get(at).is_some_and(|s| s.top(bits) < slot) {
+                at += 1;
+            }
+            dir.push(index(at));
+        }
+        dir.push(index(starts.len()));
+        RangeTable {
+            starts: starts.into_boxed_slice(),
+            prefix: prefix.into_boxed_slice(),
+            ports: prefixes.iter().map(|(_, idx)| idx.clone()).collect(),
+            dir: dir.into_boxed_slice(),
+            bits,
+        }
+    }
+
+    /// The port index of the longest prefix holding `addr`.
+    #[inline]
+    fn get(&self, addr: A) -> Option<&PortIndex> {
+        let slot = addr.top(self.bits);
+        let at = |i: usize| self.dir.get(i).and_then(|&d| usize::try_from(d).ok());
+        // The range holding `addr` starts in this slot, or is the last one before it.
+        let lo = at(slot)?.saturating_sub(1);
+        let hi = at(slot + 1)?;
+        let within = self.starts.get(lo..hi)?;
+        let range = lo + within.partition_point(|&s| s <= addr).checked_sub(1)?;
+        let prefix = usize::try_from(*self.prefix.get(range)?).ok()?;
+        self.ports.get(prefix)
+    }
+
+    /// The number of prefixes.
+    fn len(&self) -> usize {
+        self.ports.len()
+    }
 }
 
 /// The compiled CIDR index of a policy.
 #[derive(Clone)]
 pub(crate) struct CidrIndex {
-    v4: PrefixMap<Ipv4Net, PortIndex>,
-    v6: PrefixMap<Ipv6Net, PortIndex>,
+    v4: RangeTable<u32>,
+    v6: RangeTable<u128>,
 }
 
 impl fmt::Debug for CidrIndex {
@@ -203,8 +344,8 @@ impl CidrIndex {
     #[inline]
     pub(crate) fn lookup(&self, ip: IpAddr, port: u16) -> Option<RuleId> {
         let idx = match ip {
-            IpAddr::V4(v4) => self.v4.get_lpm(&Ipv4Net::from(v4)).map(|(_, idx)| idx),
-            IpAddr::V6(v6) => self.v6.get_lpm(&Ipv6Net::from(v6)).map(|(_, idx)| idx),
+            IpAddr::V4(v4) => self.v4.get(u32::from(v4)),
+            IpAddr::V6(v6) => self.v6.get(u128::from(v6)),
         };
         idx.and_then(|idx| idx.get(port))
     }
@@ -275,6 +416,82 @@ mod tests {
         assert_eq!(canonical_ip(ip("::1.2.3.4")), ip("::1.2.3.4"));
         assert_eq!(canonical_ip(ip("fd00::1")), ip("fd00::1"));
         assert_eq!(canonical_ip(ip("1.2.3.4")), ip("1.2.3.4"));
+    }
+
+    /// The range table against the definition: the longest of the prefixes that hold the
+    /// address, on prefixes drawn from a few short ones so that they nest and touch (the
+    /// address space's first and last addresses included).
+    #[cfg(not(target_arch = "wasm32"))]
+    mod range_table {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn net() -> impl Strategy<Value = Ipv4Net> {
+            (
+                prop::sample::select(vec![
+                    0u32,
+                    0x0a00_0000,
+                    0x0a01_0000,
+                    0xffff_ff00,
+                    0x0aff_ffff,
+                ]),
+                0u8..=32,
+            )
+                .prop_map(|(a, len)| Ipv4Net::new(a.into(), len).unwrap().trunc())
+        }
+
+        fn addr() -> impl Strategy<Value = u32> {
+            prop_oneof![
+                any::<u32>(),
+                prop::sample::select(vec![
+                    0,
+                    1,
+                    u32::MAX,
+                    u32::MAX - 1,
+                    0x0a00_0000,
+                    0x09ff_ffff,
+                    0x0a01_0000,
+                    0x0a00_ffff,
+                    0x0aff_ffff,
+                    0x0b00_0000,
+                    0xffff_ff00,
+                    0xffff_feff,
+                ]),
+                (0u32..4096).prop_map(|d| 0x0a00_0000u32.wrapping_add(d).wrapping_sub(2048)),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn finds_the_longest_prefix(
+                nets in prop::collection::btree_set(net(), 0..12),
+                addrs in prop::collection::vec(addr(), 64),
+            ) {
+                let nets: Vec<Ipv4Net> = nets.into_iter().collect();
+                // Each prefix's index holds one rule: its place in `nets`.
+                let prefixes: Vec<(Ipv4Net, PortIndex)> = nets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| {
+                        let mut idx = PortIndex::default();
+                        idx.add(RuleId::try_from(i).unwrap(), &[]);
+                        (*n, idx)
+                    })
+                    .collect();
+                let table = RangeTable::new(&prefixes, |n: &Ipv4Net| {
+                    (u32::from(n.network()), u32::from(n.broadcast()))
+                });
+                for a in addrs {
+                    let want = nets
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, n)| n.contains(&std::net::Ipv4Addr::from(a)))
+                        .max_by_key(|(_, n)| n.prefix_len())
+                        .map(|(i, _)| RuleId::try_from(i).unwrap());
+                    prop_assert_eq!(table.get(a).and_then(|idx| idx.get(1)), want, "{:#x}", a);
+                }
+            }
+        }
     }
 
     #[test]
