@@ -133,7 +133,8 @@ def test_the_dashboard_is_laid_out() -> None:
 def test_the_files_hold_what_the_issue_asks() -> None:
     assert set(alert_exprs()) == {"EgressGuardDenialsSpike", "EgressGuardVmFailed",
                                   "EgressGuardNotDeciding", "EgressGuardConfigRejected",
-                                  "EgressGuardModulePullFailed", "EgressGuardPolicyDrift"}
+                                  "EgressGuardModulePullFailed", "EgressGuardPolicyDrift",
+                                  "EgressGuardPinningFailing"}
     exprs = "\n".join(dashboard_exprs().values())
     for needle in ('egress_guard_decisions_total{decision="deny"',          # denials by reason
                    'egress_guard_rule_matches_total{decision="deny"',       # ... by rule
@@ -234,7 +235,9 @@ def test_every_metric_and_label_is_one_envoy_exports(
         start_envoy: Callable[..., Envoy], serve: Callable[..., Any], wasm_path: Path,
         tmp: Path) -> None:
     db = serve(TcpServer("127.0.0.3"))
-    policy = {"allow": [{"name": "db", "cidrs": ["127.0.0.3/32"], "ports": [db.port]}]}
+    # A rule that pins, so that the pin counters are defined (no connection is pinned).
+    policy = {"pin": True, "allow": [{"name": "db", "cidrs": ["127.0.0.3/32"], "ports": [db.port]},
+                                     {"name": "api", "hosts": ["api.example.com"], "ports": [443]}]}
     # The filter through ECDS, as Istio delivers it: extension_config_discovery.* exists.
     config, _ = ecds_sidecar(wasm_path, tmp, policy)
     envoy = start_envoy(config)
