@@ -593,6 +593,96 @@ def pinned_section(env: dict[str, Any], names: list[str], per_round: Any, rng: A
     ]
 
 
+def profile_section(prof: dict[str, Any] | None) -> str:
+    """`make bench-profile` (bench/profile.py): Envoy's CPU per operation, egress-guard against the
+    no-op filter and against the no-op filter making egress-guard's hostcalls; and the perf split."""
+    out = ["## Where the time goes", ""]
+    if not prof:
+        return "\n".join(out + ["Not measured yet: `make bench-profile`.", ""])
+    p, m = prof["params"], prof["machine"]
+    out += [
+        f"`make bench-profile` (bench/profile.py), collected {prof['collected']}: one Envoy "
+        f"(`--concurrency 1`, CPU 0, the load on CPU 1, the listeners of *Through Envoy*), "
+        f"{p['rounds']} rounds × {p['seconds']:g} s per variant, the order rotated each round, "
+        f"{p['concurrency']} in flight; load average {m['loadavg_start'][0]:.1f} at the start (2 cores). "
+        "Besides the variants above it runs the no-op filter making, per connection (per request), "
+        f"exactly the hostcalls egress-guard makes and nothing else (*hostcalls only*: `{prof['calls_tcp']}`; "
+        f"HTTP: `{prof['calls_http']}`), and making {4} of one kind of hostcall (the *x4* rows), so that "
+        "what Envoy's Wasm host charges for the hostcalls is told apart from egress-guard's own code.",
+        "",
+    ]
+    rounds: dict[int, dict[str, float]] = {}
+    for r in prof["runs"]:
+        rounds.setdefault(r["round"], {})[r["variant"]] = r["envoy_cpu_us_per_op"]
+
+    def diff(a: str, b: str, scale: float = 1.0) -> str:
+        xs = [(v[a] - v[b]) / scale for v in rounds.values() if a in v and b in v]
+        if not xs:
+            return "—"
+        return f"{med(xs):+.1f} ({min(xs):+.1f} to {max(xs):+.1f})"
+
+    def ratio(a: str, b: str) -> str:
+        xs = [v[a] / v[b] for v in rounds.values() if a in v and b in v and v[b]]
+        return f"{med(xs):.3f} ({min(xs):.2f}–{max(xs):.2f})" if xs else "—"
+
+    names = {"none_tlsi": "none + tls_inspector", "noop_tlsi": "no-op Wasm + tls_inspector",
+             "calls_tlsi": "no-op Wasm + tls_inspector, hostcalls only",
+             "http_noop": "HTTP, no-op Wasm", "http_calls": "HTTP, no-op Wasm, hostcalls only"}
+
+    def name(v: str) -> str:
+        if v in names:
+            return names[v]
+        if v.startswith("eg_tlsi/"):
+            return f"egress-guard + tls_inspector, {int(v.split('/')[1]):,} rules"
+        if v.startswith("http_eg/"):
+            return f"HTTP, egress-guard, {int(v.split('/')[1]):,} rules"
+        if v.startswith("x4_"):
+            return f"no-op Wasm + tls_inspector, 4 × {v[3:]}"
+        return v
+    rows = []
+    for v, s in prof["summary"].items():
+        base = "http_noop" if v.startswith("http_") else "noop_tlsi"
+        calls = "http_calls" if v.startswith("http_") else "calls_tlsi"
+        own = v.startswith("eg_") or v.startswith("http_eg")
+        rows.append([name(v), f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})",
+                     "—" if v in (base, "none_tlsi") else diff(v, base),
+                     "—" if v in (base, "none_tlsi") else ratio(v, base),
+                     diff(v, calls) if own else "—"])
+    out += ["Envoy CPU per operation (connection or request), µs: median over rounds (min–max); the "
+            "differences and ratios are taken within each round.", "",
+            table(["variant", "Envoy CPU/op µs", "− no-op µs", "÷ no-op", "− hostcalls only µs"], rows), ""]
+    cal = [[f"`{c}`", diff(f"x4_{c}", "noop_tlsi", 4.0)] for c in ("get_property", "get_current_time",
+                                                                   "increment_metric")
+           if any(f"x4_{c}" in v for v in rounds.values())]
+    if cal:
+        out += ["One hostcall, Envoy CPU µs ((4 × the call − no-op) / 4, within each round; `get_property` "
+                "reads `destination.address`):", "", table(["hostcall", "µs each"], cal), ""]
+    profs = prof.get("profiles") or {}
+    if profs:
+        cols = ["v8_code", "envoy_from_wasm", "envoy_other", "kernel", "other_libs", "total"]
+        rows = []
+        for v, pr in profs.items():
+            u = pr["us_per_op"]
+            hc = ", ".join(f"{k} {x:.1f}" for k, x in sorted(pr.get("hostcalls_named_us_per_op", {}).items(),
+                                                              key=lambda kv: -kv[1]) if x >= 0.05)
+            rows.append([name(v)] + [f"{u.get(c, 0.0):.1f}" for c in cols[:2]] + [hc or "—"]
+                        + [f"{u.get(c, 0.0):.1f}" for c in cols[2:]])
+        out += [
+            f"`perf record -e cpu-clock -c {prof['period_ns']} -g -p <envoy>` for "
+            f"{p['perf_seconds']:g} s of load per variant, in the same Envoy after the rounds. Envoy's "
+            "binary is stripped and V8's code unsymbolized, so samples are split by where the sampled "
+            "instruction is: *V8 code* (the compiled Wasm modules and V8's wrappers: anonymous "
+            "executable memory), *host called from Wasm* (Envoy's binary with a Wasm frame above it "
+            "in the call chain: the hostcalls, split by the Envoy function the Wasm code called, "
+            "named by the *x4* variant that makes that function grow), *Envoy, other* (everything "
+            "else in Envoy's binary, calling into the VM included), the kernel (the connection "
+            "itself; perf's own overhead lands here too, which is why the totals are above the "
+            "CPU/op above), other libraries. µs per operation under perf:", "",
+            table(["variant", "V8 code", "host called from Wasm", "of which", "Envoy, other", "kernel",
+                   "libs", "total"], rows), ""]
+    return "\n".join(out)
+
+
 def envoy_version(text: str) -> str:
     """`envoy  version: HASH/1.40.0/Clean/RELEASE/BoringSSL` -> `Envoy 1.40.0 (HASH[:12], RELEASE, BoringSSL)`."""
     parts = text.split("version:", 1)[-1].strip().split("/")
@@ -676,6 +766,7 @@ def main() -> None:
     sniff_md = sniff_section(load("core-sniff.json"))
     instructions_md = instructions_section(load("core-instructions.json"))
     envoy_md, summary = envoy_section(env, targets)
+    profile_md = profile_section(load("profile.json"))
     plotted = bool(env) and plot(summary)
     m = (env or core or {}).get("machine", machine())
     doc = [
@@ -708,7 +799,7 @@ def main() -> None:
         doc += ["![ratios](bench-ratio.png)", "",
                 "Left: each variant's new-connection rate over the no-filter rate of the same round. Right: over",
                 "RBAC's with the same rules (log scale). Points are medians over rounds; bars the min–max.", ""]
-    doc += [METHOD, ""]
+    doc += [profile_md, METHOD, ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(doc))
     print(f"wrote {DOC}" + (f" and {PLOT}" if plotted else ""))
@@ -749,6 +840,7 @@ METHOD = """## How to reproduce
 make bench         # cargo bench --bench decide / sniff / memory, bench/wasm_memory.py (Node), bench/report.py
 make bench-instructions  # bench/instructions.py (callgrind), bench/report.py
 make bench-envoy   # make build; bench/envoy_bench.py (Envoy, bench/loadgen, bench/noop-filter), bench/report.py
+make bench-profile # make build; bench/profile.py (Envoy under perf record), bench/report.py
 ```
 
 Each writes its JSON under `bench/results/` and regenerates this page from all of them, so the
