@@ -46,9 +46,10 @@ import envoy_bench as eb  # noqa: E402
 
 # The hostcalls egress-guard makes for a connection tls_inspector already read the SNI of, and
 # that its policy allows (src/filter/stream.rs, record.rs, root.rs get_type): the context's
-# type, the original destination, the SNI, the clock, the decision and the rule counters.
+# type, the original destination, the SNI, the sniff outcome, decision and rule counters. (No
+# clock: it is read only for a connection held for its first bytes.)
 CALLS_TCP = ("property:request.protocol,property:destination.address,"
-             "property:connection.requested_server_name,time,counter,counter")
+             "property:connection.requested_server_name,counter,counter,counter")
 # For one allowed request (src/filter/http.rs): the context's type, the destination, the route's
 # cluster, the decision and rule counters.
 CALLS_HTTP = ("property:request.protocol,header::authority,property:destination.address,"
@@ -157,6 +158,114 @@ def classify(script: str, envoy_bin: str, fns: Functions) -> tuple[Counter, Coun
     return out, hostcalls, entries
 
 
+def wasm_alone(wasm: Path, noop: Path, sizes: list[int], work: Path) -> dict[str, Any]:
+    """The modules without Envoy (bench/wasm_conn.mjs: Node's V8, a stub host whose hostcalls cost
+    next to nothing), ns per connection, median of 5 runs: the filter's own Wasm code."""
+    node = shutil.which("node")
+    if not node:
+        return {}
+    script = Path(__file__).resolve().parent / "wasm_conn.mjs"
+    cases: dict[str, tuple[Path, str, str]] = {"noop": (noop, "-", eb.sni_rules(10)[1])}
+    for n in sizes:
+        patterns, sni = eb.sni_rules(n)
+        cfg = work / f"policy_{n}.json"
+        cfg.write_text(eb.eg_policy(patterns, 443))
+        cases[f"eg/{n}"] = (wasm, str(cfg), sni)
+    out: dict[str, Any] = {}
+    for name, (module, cfg, sni) in cases.items():
+        xs = []
+        for _ in range(5):
+            run = subprocess.run(eb.pinned(eb.ENVOY_CPU, [node, "--no-warnings", str(script), str(module), cfg, sni,
+                                                          "443", "50000"]),
+                                 capture_output=True, text=True, timeout=300)
+            if run.returncode != 0:
+                print(f"wasm_conn {name}: {run.stderr.strip()[-300:]}", file=sys.stderr)
+                break
+            xs.append(json.loads(run.stdout)["ns_per_conn"])
+        if xs:
+            out[name] = {"median_ns": statistics.median(xs), "min_ns": min(xs), "max_ns": max(xs)}
+            print(f"wasm alone {name:>9}: {statistics.median(xs):7.0f} ns/conn [{min(xs):.0f}–{max(xs):.0f}]",
+                  flush=True)
+    return out
+
+
+def perf_pass(env: Any, v: dict[str, Any], loadgen: Path, args: Any, work: Path, envoy_bin: str,
+              fns: Functions) -> dict[str, Any]:
+    """One `perf record` of Envoy while the load drives one variant."""
+    data = work / f"{v['name'].replace('/', '_')}.perf"
+    perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-c", str(PERIOD_NS), "-g",
+                             "-p", str(env.proc.pid), "-o", str(data), "--", "sleep", str(args.perf_seconds + 1)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    e0 = env.cpu_ns()
+    res = eb.run_load(loadgen, v["kind"], v["port"], v["target"], args.concurrency, args.perf_seconds)
+    e1 = env.cpu_ns()
+    perf.wait()
+    fns.refresh()
+    script = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,tid,ip,dso"],
+                            capture_output=True, text=True).stdout
+    data.unlink(missing_ok=True)
+    split, hostcalls, entries = classify(script, envoy_bin, fns)
+    ops = max(1, res["ops"])
+    us = PERIOD_NS / 1e3 / ops
+    print(f"perf {v['name']:>22}: " + " ".join(f"{k} {c * us:5.1f}" for k, c in sorted(split.items())), flush=True)
+    return {
+        "ops": res["ops"], "samples": dict(split),
+        "envoy_cpu_us_per_op": (e1 - e0) / 1e3 / ops,
+        "us_per_op": {k: c * us for k, c in split.items()},
+        "hostcalls_us_per_op": {("boundary" if f == BOUNDARY else hex(f) if f else "?"): c * us
+                                for f, c in hostcalls.most_common()},
+        "vm_entries_us_per_op": {hex(f) if f else "?": c * us for f, c in entries.most_common(12)},
+    }
+
+
+COMMON = ("envoy_other", "kernel", "other_libs")
+
+
+def median_dict(ds: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for d in ds for k in d}
+    return {k: statistics.median([d.get(k, 0.0) for d in ds]) for k in keys}
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = {}
+    for name in dict.fromkeys(r["variant"] for r in runs):
+        xs = [r["envoy_cpu_us_per_op"] for r in runs if r["variant"] == name]
+        out[name] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs),
+                     "stdev": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+    return out
+
+
+def normalize(passes: dict[str, list[dict[str, Any]]], summary: dict[str, Any]) -> dict[str, Any]:
+    """Per variant: the medians over perf passes, raw, and normalized. The neighbours slow the
+    whole of Envoy at once, so each pass's buckets are taken relative to its work common to every
+    variant of its kind (Envoy's other code, the kernel, other libraries: the same listener and
+    load) and scaled to that work's size in the no-op filter's rounds without perf (its CPU/op
+    median times its common share under perf)."""
+    out: dict[str, Any] = {}
+    for kind, base in (("tcp", "noop_tlsi"), ("http", "http_noop")):
+        if base not in passes or base not in summary:
+            continue
+        b = median_dict([p["us_per_op"] for p in passes[base]])
+        common_us = summary[base]["median"] * sum(b.get(k, 0.0) for k in COMMON) / max(1e-9, b.get("total", 0.0))
+        for name, ps in passes.items():
+            if name.startswith("http_") != (kind == "http"):
+                continue
+
+            def rel(p: dict[str, Any], key: str) -> dict[str, float]:
+                c = sum(p["us_per_op"].get(k, 0.0) for k in COMMON) or 1e-9
+                return {k: x / c * common_us for k, x in p[key].items()}
+            out[name] = {
+                "passes": ps,
+                "us_per_op": median_dict([p["us_per_op"] for p in ps]),
+                "hostcalls_named_us_per_op": median_dict([p["hostcalls_named_us_per_op"] for p in ps]),
+                "normalized_us_per_op": median_dict([rel(p, "us_per_op") for p in ps]),
+                "normalized_hostcalls_us_per_op": median_dict([rel(p, "hostcalls_named_us_per_op") for p in ps]),
+                "common_us": common_us,
+            }
+    return out
+
+
 def name_hostcalls(profiles: dict[str, Any]) -> dict[str, str]:
     """Names Envoy's hostcall functions: the one that gains most under each calibration variant
     (REPEAT calls of one kind per connection) over the no-op filter."""
@@ -180,14 +289,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--perf-seconds", type=float, default=5.0, help="0: no perf pass")
+    ap.add_argument("--perf-rounds", type=int, default=3, help="perf passes per variant, order rotated")
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--out", type=Path, default=eb.RESULTS / "profile.json")
+    ap.add_argument("--vm-only", action="store_true",
+                    help="only the modules without Envoy (bench/wasm_conn.mjs): replaces that part of --out")
     args = ap.parse_args()
 
     signal.signal(signal.SIGTERM, eb.on_signal)
     signal.signal(signal.SIGINT, eb.on_signal)
     atexit.register(eb.stop_all)
     wasm = args.wasm.resolve()
+    if args.vm_only:
+        work = Path(tempfile.mkdtemp(prefix="egress-guard-profile-"))
+        atexit.register(shutil.rmtree, work, True)
+        result = json.loads(args.out.read_text())
+        result["vm_only"] = wasm_alone(wasm, eb.build_noop(), [int(n) for n in args.rules.split(",") if n], work)
+        result["vm_only_collected"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     envoy = eb.find_envoy()
     loadgen, noop, parts = eb.build_loadgen(), eb.build_noop(), eb.shipped_parts()
     sizes = [int(n) for n in args.rules.split(",") if n]
@@ -253,66 +374,44 @@ def main() -> None:
                              "envoy_cpu_us_per_op": us, "envoy_util": (e1 - e0) / 1e9 / res["elapsed_s"]})
                 print(f"round {r} {v['name']:>14}: {us:6.1f} µs/op ({res['ops']} ops)", flush=True)
         if args.perf_seconds > 0 and shutil.which("perf"):
-            for v in variants:
-                data = work / f"{v['name'].replace('/', '_')}.perf"
-                perf = subprocess.Popen(["perf", "record", "-q", "-e", "cpu-clock", "-c", str(PERIOD_NS), "-g",
-                                         "-p", str(pid), "-o", str(data), "--", "sleep", str(args.perf_seconds + 1)],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                time.sleep(0.5)
-                e0 = env.cpu_ns()
-                res = eb.run_load(loadgen, v["kind"], v["port"], v["target"], args.concurrency, args.perf_seconds)
-                e1 = env.cpu_ns()
-                perf.wait()
-                fns.refresh()
-                script = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,tid,ip,dso"],
-                                        capture_output=True, text=True).stdout
-                split, hostcalls, entries = classify(script, envoy_bin, fns)
-                ops = max(1, res["ops"])
-                us = PERIOD_NS / 1e3 / ops
-                profiles[v["name"]] = {
-                    "ops": res["ops"], "samples": dict(split),
-                    "envoy_cpu_us_per_op": (e1 - e0) / 1e3 / ops,
-                    "us_per_op": {k: c * us for k, c in split.items()},
-                    "hostcalls_us_per_op": {("boundary" if f == BOUNDARY else hex(f) if f else "?"): c * us
-                                            for f, c in hostcalls.most_common()},
-                    "vm_entries_us_per_op": {hex(f) if f else "?": c * us for f, c in entries.most_common(12)},
-                }
-                print(f"perf {v['name']:>22}: " + " ".join(
-                    f"{k} {c * us:5.1f}" for k, c in sorted(split.items())), flush=True)
-        names = name_hostcalls(profiles)
-        for name, prof in profiles.items():
-            named: Counter = Counter()
-            for fn, x in prof["hostcalls_us_per_op"].items():
-                named[names.get(fn, "other")] += x
-            prof["hostcalls_named_us_per_op"] = dict(named)
+            passes: dict[str, list[dict[str, Any]]] = {v["name"]: [] for v in variants}
+            for r in range(args.perf_rounds):
+                shift = r * len(variants) // max(1, args.perf_rounds)
+                for v in variants[shift:] + variants[:shift]:
+                    passes[v["name"]].append(perf_pass(env, v, loadgen, args, work, envoy_bin, fns))
+            names = name_hostcalls({k: {"hostcalls_us_per_op": median_dict([p["hostcalls_us_per_op"] for p in ps])}
+                                    for k, ps in passes.items()})
+            for p_list in passes.values():
+                for p in p_list:
+                    named: Counter = Counter()
+                    for fn, x in p["hostcalls_us_per_op"].items():
+                        named[names.get(fn, "other")] += x
+                    p["hostcalls_named_us_per_op"] = dict(named)
+            profiles = normalize(passes, summarize(runs))
     finally:
         env.close()
         eb.stop_all()
 
-    summary = {}
-    for v in variants:
-        xs = [r["envoy_cpu_us_per_op"] for r in runs if r["variant"] == v["name"]]
-        if xs:
-            summary[v["name"]] = {"median": statistics.median(xs), "min": min(xs), "max": max(xs),
-                                  "stdev": statistics.stdev(xs) if len(xs) > 1 else 0.0, "n": len(xs)}
+    vm_only = wasm_alone(wasm, noop, sizes, work)
+
+    summary = summarize(runs)
     result = {"machine": eb.machine(), "params": vars(args) | {"wasm": str(args.wasm), "out": str(args.out)},
               "calls_tcp": CALLS_TCP, "calls_http": CALLS_HTTP, "period_ns": PERIOD_NS,
               "collected": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "runs": runs, "summary": summary, "profiles": profiles}
+              "runs": runs, "summary": summary, "profiles": profiles, "vm_only": vm_only}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print("\nEnvoy CPU µs per op, median [min–max] over rounds:")
     for name, s in summary.items():
         print(f"  {name:>14}: {s['median']:6.1f} [{s['min']:.1f}–{s['max']:.1f}]")
     if profiles:
-        print("\nperf split, µs of Envoy CPU per op (under perf; the shares are what count):")
+        print("\nperf split, µs of Envoy CPU per op, normalized (see normalize()):")
         for name, prof in profiles.items():
-            u = prof["us_per_op"]
-            hc = ", ".join(f"{k} {x:.1f}" for k, x in sorted(prof["hostcalls_named_us_per_op"].items(),
+            u = prof["normalized_us_per_op"]
+            hc = ", ".join(f"{k} {x:.1f}" for k, x in sorted(prof["normalized_hostcalls_us_per_op"].items(),
                                                               key=lambda kv: -kv[1]) if x >= 0.05)
-            print(f"  {name:>22}: total {u.get('total', 0):6.1f} | V8 code {u.get('v8_code', 0):5.1f} | "
-                  f"Envoy from Wasm {u.get('envoy_from_wasm', 0):5.1f} ({hc}) | Envoy other "
-                  f"{u.get('envoy_other', 0):6.1f} | kernel {u.get('kernel', 0):6.1f} | libs {u.get('other_libs', 0):4.1f}")
+            print(f"  {name:>22}: V8 code {u.get('v8_code', 0):5.1f} | Envoy from Wasm "
+                  f"{u.get('envoy_from_wasm', 0):5.1f} ({hc}) | common {prof['common_us']:6.1f}")
     print(f"wrote {args.out}")
 
 
