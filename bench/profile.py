@@ -395,7 +395,7 @@ def main() -> None:
     vm_only = wasm_alone(wasm, noop, sizes, work)
 
     summary = summarize(runs)
-    result = {"machine": eb.machine(), "params": vars(args) | {"wasm": str(args.wasm), "out": str(args.out)},
+    result = {"machine": eb.machine(), "params": vars(args) | {"wasm": args.wasm.name, "out": args.out.name},
               "calls_tcp": CALLS_TCP, "calls_http": CALLS_HTTP, "period_ns": PERIOD_NS,
               "collected": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "runs": runs, "summary": summary, "profiles": profiles, "vm_only": vm_only}
