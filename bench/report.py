@@ -607,8 +607,8 @@ def profile_section(prof: dict[str, Any] | None) -> str:
         f"{p['rounds']} rounds × {p['seconds']:g} s per variant, the order rotated each round, "
         f"{p['concurrency']} in flight; load average {m['loadavg_start'][0]:.1f} at the start (2 cores). "
         "Besides the variants above it runs the no-op filter making, per connection (per request), "
-        f"exactly the hostcalls egress-guard makes and nothing else (*hostcalls only*: `{prof['calls_tcp']}`; "
-        f"HTTP: `{prof['calls_http']}`), and making {4} of one kind of hostcall (the *x4* rows), so that "
+        f"egress-guard's hostcalls and nothing else (*hostcalls only*; in this run `{prof['calls_tcp']}`, "
+        f"HTTP `{prof['calls_http']}`), and making {4} of one kind of hostcall (the *x4* rows), so that "
         "what Envoy's Wasm host charges for the hostcalls is told apart from egress-guard's own code.",
         "",
     ]
