@@ -13,7 +13,7 @@ ENVOY_VERSION ?= 1.40.0
 # (Installed without --locked: its lockfile pins a webpki-roots release the registry lacks.)
 WASM_BINDGEN_VERSION = $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/"/,"",$$3); print $$3}' Cargo.lock)
 
-.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-instructions bench-venv lint demo demo-compose compose-deps observability-deps clean
+.PHONY: all setup targets venv wasm-bindgen build image cli install-cli test test-unit test-wasm test-integration test-compat soak fuzz bench bench-envoy bench-profile bench-instructions bench-venv lint demo demo-compose compose-deps observability-deps clean
 
 all: build
 
@@ -136,6 +136,13 @@ bench-instructions: bench-venv
 # A real Envoy: no filter, native RBAC and egress-guard side by side; HTTP; memory; the report.
 bench-envoy: bench-venv build
 	$(VPY) bench/envoy_bench.py --wasm $(WASM)
+	$(VPY) bench/report.py
+
+# Where Envoy's CPU time per connection and per request goes: egress-guard against the no-op
+# filter and against the no-op filter making egress-guard's hostcalls, side by side in one Envoy,
+# then `perf record -e cpu-clock` of each (bench/profile.py); the report. Needs perf and readelf.
+bench-profile: bench-venv build
+	$(VPY) bench/profile.py --wasm $(WASM)
 	$(VPY) bench/report.py
 
 ## Demo --------------------------------------------------------------------------------------

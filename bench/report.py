@@ -297,10 +297,11 @@ INSTRUCTIONS_WHERE = """Where they go (`callgrind_annotate` on the same binary, 
   and IPv6 parsers on every name (a quarter of normalising): now only on what could be an address.
 - **Not in these counts: the adapter** (`src/filter`), whose per-connection work is hostcalls: three
   property reads (`request.protocol`, which the root must ask because one root may serve both filter
-  kinds; `destination.address`; with tls_inspector the SNI), one clock read, and three counter
-  increments (sniff outcome, decision, rule), each a documented metric. Nothing is formatted unless
+  kinds; `destination.address`; with tls_inspector the SNI), three counter increments (sniff
+  outcome, decision, rule), each a documented metric, and a clock read only when the connection is
+  held for its first bytes (not when the SNI or the IP decides at open). Nothing is formatted unless
   the decision is logged; counters are defined when the policy loads (per-rule ones on a rule's first
-  match). These cost what the Wasm host makes them cost: see *Through Envoy*."""
+  match). These cost what the Wasm host makes them cost: see *Where the time goes*."""
 
 
 # Sniffing a byte at a time ----------------------------------------------------------------------
@@ -593,6 +594,180 @@ def pinned_section(env: dict[str, Any], names: list[str], per_round: Any, rng: A
     ]
 
 
+def profile_section(prof: dict[str, Any] | None) -> str:
+    """`make bench-profile` (bench/profile.py): Envoy's CPU per operation, egress-guard against the
+    no-op filter and against the no-op filter making egress-guard's hostcalls; and the perf split."""
+    out = ["## Where the time goes", ""]
+    if not prof:
+        return "\n".join(out + ["Not measured yet: `make bench-profile`.", ""])
+    p, m = prof["params"], prof["machine"]
+    out += [
+        f"`make bench-profile` (bench/profile.py), collected {prof['collected']}: one Envoy "
+        f"(`--concurrency 1`, CPU 0, the load on CPU 1, the listeners of *Through Envoy*), "
+        f"{p['rounds']} rounds × {p['seconds']:g} s per variant, the order rotated each round, "
+        f"{p['concurrency']} in flight; load average {m['loadavg_start'][0]:.1f} at the start (2 cores). "
+        "Besides the variants above it runs the no-op filter making, per connection (per request), "
+        f"egress-guard's hostcalls and nothing else (*hostcalls only*; in this run `{prof['calls_tcp']}`, "
+        f"HTTP `{prof['calls_http']}`), and making {4} of one kind of hostcall (the *x4* rows), so that "
+        "what Envoy's Wasm host charges for the hostcalls is told apart from egress-guard's own code.",
+        "",
+    ]
+    rounds: dict[int, dict[str, float]] = {}
+    for r in prof["runs"]:
+        rounds.setdefault(r["round"], {})[r["variant"]] = r["envoy_cpu_us_per_op"]
+
+    def diff(a: str, b: str, scale: float = 1.0) -> str:
+        xs = [(v[a] - v[b]) / scale for v in rounds.values() if a in v and b in v]
+        if not xs:
+            return "—"
+        return f"{med(xs):+.1f} ({min(xs):+.1f} to {max(xs):+.1f})"
+
+    def ratio(a: str, b: str) -> str:
+        xs = [v[a] / v[b] for v in rounds.values() if a in v and b in v and v[b]]
+        return f"{med(xs):.3f} ({min(xs):.2f}–{max(xs):.2f})" if xs else "—"
+
+    names = {"none_tlsi": "none + tls_inspector", "noop_tlsi": "no-op Wasm + tls_inspector",
+             "calls_tlsi": "no-op Wasm + tls_inspector, hostcalls only",
+             "http_noop": "HTTP, no-op Wasm", "http_calls": "HTTP, no-op Wasm, hostcalls only"}
+
+    def name(v: str) -> str:
+        if v in names:
+            return names[v]
+        if v.startswith("eg_tlsi/"):
+            return f"egress-guard + tls_inspector, {int(v.split('/')[1]):,} rules"
+        if v.startswith("http_eg/"):
+            return f"HTTP, egress-guard, {int(v.split('/')[1]):,} rules"
+        if v.startswith("x4_"):
+            return f"no-op Wasm + tls_inspector, 4 × {v[3:]}"
+        return v
+    rows = []
+    for v, s in prof["summary"].items():
+        base = "http_noop" if v.startswith("http_") else "noop_tlsi"
+        calls = "http_calls" if v.startswith("http_") else "calls_tlsi"
+        own = v.startswith("eg_") or v.startswith("http_eg")
+        rows.append([name(v), f"{s['median']:.1f} ({s['min']:.1f}–{s['max']:.1f})",
+                     "—" if v in (base, "none_tlsi") else diff(v, base),
+                     "—" if v in (base, "none_tlsi") else ratio(v, base),
+                     diff(v, calls) if own else "—"])
+    out += ["Envoy CPU per operation (connection or request), µs: median over rounds (min–max); the "
+            "differences and ratios are taken within each round. Where the neighbours move the whole "
+            "process's CPU per operation by more than the few µs in question (the ranges), these "
+            "differences cannot resolve them; the profile split below can, its buckets being the Wasm "
+            "filter's own.", "",
+            table(["variant", "Envoy CPU/op µs", "− no-op µs", "÷ no-op", "− hostcalls only µs"], rows), ""]
+    cal = [[f"`{c}`", diff(f"x4_{c}", "noop_tlsi", 4.0)] for c in ("get_property", "get_current_time",
+                                                                   "increment_metric")
+           if any(f"x4_{c}" in v for v in rounds.values())]
+    if cal:
+        out += ["One hostcall, Envoy CPU µs ((4 × the call − no-op) / 4, within each round; `get_property` "
+                "reads `destination.address`):", "", table(["hostcall", "µs each"], cal), ""]
+    profs = prof.get("profiles") or {}
+    if profs:
+        rows = []
+        for v, pr in profs.items():
+            u = pr["normalized_us_per_op"]
+            hc = ", ".join(f"{k} {x:.1f}" for k, x in sorted(pr["normalized_hostcalls_us_per_op"].items(),
+                                                              key=lambda kv: -kv[1]) if x >= 0.05)
+            raw = pr["us_per_op"]
+            rows.append([name(v), f"{u.get('v8_code', 0.0):.1f}", f"{u.get('envoy_from_wasm', 0.0):.1f}",
+                         hc or "—", f"{pr['common_us']:.0f}",
+                         f"{raw.get('total', 0.0):.0f} ({len(pr['passes'])})"])
+        out += [
+            f"`perf record -e cpu-clock -c {prof['period_ns']} -g -p <envoy>`, {p['perf_seconds']:g} s of load "
+            f"per variant and pass, {p.get('perf_rounds', 1)} passes per variant (the order rotated), in the "
+            "same Envoy after the rounds. Envoy's binary is stripped and V8's code unsymbolized, so each "
+            "sample goes by where the sampled instruction is: *V8 code* (the compiled Wasm modules and V8's "
+            "wrappers: anonymous executable memory), *host called from Wasm* (Envoy's binary with a Wasm "
+            "frame above it in the call chain: the hostcalls; every hostcall enters one function of Envoy's "
+            "first, V8's C API callback, whose own samples are the *boundary*, then its own, which the *x4* "
+            "variant of that hostcall names), and the rest: Envoy's other code (calling into the VM "
+            "included), the kernel, other libraries — the *common* work, the same listener and load in "
+            "every variant of a kind. The neighbours slow all of Envoy at once (and perf's unwinding adds "
+            "kernel time), so each pass's buckets are taken relative to its common work and scaled to the "
+            "common work's size in the no-op filter's rounds above (its CPU/op times its common share "
+            "under perf); medians over the passes, µs per operation. The raw figures are in "
+            "`bench/results/profile.json`.", "",
+            table(["variant", "V8 code", "host called from Wasm", "of which", "common", "raw total under perf (passes)"],
+                  rows), ""]
+    per_call = []
+    if "noop_tlsi" in profs:
+        b = profs["noop_tlsi"]["normalized_us_per_op"]
+        for call in ("get_property", "get_current_time", "increment_metric"):
+            x = profs.get(f"x4_{call}")
+            if x:
+                u = x["normalized_us_per_op"]
+                host = (u.get("envoy_from_wasm", 0.0) - b.get("envoy_from_wasm", 0.0)) / 4
+                vm = (u.get("v8_code", 0.0) - b.get("v8_code", 0.0)) / 4
+                per_call.append([f"`{call}`", f"{host:.2f}", f"{vm:.2f}", f"{host + vm:.2f}"])
+    if per_call:
+        out += ["One hostcall, from the *x4* profiles ((4 × the call − no-op) / 4, µs): a property read "
+                "costs several times a counter increment or a clock read: Envoy's property lookup, and a "
+                "call back into the VM to allocate the value it returns.", "",
+                table(["hostcall", "Envoy's host", "V8 and the SDK", "total"], per_call), ""]
+    split_rows = []
+    for v, base, calls in [(v, "http_noop" if v.startswith("http_") else "noop_tlsi",
+                            "http_calls" if v.startswith("http_") else "calls_tlsi")
+                           for v in profs if v.startswith("eg_") or v.startswith("http_eg")]:
+        if base not in profs or calls not in profs:
+            continue
+        e, b, c = (profs[x]["normalized_us_per_op"] for x in (v, base, calls))
+
+        def g(d: dict[str, float], k: str) -> float:
+            return d.get(k, 0.0)
+        host = g(e, "envoy_from_wasm") - g(b, "envoy_from_wasm")
+        crossing = g(c, "v8_code") - g(b, "v8_code")
+        own = g(e, "v8_code") - g(c, "v8_code")
+        wasm_part = host + crossing + own
+        split_rows.append([name(v), f"{host:.1f}", f"{crossing:.1f}", f"{own:.1f}",
+                           f"{100 * (host + crossing) / wasm_part:.0f}%" if wasm_part > 0 else "—"])
+    if split_rows:
+        out += ["What egress-guard adds to the no-op filter, from the profiles above (µs per operation): "
+                "*Envoy's host* — its side of egress-guard's hostcalls (egress-guard's *host called from "
+                "Wasm* less the no-op's); *V8 and the SDK, for the hostcalls* — the same hostcalls' cost "
+                "in V8's code (wrappers, the SDK's side of each call, and the call back into the VM that "
+                "allocates each property's value: *hostcalls only* less the no-op); *egress-guard's code* — the rest of its V8 code (egress-guard less "
+                "*hostcalls only*). The rest of the difference between two profiles (Envoy's other code, "
+                "the kernel) is the same work in both, and moves with the machine's neighbours.", "",
+                table(["variant", "Envoy's host", "V8 and the SDK, for the hostcalls", "egress-guard's code",
+                       "hostcalls' share"], split_rows), ""]
+    for row_v, base in (("eg_tlsi/10", "noop_tlsi"), ("http_eg/10", "http_noop")):
+        if row_v not in profs or base not in prof["summary"]:
+            continue
+        e = profs[row_v]["normalized_us_per_op"]
+        b = profs[base]["normalized_us_per_op"]
+        c = profs["http_calls" if row_v.startswith("http_") else "calls_tlsi"]["normalized_us_per_op"]
+        floor = prof["summary"][base]["median"]
+        host = e.get("envoy_from_wasm", 0.0) - b.get("envoy_from_wasm", 0.0) + c.get("v8_code", 0.0) - b.get("v8_code", 0.0)
+        own = e.get("v8_code", 0.0) - c.get("v8_code", 0.0)
+        out += [f"{name(row_v)}: egress-guard adds {host + own:.1f} µs to the no-op filter's {floor:.0f} µs "
+                f"({100 * (host + own) / floor:.1f}%), of which its hostcalls {host:.1f} µs "
+                f"({100 * host / floor:.1f}%) and its own code {own:.1f} µs ({100 * own / floor:.1f}%).", ""]
+    if profs:
+        out += [
+            "What remains belongs mostly to the Wasm host. egress-guard's own code is the smaller part; "
+            "the hostcalls are mostly property reads, each an input of the decision or forced: "
+            "`destination.address` and the SNI are what the policy decides on; `request.protocol` is how "
+            "the root tells a network connection from an HTTP stream when the SDK asks it for each new "
+            "context's type (one module serves both, and two filters of the two kinds with the same "
+            "configuration share one root, so the answer cannot be kept per root); the HTTP filter's "
+            "`xds.cluster_name` says whether the request is on the pin route, which matters whatever the "
+            "policy (a request that passes on that route is sent to its original destination through "
+            "filter state). The counters (sniff outcome, decision, rule) are documented metrics. The "
+            "clock is no longer read for a connection decided at open. Nothing is formatted or logged for "
+            "an allowed connection under the policy's `\"log\": \"denied\"` (the benchmarks').", ""]
+    vm = prof.get("vm_only") or {}
+    if vm:
+        rows = [[k, f"{x['median_ns'] / 1e3:.2f} ({x['min_ns'] / 1e3:.2f}–{x['max_ns'] / 1e3:.2f})"]
+                for k, x in vm.items()]
+        out += ["Without Envoy (bench/wasm_conn.mjs): the same modules in Node's V8 under a stub host whose "
+                "hostcalls are JavaScript functions that cost next to nothing, driven through a connection as "
+                "Envoy drives them with tls_inspector (context, new connection, client and server data, close, "
+                "log, done, delete); µs per connection, median of 5 runs (min–max). The difference is "
+                "egress-guard's own Wasm code, the SDK's work for its hostcalls included:", "",
+                table(["module", "µs per connection"], rows), ""]
+    return "\n".join(out)
+
+
 def envoy_version(text: str) -> str:
     """`envoy  version: HASH/1.40.0/Clean/RELEASE/BoringSSL` -> `Envoy 1.40.0 (HASH[:12], RELEASE, BoringSSL)`."""
     parts = text.split("version:", 1)[-1].strip().split("/")
@@ -676,7 +851,9 @@ def main() -> None:
     sniff_md = sniff_section(load("core-sniff.json"))
     instructions_md = instructions_section(load("core-instructions.json"))
     envoy_md, summary = envoy_section(env, targets)
-    plotted = bool(env) and plot(summary)
+    profile_md = profile_section(load("profile.json"))
+    # Without matplotlib the plot of the same results, if there is one, stays.
+    plotted = bool(env) and (plot(summary) or PLOT.is_file())
     m = (env or core or {}).get("machine", machine())
     doc = [
         "# Benchmarks",
@@ -708,7 +885,7 @@ def main() -> None:
         doc += ["![ratios](bench-ratio.png)", "",
                 "Left: each variant's new-connection rate over the no-filter rate of the same round. Right: over",
                 "RBAC's with the same rules (log scale). Points are medians over rounds; bars the min–max.", ""]
-    doc += [METHOD, ""]
+    doc += [profile_md, METHOD, ""]
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text("\n".join(doc))
     print(f"wrote {DOC}" + (f" and {PLOT}" if plotted else ""))
@@ -749,6 +926,7 @@ METHOD = """## How to reproduce
 make bench         # cargo bench --bench decide / sniff / memory, bench/wasm_memory.py (Node), bench/report.py
 make bench-instructions  # bench/instructions.py (callgrind), bench/report.py
 make bench-envoy   # make build; bench/envoy_bench.py (Envoy, bench/loadgen, bench/noop-filter), bench/report.py
+make bench-profile # make build; bench/profile.py (Envoy under perf record), bench/report.py
 ```
 
 Each writes its JSON under `bench/results/` and regenerates this page from all of them, so the

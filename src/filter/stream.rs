@@ -180,11 +180,11 @@ impl StreamContext for StreamFilter {
         };
         // tls_inspector (when the listener has one) already read the SNI.
         let sni = property_bytes(&["connection", "requested_server_name"]);
-        let (session, action) = Session::open(
+        let (session, action) = Session::open_with_clock(
             &shared.policy,
             dst,
             sni.as_deref(),
-            now_ns(),
+            now_ns,
             &mut Recorder::new(&shared),
         );
         self.session = Some(Rc::new(RefCell::new(session)));

@@ -448,6 +448,19 @@ impl Session {
         now_ns: u64,
         rec: &mut R,
     ) -> (Session, Action) {
+        Session::open_with_clock(policy, dst, inspector_sni, || now_ns, rec)
+    }
+
+    /// [`Session::open`], reading the clock (`now_ns`) only if the session sets a deadline: a
+    /// connection decided at open (on tls_inspector's SNI, or on its IP and port) never does, and
+    /// the filter's clock is a hostcall.
+    pub fn open_with_clock<R: Record + ?Sized>(
+        policy: &Policy,
+        dst: SocketAddr,
+        inspector_sni: Option<&[u8]>,
+        now_ns: impl FnOnce() -> u64,
+        rec: &mut R,
+    ) -> (Session, Action) {
         let mut session = Session {
             dst,
             phase: Phase::Allowed,
@@ -502,7 +515,7 @@ impl Session {
             held,
             after_timeout: false,
         };
-        session.deadline = Some(deadline(policy, now_ns));
+        session.deadline = Some(deadline(policy, now_ns()));
         (
             session,
             if held {

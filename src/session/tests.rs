@@ -144,6 +144,27 @@ fn at_open_an_inspector_sni_or_an_ip_decides() {
     assert_eq!(log.decisions, ["allow/rule"]);
 }
 
+/// The clock is a hostcall in the filter: read only when the session sets a deadline.
+#[test]
+fn the_clock_is_read_only_for_a_deadline() {
+    let p = rules("allowlist", false);
+    let mut log = Log::default();
+    let reads = std::cell::Cell::new(0);
+    let clock = || {
+        reads.set(reads.get() + 1);
+        7 * SECOND
+    };
+    let (s, _) = Session::open_with_clock(&p, dst(WEB), Some(b"ok.example"), clock, &mut log);
+    assert_eq!((reads.get(), s.deadline()), (0, None));
+    let ip_only = policy(r#"{"allow": [{"name": "db", "cidrs": ["10.0.0.5/32"]}]}"#);
+    let (s, _) = Session::open_with_clock(&ip_only, dst(DB), None, clock, &mut log);
+    assert_eq!((reads.get(), s.deadline()), (0, None));
+    // Nothing decides at open: the first bytes have until the timeout.
+    let (s, action) = Session::open_with_clock(&p, dst(WEB), None, clock, &mut log);
+    assert_eq!(action, Action::Continue);
+    assert_eq!((reads.get(), s.deadline()), (1, Some(8 * SECOND)));
+}
+
 #[test]
 fn the_first_bytes_decide_in_every_mode() {
     let cases: &[(&str, &[u8], &str, [&str; 3])] = &[
