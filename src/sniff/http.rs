@@ -1401,4 +1401,51 @@ mod tests {
             assert!(matches!(detected, Outcome::Malformed(_)), "{method}");
         }
     }
+
+    /// Inside a header line every call is answered without a parse, the second and later ones
+    /// too, and a CR as the last new byte as well; the LF after it, a bare CR, a bare LF or a
+    /// shorter buffer go to the parse. The answers are always a fresh parse's.
+    #[test]
+    fn the_middle_of_a_line_is_skipped_on_every_call() {
+        let start: &[u8] = b"GET / HTTP/1.1\r\nHost: a.example\r\nX: ";
+        let line = b"abc\r\n\r\n";
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.feed(start), Outcome::NeedMore);
+        let mut buf = start.to_vec();
+        for (i, &b) in line.iter().enumerate() {
+            buf.push(b);
+            let quiet = parser.clone().skip_quiet(&buf);
+            // `abc` and the CR are skipped; the LF ends the line; the blank line's CR is
+            // skipped too, its LF ends the head.
+            assert_eq!(quiet, i != 4 && i != 6, "byte {i}");
+            assert_eq!(parser.feed(&buf), parse_request_head(&buf), "byte {i}");
+        }
+        assert!(matches!(parser.feed(&buf), Outcome::Found(_)));
+
+        for (tail, want) in [
+            (&b"ab\rc"[..], Malformed::HttpBareCr),
+            (b"ab\nc", Malformed::HttpBareLf),
+            (b"ab\r\r", Malformed::HttpBareCr),
+        ] {
+            let mut parser = HeadParser::new();
+            let mut buf = start.to_vec();
+            assert_eq!(parser.feed(&buf), Outcome::NeedMore);
+            for &b in tail {
+                buf.push(b);
+                assert_eq!(parser.feed(&buf), parse_request_head(&buf));
+            }
+            assert_eq!(parser.feed(&buf), Outcome::Malformed(want));
+            // Several bytes at once, a CR before the last: not skipped.
+            let mut parser = HeadParser::new();
+            assert_eq!(parser.feed(start), Outcome::NeedMore);
+            assert!(!parser.clone().skip_quiet(&buf));
+            assert_eq!(parser.feed(&buf), Outcome::Malformed(want));
+        }
+
+        // A shorter buffer is not the middle of the same line.
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.feed(start), Outcome::NeedMore);
+        assert!(!parser.skip_quiet(&start[..start.len() - 1]));
+        assert!(parser.skip_quiet(start));
+    }
 }
