@@ -194,6 +194,11 @@ pub fn parse_request_head(buf: &[u8]) -> Outcome<RequestHead> {
 pub struct HeadParser {
     /// Length of the buffer at the last call.
     seen: usize,
+    /// The parser is in the middle of a head line and `buf[..seen]` holds no CR or LF after
+    /// the line's start: only a CR or LF can change the answer (see [`HeadParser::skip_quiet`]).
+    /// The calls that skip bytes this way move `seen` on, not the line's scan position, which
+    /// catches up at the next call that parses ([`HeadParser::catch_up`]).
+    mid_line: bool,
     stage: Stage,
 }
 
@@ -265,11 +270,11 @@ impl HeadParser {
         if buf.len() < self.seen {
             self.reset();
         }
-        if self.quiet(buf) {
+        if self.skip_quiet(buf) {
             // Mid-line: nothing is checked before the line's CR or LF arrives.
-            self.seen = buf.len();
             return Outcome::NeedMore;
         }
+        self.catch_up();
         self.seen = buf.len();
         loop {
             let next = match &mut self.stage {
@@ -286,7 +291,10 @@ impl HeadParser {
                 Stage::Head(lines) => lines.step(buf),
             };
             match next {
-                Next::NeedMore => return Outcome::NeedMore,
+                Next::NeedMore => {
+                    self.mid_line = self.quiet_from(buf.len());
+                    return Outcome::NeedMore;
+                }
                 Next::Stage(stage) => self.stage = stage,
             }
         }
@@ -294,29 +302,55 @@ impl HeadParser {
 }
 
 impl HeadParser {
-    /// Whether `buf` (which extends the last call's) adds nothing the head's lines could be
-    /// checked on: the parser is in the middle of a header line, everything before the new bytes
-    /// is scanned, and the new bytes hold no CR or LF. The answer is then `NeedMore` without
-    /// entering the parse (the fixed cost of a call is what a client sending a byte per packet
-    /// multiplies). [`Lines::line_end`] scans these bytes again once a line end arrives, so
-    /// each byte is still read at most twice.
-    #[inline]
-    pub(super) fn quiet(&self, buf: &[u8]) -> bool {
-        self.quiet_from(self.seen)
-            && buf
-                .get(self.seen..)
-                .is_some_and(|new| !new.iter().any(|&b| b == b'\r' || b == b'\n'))
-    }
-
-    /// [`HeadParser::feed`]'s answer when it is `NeedMore` without a look ([`HeadParser::quiet`]):
-    /// `true` (and the call is accounted for) if so, `false` if `buf` must be fed.
+    /// [`HeadParser::feed`]'s answer for `buf` when it is `NeedMore` without a look: `true` (and
+    /// the call is accounted for) if the parser is in the middle of a header line, `buf` extends
+    /// the last call's, and the new bytes hold no CR or LF, or only a CR as their last byte;
+    /// `false` if `buf` must be fed. The fixed cost of a call is what a client sending a byte
+    /// per packet multiplies: here one flag, one comparison and a look at the new bytes.
+    /// [`Lines::line_end`] goes on from where these bytes end, so each byte is read once by
+    /// this check and once by the parse.
     #[inline]
     pub(super) fn skip_quiet(&mut self, buf: &[u8]) -> bool {
-        if buf.len() >= self.seen && self.quiet(buf) {
+        if !self.mid_line {
+            return false;
+        }
+        let Some(new) = buf.get(self.seen..) else {
+            return false;
+        };
+        if no_line_end(new) {
             self.seen = buf.len();
             return true;
         }
-        false
+        self.skip_to_cr(buf.len(), new)
+    }
+
+    /// The new bytes `new`, which end the buffer of `len` bytes, are a CR after no CR or LF:
+    /// the line's end is not known until the next byte, and the answer is `NeedMore`, as
+    /// [`Lines::line_end`] says, which would stop at the CR in the same way.
+    #[cold]
+    fn skip_to_cr(&mut self, len: usize, new: &[u8]) -> bool {
+        let Some((b'\r', before)) = new.split_last() else {
+            return false;
+        };
+        let Stage::Head(lines) = &mut self.stage else {
+            return false;
+        };
+        if !no_line_end(before) {
+            return false;
+        }
+        lines.scanned = len.saturating_sub(1);
+        self.mid_line = false;
+        self.seen = len;
+        true
+    }
+
+    /// Before a parse: the line's scan position moves past the bytes skipped meanwhile.
+    fn catch_up(&mut self) {
+        if std::mem::take(&mut self.mid_line) {
+            if let Stage::Head(lines) = &mut self.stage {
+                lines.scanned = lines.scanned.max(self.seen);
+            }
+        }
     }
 
     /// Whether, having just answered `NeedMore` for a buffer of `len` bytes, the parser waits
@@ -324,6 +358,16 @@ impl HeadParser {
     #[inline]
     pub(crate) fn quiet_from(&self, len: usize) -> bool {
         matches!(&self.stage, Stage::Head(lines) if lines.scanned == len && self.seen == len && lines.pos <= len)
+    }
+}
+
+/// Whether `bytes` hold no CR and no LF.
+#[inline]
+pub(super) fn no_line_end(bytes: &[u8]) -> bool {
+    match bytes {
+        // A byte per call: the common case worth a shortcut.
+        [b] => *b != b'\r' && *b != b'\n',
+        _ => !bytes.iter().any(|&b| b == b'\r' || b == b'\n'),
     }
 }
 
@@ -1356,5 +1400,52 @@ mod tests {
             let detected = parse_request_head(format!("{method} \x01\r\n").as_bytes());
             assert!(matches!(detected, Outcome::Malformed(_)), "{method}");
         }
+    }
+
+    /// Inside a header line every call is answered without a parse, the second and later ones
+    /// too, and a CR as the last new byte as well; the LF after it, a bare CR, a bare LF or a
+    /// shorter buffer go to the parse. The answers are always a fresh parse's.
+    #[test]
+    fn the_middle_of_a_line_is_skipped_on_every_call() {
+        let start: &[u8] = b"GET / HTTP/1.1\r\nHost: a.example\r\nX: ";
+        let line = b"abc\r\n\r\n";
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.feed(start), Outcome::NeedMore);
+        let mut buf = start.to_vec();
+        for (i, &b) in line.iter().enumerate() {
+            buf.push(b);
+            let quiet = parser.clone().skip_quiet(&buf);
+            // `abc` and the CR are skipped; the LF ends the line; the blank line's CR is
+            // skipped too, its LF ends the head.
+            assert_eq!(quiet, i != 4 && i != 6, "byte {i}");
+            assert_eq!(parser.feed(&buf), parse_request_head(&buf), "byte {i}");
+        }
+        assert!(matches!(parser.feed(&buf), Outcome::Found(_)));
+
+        for (tail, want) in [
+            (&b"ab\rc"[..], Malformed::HttpBareCr),
+            (b"ab\nc", Malformed::HttpBareLf),
+            (b"ab\r\r", Malformed::HttpBareCr),
+        ] {
+            let mut parser = HeadParser::new();
+            let mut buf = start.to_vec();
+            assert_eq!(parser.feed(&buf), Outcome::NeedMore);
+            for &b in tail {
+                buf.push(b);
+                assert_eq!(parser.feed(&buf), parse_request_head(&buf));
+            }
+            assert_eq!(parser.feed(&buf), Outcome::Malformed(want));
+            // Several bytes at once, a CR before the last: not skipped.
+            let mut parser = HeadParser::new();
+            assert_eq!(parser.feed(start), Outcome::NeedMore);
+            assert!(!parser.clone().skip_quiet(&buf));
+            assert_eq!(parser.feed(&buf), Outcome::Malformed(want));
+        }
+
+        // A shorter buffer is not the middle of the same line.
+        let mut parser = HeadParser::new();
+        assert_eq!(parser.feed(start), Outcome::NeedMore);
+        assert!(!parser.skip_quiet(&start[..start.len() - 1]));
+        assert!(parser.skip_quiet(start));
     }
 }

@@ -264,22 +264,11 @@ pub struct Sniffer {
     http: http::HeadParser,
     /// The final answer, once there is one.
     done: Option<Sniffed>,
-    /// After a `NeedMore`: what the parsers wait for, so that a call that brings none of it
-    /// answers `NeedMore` at once (a client sending a byte per packet pays this per byte).
-    quiet: Quiet,
-}
-
-/// What a [`Sniffer`] in the middle of a message waits for (each parser says what it can skip:
-/// [`tls::HelloParser`] the rest of a record, [`http::HeadParser`] the rest of a line).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-enum Quiet {
-    /// Nothing can be skipped.
-    #[default]
-    No,
-    /// A buffer shorter than this cannot change the answer.
-    Until(usize),
-    /// New bytes without a CR or LF cannot change the answer.
-    NoLineEnd,
+    /// After a `NeedMore` in the middle of a TLS record: a buffer shorter than this cannot change
+    /// the answer (0 otherwise). In the middle of an HTTP line, [`http::HeadParser::skip_quiet`]
+    /// says so instead. Either way a call that brings nothing the parsers wait for answers
+    /// `NeedMore` at once: a client sending a byte per packet pays this per byte.
+    quiet_until: usize,
 }
 
 impl Sniffer {
@@ -297,31 +286,28 @@ impl Sniffer {
     /// type's contract): exactly [`sniff`]'s.
     #[inline]
     pub fn feed(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
-        if self.quiet != Quiet::No && self.still_quiet(buf, max_bytes) {
+        if self.still_quiet(buf, max_bytes) {
             self.seen = buf.len();
             return Sniffed::NeedMore;
         }
         self.feed_slow(buf, max_bytes)
     }
 
-    /// Whether `buf` brings nothing the parsers wait for (see [`Quiet`]).
+    /// Whether `buf` brings nothing the parsers wait for: it stays short of the cap, and either
+    /// the HTTP parser is in the middle of a line that the new bytes do not end (it accounts for
+    /// them), or the TLS parser is in the middle of a record that the buffer does not complete.
+    /// (The HTTP parser is in the middle of a line only after answering `NeedMore` to the last
+    /// call, which made no final answer.)
     #[inline]
-    fn still_quiet(&self, buf: &[u8], max_bytes: usize) -> bool {
+    fn still_quiet(&mut self, buf: &[u8], max_bytes: usize) -> bool {
         let len = buf.len();
-        if len < self.seen || len >= self.max_bytes || max_bytes != self.max_bytes {
-            return false;
-        }
-        match self.quiet {
-            Quiet::No => false,
-            Quiet::Until(end) => len < end,
-            Quiet::NoLineEnd => buf
-                .get(self.seen..)
-                .is_some_and(|new| !new.iter().any(|&b| b == b'\r' || b == b'\n')),
-        }
+        max_bytes == self.max_bytes
+            && len < max_bytes
+            && (self.http.skip_quiet(buf) || (self.seen <= len && len < self.quiet_until))
     }
 
     fn feed_slow(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
-        self.quiet = Quiet::No;
+        self.quiet_until = 0;
         if buf.len() < self.seen || max_bytes != self.max_bytes {
             self.reset();
             self.max_bytes = max_bytes;
@@ -334,14 +320,9 @@ impl Sniffer {
             // A fresh value rather than the one returned: the common path, once per callback,
             // then writes the tag alone instead of copying the whole answer.
             Sniffed::NeedMore => {
-                self.quiet = if self.http.quiet_from(buf.len()) {
-                    Quiet::NoLineEnd
-                } else {
-                    match self.tls.quiet_until() {
-                        end if end > buf.len() => Quiet::Until(end),
-                        _ => Quiet::No,
-                    }
-                };
+                if self.tls.quiet_until() > buf.len() {
+                    self.quiet_until = self.tls.quiet_until();
+                }
                 Sniffed::NeedMore
             }
             answer => {

@@ -35,8 +35,10 @@ pub enum Step {
     /// A request head is incomplete (or the server's answer to an upgrade is awaited): hold the
     /// buffer.
     Hold,
-    /// A complete request head: decide on it, then call [`Pipeline::scan`] again.
-    Head(RequestHead),
+    /// A complete request head: decide on it, then call [`Pipeline::scan`] again. (Boxed: a
+    /// `Step` is then two words, returned in registers, and the `Hold` of every callback inside
+    /// a head costs no copy of a whole head.)
+    Head(Box<RequestHead>),
     /// The bytes break HTTP/1 framing: later requests cannot be known, so deny.
     Malformed(Malformed),
     /// A request head longer than the cap.
@@ -289,7 +291,7 @@ impl Pipeline {
                             self.head.reset();
                             self.offset = self.offset.saturating_add(head.head_len);
                             self.enter_body(&head);
-                            Step::Head(head)
+                            Step::Head(Box::new(head))
                         }
                         Outcome::NeedMore if window.len() >= self.max_head => Step::TooLarge,
                         Outcome::NeedMore => Step::Hold,
