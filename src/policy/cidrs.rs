@@ -217,8 +217,10 @@ const NO_PREFIX: u32 = u32::MAX;
 
 /// The address space cut into ranges, each with the index of the longest prefix holding it (its
 /// [`PortIndex`], which has its covering prefixes' rules too): a lookup is a directory slot
-/// (the address's top bits), a short binary search in one or two cache lines, and the port
-/// index. A trie walk would follow one pointer per level, each a cache miss in a large policy.
+/// (the address's top bits), a binary search among the ranges that start in that slot (a few,
+/// when the prefixes spread over the space; all of them when they share their top 16 bits,
+/// still logarithmic), and the port index. A trie walk would follow one pointer per level,
+/// each a cache miss in a large policy.
 #[derive(Clone, Default)]
 struct RangeTable<A> {
     /// Where each range starts, ascending; the first starts at 0.
@@ -478,6 +480,77 @@ mod tests {
                         .map(|i| RuleId::try_from(i).unwrap());
                     prop_assert_eq!(index.lookup(a, 1), want, "{}", a);
                 }
+            }
+        }
+    }
+
+    /// Thousands of random prefixes (IPv4 and IPv6, /0 to /32 and /128, many sharing their top
+    /// bits), so that the directory is large (`bits` of 13 or more), against a scan: every
+    /// prefix's first and last address and their neighbours, the ends of the space, random
+    /// addresses.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn many_prefixes_against_a_scan() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for count in [0usize, 1, 3, 5000] {
+            let mut nets = Vec::new();
+            let mut addrs = Vec::new();
+            for _ in 0..count {
+                let len = u8::try_from(next() % 33).unwrap();
+                let len = if next() % 2 == 0 { len.max(16) } else { len };
+                let v4 = Ipv4Net::new(Ipv4Addr::from(next() as u32), len)
+                    .unwrap()
+                    .trunc();
+                let high = if next() % 2 == 0 {
+                    0xfd00u128 << 112
+                } else {
+                    0
+                };
+                let a6 = (u128::from(next()) << 64 | u128::from(next())) >> 8 | high;
+                let len6 = u8::try_from(next() % 129).unwrap();
+                let v6 = Ipv6Net::new(Ipv6Addr::from(a6), len6).unwrap().trunc();
+                nets.extend([IpNet::V4(v4), IpNet::V6(v6)]);
+                if next() % 8 == 0 {
+                    for x in [u32::from(v4.network()), u32::from(v4.broadcast())] {
+                        for d in [0, 1, u32::MAX] {
+                            addrs.push(IpAddr::from(Ipv4Addr::from(x.wrapping_add(d))));
+                        }
+                    }
+                    for x in [u128::from(v6.network()), u128::from(v6.broadcast())] {
+                        for d in [0, 1, u128::MAX] {
+                            addrs.push(IpAddr::from(Ipv6Addr::from(x.wrapping_add(d))));
+                        }
+                    }
+                }
+            }
+            for x in [0, 1, u32::MAX - 1, u32::MAX, 0x7fff_ffff, 0x8000_0000] {
+                addrs.push(IpAddr::from(Ipv4Addr::from(x)));
+            }
+            for x in [0, 1, u128::MAX - 1, u128::MAX] {
+                addrs.push(IpAddr::from(Ipv6Addr::from(x)));
+            }
+            for _ in 0..500 {
+                addrs.push(IpAddr::from(Ipv4Addr::from(next() as u32)));
+            }
+            let mut b = CidrIndexBuilder::default();
+            for (i, net) in nets.iter().enumerate() {
+                b.add(*net, RuleId::try_from(i).unwrap(), &[]);
+            }
+            let index = b.build();
+            if count == 5000 {
+                assert!(index.v4.bits >= 13 && index.v6.bits >= 13, "{index:?}");
+            }
+            for a in addrs {
+                let want = nets.iter().position(|n| n.contains(&a));
+                let want = want.map(|i| RuleId::try_from(i).unwrap());
+                assert_eq!(index.lookup(a, 1), want, "{a}, {count} prefixes");
             }
         }
     }
