@@ -149,9 +149,13 @@ mod native {
         fn byte_at_a_time(&self) -> Step {
             let mut pipeline = Pipeline::after(&self.first, CAP);
             let start = self.first.head_len;
+            // The first call lets the first request go (`Split`); the filter's buffers start
+            // at the later head after that.
+            let _ = pipeline.scan(black_box(&self.stream[..=start]));
+            let later = &self.stream[start..];
             let mut last = Step::Hold;
-            for end in start + 1..=self.stream.len() {
-                last = pipeline.scan(black_box(&self.stream[..end]));
+            for end in 2..=later.len() {
+                last = pipeline.scan(black_box(&later[..end]));
             }
             last
         }

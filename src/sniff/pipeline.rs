@@ -222,14 +222,15 @@ impl Pipeline {
                     self.offset = 0;
                     return Action::Forward;
                 }
+                // A head cut short by the client's half-close will never complete (the
+                // requests before it are not let go alone: the connection closes).
+                Step::Hold | Step::Split(_) if eos && self.state == State::Head => {
+                    check(Later::Refused(Refusal::Truncated));
+                    return Action::Close;
+                }
                 Step::Split(n) => {
                     self.offset = 0;
                     return Action::Split(n);
-                }
-                // A head cut short by the client's half-close will never complete.
-                Step::Hold if eos && self.state == State::Head => {
-                    check(Later::Refused(Refusal::Truncated));
-                    return Action::Close;
                 }
                 Step::Hold => return Action::Hold,
                 Step::Head(head) => {
@@ -294,6 +295,13 @@ impl Pipeline {
                             Step::Head(Box::new(head))
                         }
                         Outcome::NeedMore if window.len() >= self.max_head => Step::TooLarge,
+                        // The requests before this head are checked (and their bodies
+                        // followed): they go now, whether or not they arrived with the start of
+                        // this head, and only this head waits.
+                        // (The next buffer starts after them, at this head.)
+                        Outcome::NeedMore if self.offset > 0 => {
+                            Step::Split(std::mem::take(&mut self.offset))
+                        }
                         Outcome::NeedMore => Step::Hold,
                         Outcome::Malformed(why) => Step::Malformed(why),
                         Outcome::NotThisProtocol => Step::Malformed(Malformed::HttpNotARequest),
@@ -744,6 +752,58 @@ mod tests {
             play_wire(&[Wire::Client(&stream)]).closed,
             Some(Some(Refusal::TooLarge))
         );
+    }
+
+    #[test]
+    fn requests_before_an_unfinished_head_go_however_they_arrived() {
+        let first = get("a", "/");
+        let second = get("a", "/2");
+        let next = get("a", "/3");
+        let (started, rest) = next.split_at(20);
+        // In one buffer: the first (decided) and second requests go, the unfinished third
+        // waits; the next buffer starts at it.
+        let mut pipeline = match parse_request_head(&first) {
+            Outcome::Found(head) => Pipeline::after(&head, CAP),
+            other => panic!("{other:?}"),
+        };
+        let mut asked = 0;
+        let buffer = cat(&[&first, &second, started]);
+        let action = pipeline.client_bytes(&buffer, false, |_| {
+            asked += 1;
+            true
+        });
+        assert_eq!(
+            (action, asked),
+            (Action::Split(first.len() + second.len()), 1)
+        );
+        let action = pipeline.client_bytes(&cat(&[started, rest]), false, |_| {
+            asked += 1;
+            true
+        });
+        assert_eq!((action, asked), (Action::Forward, 2));
+        // Byte by byte, the same requests go at the same points.
+        let stream = cat(&[&first, &second, &next]);
+        let mut pipeline = match parse_request_head(&first) {
+            Outcome::Found(head) => Pipeline::after(&head, CAP),
+            other => panic!("{other:?}"),
+        };
+        let (mut start, mut gone) = (0, Vec::new());
+        for end in first.len() + 1..=stream.len() {
+            match pipeline.client_bytes(&stream[start..end], false, |_| true) {
+                Action::Forward => {
+                    gone.push(end);
+                    start = end;
+                }
+                Action::Split(n) => {
+                    gone.push(start + n);
+                    start += n;
+                }
+                Action::Hold => {}
+                other => panic!("{other:?} at {end}"),
+            }
+        }
+        assert_eq!(start, stream.len());
+        assert!(gone.contains(&(first.len() + second.len())), "{gone:?}");
     }
 
     #[test]

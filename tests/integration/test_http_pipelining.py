@@ -95,6 +95,23 @@ def test_pipelined_requests_are_checked_before_any_is_forwarded(guard, serve) ->
     assert decisions(envoy, "deny", "later_request") == 1
 
 
+def test_a_request_sent_with_the_start_of_the_next_goes_at_once(guard, serve) -> None:
+    """An allowed request and the first bytes of the next head in one segment: the request goes
+    (its answer comes back) while only the unfinished head waits, as if they had come apart."""
+    server = serve(HttpServer(DST))
+    envoy, via = guard()
+    rest = get("also-ok.example.com", "/2")
+    with through(via, server, get("ok.example.com", "/1") + rest[:20]) as sock:
+        first, closed = read_responses(sock, 1)
+        assert len(first) == 1 and first[0].startswith(b"200") and not closed, first
+        assert server.requests == ["GET /1 HTTP/1.1"]
+        sock.sendall(rest[20:])
+        second, _ = read_responses(sock, 1)
+    assert len(second) == 1 and second[0].startswith(b"200"), second
+    assert server.requests == ["GET /1 HTTP/1.1", "GET /2 HTTP/1.1"]
+    assert decisions(envoy, "allow", "rule") == 2
+
+
 def test_allowed_pipelined_requests_all_pass(guard, serve) -> None:
     server = serve(HttpServer(DST))
     envoy, via = guard()
