@@ -17,6 +17,13 @@
 //! have many of those.
 //!
 //! Every hit is a port index, which gives the lowest rule id whose ports contain the port.
+//!
+//! The lookup stops at the first key it finds. At build time an exact name's port index is
+//! folded with those of every other pattern that matches the name (its `*.suffix` patterns,
+//! globs, `*`), and a `*.s` key's with those of the `*.t` keys, `t` a shorter dot-suffix of `s`;
+//! the dot-suffixes are probed longest first. Globs keyed by a shorter suffix are still tried.
+//! So a name an exact rule lists costs one probe, and one a `*.s` rule matches costs one probe
+//! per dot up to `s`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -311,13 +318,21 @@ impl HostIndexBuilder {
         for (key, entries) in keyed {
             suffix.entry(key.into_boxed_str()).or_default().globs = entries.into_boxed_slice();
         }
-        Ok(HostIndex {
-            exact,
+        let mut index = HostIndex {
+            exact: FxHashMap::default(),
             suffix,
             any: self.any,
             globs: rest.into_boxed_slice(),
             with_hosts: self.with_hosts,
-        })
+        };
+        index.fold_suffixes();
+        // Every exact name answers for everything else that matches it, so a lookup that finds
+        // the name stops there.
+        for (name, rules) in exact.iter_mut() {
+            index.each_match(name, |other| rules.overlay(other));
+        }
+        index.exact = exact;
+        Ok(index)
     }
 }
 
@@ -332,8 +347,12 @@ struct GlobEntry {
 /// guarantees the suffix `s`.
 #[derive(Debug, Clone, Default)]
 struct SuffixNode {
+    /// The rules of `*.s` and of every `*.t` with `t` a shorter dot-suffix of `s` (a name with a
+    /// label before `.s` has one before `.t` too): the longest suffix found answers for them.
     wildcard: PortIndex,
     globs: Box<[GlobEntry]>,
+    /// Whether a shorter dot-suffix's node has globs, which must then still be tried.
+    shorter_globs: bool,
 }
 
 /// The compiled host-pattern index of a policy.
@@ -347,6 +366,57 @@ pub(crate) struct HostIndex {
     globs: Box<[GlobEntry]>,
     /// Every indexed rule that has host patterns, for [`HostIndex::any_rule_on`].
     with_hosts: PortIndex,
+}
+
+/// The positions of the dots in a name, in order, found eight bytes at a time.
+struct Dots<'a> {
+    chunks: std::slice::Chunks<'a, u8>,
+    /// One past the end of the chunk `mask` is from.
+    base: usize,
+    /// Bit `8 * i + 7` is set while byte `i` of that chunk is a dot not yet returned.
+    mask: u64,
+}
+
+impl<'a> Dots<'a> {
+    fn new(name: &'a [u8]) -> Dots<'a> {
+        Dots {
+            chunks: name.chunks(8),
+            base: 0,
+            mask: 0,
+        }
+    }
+}
+
+impl Iterator for Dots<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.mask == 0 {
+            self.mask = dot_mask(self.chunks.next()?);
+            // One past the chunk's end.
+            self.base += 8;
+        }
+        let bit = self.mask.trailing_zeros() as usize;
+        self.mask &= self.mask - 1;
+        Some(self.base - 8 + bit / 8)
+    }
+}
+
+/// Bit `8 * i + 7` set exactly where byte `i` of `chunk` (at most 8 bytes) is a dot.
+fn dot_mask(chunk: &[u8]) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let word = <[u8; 8]>::try_from(chunk).unwrap_or_else(|_| {
+        // The last, shorter chunk, padded with zeros (not dots).
+        let mut word = [0u8; 8];
+        for (to, from) in word.iter_mut().zip(chunk) {
+            *to = *from;
+        }
+        word
+    });
+    // Bytes equal to '.' become zero; a zero byte is the only one whose low seven bits plus
+    // 0x7f do not carry into bit 7 and whose bit 7 is clear (no borrow between bytes).
+    let x = u64::from_le_bytes(word) ^ 0x2e2e_2e2e_2e2e_2e2e;
+    !(((x & LOW7) + LOW7) | x | LOW7)
 }
 
 /// The lowest of `best` and the rules of the `globs` that match `name` on `port`.
@@ -372,24 +442,93 @@ impl HostIndex {
     /// `name` is expected normalised ([`super::name`]); the lookup is nonetheless literal for any
     /// string (exact equality, `ends_with(".suffix")` with at least one byte before the dot).
     pub(crate) fn lookup(&self, name: &str, port: u16) -> Option<RuleId> {
-        let mut best = self.exact.get(name).and_then(|idx| idx.get(port));
+        if let Some(rules) = self.exact.get(name) {
+            // Folded at build time: it holds every other pattern that matches the name.
+            return rules.get(port);
+        }
+        let mut best = None;
         if !self.suffix.is_empty() {
-            for (at, byte) in name.bytes().enumerate() {
-                if byte != b'.' {
-                    continue;
-                }
+            // Longest dot-suffix first.
+            for at in Dots::new(name.as_bytes()) {
                 let Some(node) = name.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
                     continue;
                 };
+                if !node.globs.is_empty() {
+                    best = best_glob(&node.globs, name, port, best);
+                }
                 // `*.s` needs a label before `.s`; a glob checks the whole name itself.
                 if at > 0 {
                     best = min_rule(best, node.wildcard.get(port));
+                    if !node.shorter_globs {
+                        break;
+                    }
                 }
-                best = best_glob(&node.globs, name, port, best);
             }
         }
         best = min_rule(best, self.any.get(port));
+        if self.globs.is_empty() {
+            return best;
+        }
         best_glob(&self.globs, name, port, best)
+    }
+
+    /// Calls `f` with the rules of every pattern other than an exact one that matches `name`
+    /// (on some port): the `*.s` and keyed globs of its dot-suffixes, `*`, and the other globs.
+    /// Unlike `lookup` it does not rely on the folded wildcards, and it tries every suffix.
+    fn each_match(&self, name: &str, mut f: impl FnMut(&PortIndex)) {
+        for (at, byte) in name.bytes().enumerate() {
+            if byte != b'.' {
+                continue;
+            }
+            let Some(node) = name.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
+                continue;
+            };
+            if at > 0 {
+                f(&node.wildcard);
+            }
+            for entry in node.globs.iter() {
+                if glob::matches(&entry.tokens, name.as_bytes()) {
+                    f(&entry.rules);
+                }
+            }
+        }
+        f(&self.any);
+        for entry in self.globs.iter() {
+            if glob::matches(&entry.tokens, name.as_bytes()) {
+                f(&entry.rules);
+            }
+        }
+    }
+
+    /// Folds into each suffix node the wildcards of its shorter dot-suffixes and notes whether
+    /// any of those has globs. The wildcards folded in are the unfolded
+    /// ones (each node is folded from the others' originals).
+    fn fold_suffixes(&mut self) {
+        let mut updates: Vec<(Box<str>, PortIndex, bool)> = Vec::new();
+        for (key, node) in &self.suffix {
+            let mut wildcard = node.wildcard.clone();
+            let mut shorter_globs = false;
+            let mut found = false;
+            for (at, byte) in key.bytes().enumerate() {
+                if byte != b'.' {
+                    continue;
+                }
+                if let Some(shorter) = key.get(at + 1..).and_then(|k| self.suffix.get(k)) {
+                    found = true;
+                    wildcard.overlay(&shorter.wildcard);
+                    shorter_globs |= !shorter.globs.is_empty();
+                }
+            }
+            if found {
+                updates.push((key.clone(), wildcard, shorter_globs));
+            }
+        }
+        for (key, wildcard, shorter_globs) in updates {
+            if let Some(node) = self.suffix.get_mut(&key) {
+                node.wildcard = wildcard;
+                node.shorter_globs = shorter_globs;
+            }
+        }
     }
 
     /// The lowest rule id that has host patterns and whose ports contain `port`: the first rule a
@@ -574,5 +713,66 @@ mod tests {
         assert_eq!(idx.lookup(".com", 80), Some(4));
         assert_eq!(idx.any_rule_on(443), Some(0));
         assert_eq!(idx.any_rule_on(80), Some(1));
+    }
+
+    /// An index of `(pattern, rule, ports)`.
+    fn index(patterns: &[(&str, RuleId, &[PortRange])]) -> HostIndex {
+        let mut b = HostIndexBuilder::default();
+        for &(p, id, ports) in patterns {
+            b.add(HostPattern::parse(p).unwrap(), id, ports);
+        }
+        b.build().unwrap()
+    }
+
+    const P80: &[PortRange] = &[PortRange { lo: 80, hi: 80 }];
+
+    /// The lookup stops at the longest dot-suffix it finds (and at an exact name): what the
+    /// shorter ones and the other patterns would add must already be in what it finds.
+    #[test]
+    fn the_first_key_found_answers_for_the_rest() {
+        // A shorter suffix with a lower rule, on some ports.
+        let idx = index(&[("*.com", 0, P80), ("*.example.com", 1, &[])]);
+        assert_eq!(idx.lookup("a.example.com", 80), Some(0));
+        assert_eq!(idx.lookup("a.example.com", 443), Some(1));
+        assert_eq!(idx.lookup("a.b.example.com", 80), Some(0));
+        // A glob keyed by a shorter suffix (`a*.com` is tried on names under `com`).
+        let idx = index(&[("a*.com", 0, &[]), ("*.example.com", 1, &[])]);
+        assert_eq!(idx.lookup("ab.example.com", 443), Some(0));
+        assert_eq!(idx.lookup("b.example.com", 443), Some(1));
+        // An exact name answers for suffixes, keyed and other globs, and `*`.
+        let idx = index(&[
+            ("*.example.com", 0, P80),
+            ("api-*.example.com", 1, &[PortRange { lo: 81, hi: 81 }]),
+            ("*i.example.com", 2, &[PortRange { lo: 82, hi: 82 }]),
+            ("*", 3, &[PortRange { lo: 83, hi: 83 }]),
+            ("api-v1.example.com", 4, &[]),
+        ]);
+        for (port, want) in [(80, 0), (81, 1), (82, 4), (83, 3), (443, 4)] {
+            assert_eq!(idx.lookup("api-v1.example.com", port), Some(want), "{port}");
+        }
+        assert_eq!(idx.lookup("api-vi.example.com", 82), Some(2));
+        // No label before the dot: `*.example.com` does not match, `*.com` does.
+        let idx = index(&[("*.com", 1, &[]), ("*.example.com", 0, &[])]);
+        assert_eq!(idx.lookup(".example.com", 443), Some(1));
+        assert_eq!(idx.lookup("a.example.com", 443), Some(0));
+    }
+
+    #[test]
+    fn dots_eight_bytes_at_a_time() {
+        let mut names: Vec<Vec<u8>> = vec![Vec::new(), b".".to_vec(), b"........".to_vec()];
+        // Every byte value next to dots, at every offset of a word.
+        for len in 1..=20 {
+            for at in 0..len {
+                for b in [0u8, b'-', b'.' - 1, b'.' + 1, b'.' ^ 0x80, 0x80, 0xff, b'n'] {
+                    let mut n = vec![b; len];
+                    n[at] = b'.';
+                    names.push(n);
+                }
+            }
+        }
+        for n in names {
+            let want: Vec<usize> = (0..n.len()).filter(|&i| n[i] == b'.').collect();
+            assert_eq!(Dots::new(&n).collect::<Vec<_>>(), want, "{n:?}");
+        }
     }
 }
