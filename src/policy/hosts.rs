@@ -19,11 +19,11 @@
 //! Every hit is a port index, which gives the lowest rule id whose ports contain the port.
 //!
 //! The lookup stops at the first key it finds. At build time an exact name's port index is
-//! folded with those of every other pattern that matches the name (its `*.suffix` patterns,
-//! globs, `*`), and a `*.s` key's with those of the `*.t` keys, `t` a shorter dot-suffix of `s`;
-//! the dot-suffixes are probed longest first. Globs keyed by a shorter suffix are still tried.
-//! So a name an exact rule lists costs one probe, and one a `*.s` rule matches costs one probe
-//! per dot up to `s`.
+//! folded with those of the patterns keyed by its dot-suffixes that match it (`*.suffix`, keyed
+//! globs), and a `*.s` key's with those of the `*.t` keys, `t` a shorter dot-suffix of `s`; the
+//! dot-suffixes are probed longest first. Globs keyed by a shorter suffix are still tried, and
+//! `*` and the unkeyed globs always. So a name an exact rule lists costs one probe, and one a
+//! `*.s` rule matches one probe per dot up to `s`.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
@@ -326,8 +326,8 @@ impl HostIndexBuilder {
             with_hosts: self.with_hosts,
         };
         index.fold_suffixes();
-        // Every exact name answers for everything else that matches it, so a lookup that finds
-        // the name stops there.
+        // Every exact name answers for the suffix patterns that match it, so a lookup that
+        // finds the name probes no suffix.
         for (name, rules) in exact.iter_mut() {
             index.each_match(name, |other| rules.overlay(other));
         }
@@ -442,12 +442,11 @@ impl HostIndex {
     /// `name` is expected normalised ([`super::name`]); the lookup is nonetheless literal for any
     /// string (exact equality, `ends_with(".suffix")` with at least one byte before the dot).
     pub(crate) fn lookup(&self, name: &str, port: u16) -> Option<RuleId> {
-        if let Some(rules) = self.exact.get(name) {
-            // Folded at build time: it holds every other pattern that matches the name.
-            return rules.get(port);
-        }
         let mut best = None;
-        if !self.suffix.is_empty() {
+        if let Some(rules) = self.exact.get(name) {
+            // Folded at build time: it holds every suffix pattern that matches the name.
+            best = rules.get(port);
+        } else if !self.suffix.is_empty() {
             // Longest dot-suffix first.
             for at in Dots::new(name.as_bytes()) {
                 let Some(node) = name.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
@@ -472,9 +471,11 @@ impl HostIndex {
         best_glob(&self.globs, name, port, best)
     }
 
-    /// Calls `f` with the rules of every pattern other than an exact one that matches `name`
-    /// (on some port): the `*.s` and keyed globs of its dot-suffixes, `*`, and the other globs.
-    /// Unlike `lookup` it does not rely on the folded wildcards, and it tries every suffix.
+    /// Calls `f` with the rules of every pattern keyed by a dot-suffix of `name` that matches it
+    /// (on some port): the `*.s` patterns and the keyed globs. Unlike `lookup` it does not rely
+    /// on the folded wildcards, and it tries every suffix. (`*` and the other globs are not
+    /// folded into exact names: `lookup` tries them after any hit, and folding `*` with its own
+    /// ports would give every name a list of its own.)
     fn each_match(&self, name: &str, mut f: impl FnMut(&PortIndex)) {
         for (at, byte) in name.bytes().enumerate() {
             if byte != b'.' {
@@ -490,12 +491,6 @@ impl HostIndex {
                 if glob::matches(&entry.tokens, name.as_bytes()) {
                     f(&entry.rules);
                 }
-            }
-        }
-        f(&self.any);
-        for entry in self.globs.iter() {
-            if glob::matches(&entry.tokens, name.as_bytes()) {
-                f(&entry.rules);
             }
         }
     }
