@@ -615,10 +615,7 @@ mod tests {
         }
         let sniffed = sniff_every_prefix(input, 1 << 20);
         let expect = match &whole {
-            Outcome::Found(hello) => Sniffed::Tls {
-                sni: hello.sni.clone(),
-                ech: hello.ech,
-            },
+            Outcome::Found(hello) => Sniffed::tls(hello.sni.clone(), hello.ech),
             Outcome::Malformed(why) => Sniffed::Malformed(*why),
             Outcome::NeedMore => Sniffed::NeedMore,
             Outcome::NotThisProtocol => Sniffed::Other,
@@ -1035,7 +1032,7 @@ mod tests {
 
         let hello = Hello::with_sni(b"a.example");
         let framed = hello.record();
-        assert!(matches!(sniff(&framed, framed.len()), Sniffed::Tls { .. }));
+        assert!(matches!(sniff(&framed, framed.len()), Sniffed::Tls(_)));
         // The first header bytes already prove that the hello cannot fit.
         for end in 9..framed.len() {
             assert_eq!(
@@ -1046,7 +1043,7 @@ mod tests {
         }
         // Split in 100-byte records, the extra record headers count against the cap.
         let split = records(&hello.message(), 100);
-        assert!(matches!(sniff(&split, split.len()), Sniffed::Tls { .. }));
+        assert!(matches!(sniff(&split, split.len()), Sniffed::Tls(_)));
         assert_eq!(sniff(&split[..10], split.len() - 1), Sniffed::TooLarge);
     }
 
