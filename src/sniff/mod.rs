@@ -291,6 +291,9 @@ pub struct Sniffer {
     /// says so instead. Either way a call that brings nothing the parsers wait for answers
     /// `NeedMore` at once: a client sending a byte per packet pays this per byte.
     quiet_until: usize,
+    /// After a `NeedMore` in the middle of a TLS record header: the next byte, if it passes
+    /// its check, is `NeedMore` too ([`tls::HelloParser::skip_header_byte`]).
+    tls_header: bool,
 }
 
 impl Sniffer {
@@ -311,7 +314,8 @@ impl Sniffer {
         // `NeedMore` without a parse if `buf` brings nothing the parsers wait for: it stays
         // short of the cap, and either the HTTP parser is in the middle of a line that the new
         // bytes do not end (it accounts for them), or the TLS parser is in the middle of a
-        // record that the buffer does not complete. (The HTTP parser is in the middle of a line
+        // record that the buffer does not complete, or of a record header that the one new byte
+        // does not complete and passes the checks of. (The HTTP parser is in the middle of a line
         // only after answering `NeedMore` to the last call, which made no final answer; the TLS
         // parser waits only if the last call went through it, so `self.seen` is then current.)
         let len = buf.len();
@@ -320,6 +324,11 @@ impl Sniffer {
                 return Sniffed::NeedMore;
             }
             if self.seen <= len && len < self.quiet_until {
+                self.seen = len;
+                return Sniffed::NeedMore;
+            }
+            if self.tls_header && len == self.seen.wrapping_add(1) && self.tls.skip_header_byte(buf)
+            {
                 self.seen = len;
                 return Sniffed::NeedMore;
             }
@@ -334,6 +343,7 @@ impl Sniffer {
 
     fn feed_slow(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
         self.quiet_until = 0;
+        self.tls_header = false;
         if buf.len() < self.seen() || max_bytes != self.max_bytes {
             self.reset();
             self.max_bytes = max_bytes;
@@ -349,6 +359,7 @@ impl Sniffer {
                 if self.tls.quiet_until() > buf.len() {
                     self.quiet_until = self.tls.quiet_until();
                 }
+                self.tls_header = self.tls.in_header();
                 Sniffed::NeedMore
             }
             answer => {

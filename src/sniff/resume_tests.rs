@@ -305,3 +305,24 @@ mod splits {
         }
     }
 }
+
+/// A ClientHello in 1-byte records with one byte of one record header changed, fed one byte per
+/// call: every answer is a fresh `sniff`'s (the header bytes a [`Sniffer`] checks one at a time,
+/// without a walk, included), at caps that end anywhere in the first records too.
+#[test]
+fn a_changed_record_header_byte_is_seen_at_that_byte() {
+    let framed = records(&Hello::with_sni(b"a.example").message(), 1);
+    let record_count = framed.len() / 6;
+    for record in [0, 1, 2, record_count / 2, record_count - 1] {
+        for index in 0..5 {
+            for value in [0, 1, 2, 3, 4, 5, 21, 22, 23, 0x40, 0xff] {
+                let mut input = framed.clone();
+                input[record * 6 + index] = value;
+                super::tests::sniff_every_prefix(&input, 1 << 20);
+            }
+        }
+    }
+    for cap in 1..40 {
+        super::tests::sniff_every_prefix(&framed, cap);
+    }
+}
