@@ -345,13 +345,15 @@ fn finish(records: &[u8], total: usize) -> Outcome<ClientHello> {
         Cow::Borrowed(first)
     } else {
         work!(total);
-        Cow::Owned(
-            std::iter::once(first)
-                .chain(fragments)
-                .flatten()
-                .copied()
-                .collect(),
-        )
+        // A fragment at a time (a copy each), not a byte at a time; 1-byte records are pushed.
+        let mut message = Vec::with_capacity(records.len());
+        for fragment in std::iter::once(first).chain(fragments) {
+            match fragment {
+                [byte] => message.push(*byte),
+                _ => message.extend_from_slice(fragment),
+            }
+        }
+        Cow::Owned(message)
     };
     // The fragments end exactly at `total`; a shorter message fails as a lying length.
     let body = message.get(HANDSHAKE_HEADER_LEN..total).unwrap_or_default();
