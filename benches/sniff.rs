@@ -187,7 +187,7 @@ mod native {
             assert!(input.len() <= CAP, "{name}");
             let whole = sniff(input, CAP);
             assert!(
-                matches!(whole, Sniffed::Http { .. } | Sniffed::Tls { .. }),
+                matches!(whole, Sniffed::Http(_) | Sniffed::Tls(_)),
                 "{name}"
             );
             assert_eq!(byte_at_a_time(input), whole, "{name}");

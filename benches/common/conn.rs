@@ -67,7 +67,7 @@ impl Case {
     pub fn sniff_hello(&self) -> bool {
         matches!(
             black_box(sniff(black_box(&self.hello), MAX_BYTES)),
-            Sniffed::Tls { sni: Some(_), .. }
+            Sniffed::Tls(hello) if hello.sni.is_some()
         )
     }
 
@@ -76,7 +76,7 @@ impl Case {
     pub fn sniff_head(&self) -> bool {
         matches!(
             black_box(sniff(black_box(&self.head), MAX_BYTES)),
-            Sniffed::Http { host: Some(_), .. }
+            Sniffed::Http(head) if head.host.is_some()
         )
     }
 

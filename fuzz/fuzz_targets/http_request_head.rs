@@ -63,10 +63,7 @@ fuzz_target!(|data: &[u8]| {
     // Through sniff(), when the bytes are not TLS.
     if parse_client_hello(data) == Outcome::NotThisProtocol {
         let want = match &whole {
-            Outcome::Found(head) => Sniffed::Http {
-                host: head.host.clone(),
-                head_len: head.head_len,
-            },
+            Outcome::Found(head) => Sniffed::http(head.host.clone(), head.head_len),
             Outcome::Malformed(why) => Sniffed::Malformed(*why),
             Outcome::NeedMore => Sniffed::NeedMore,
             Outcome::NotThisProtocol => Sniffed::Other,

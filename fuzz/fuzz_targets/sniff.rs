@@ -32,8 +32,8 @@ fuzz_target!(|data: &[u8]| {
         capped,
         "only the first max_bytes bytes count"
     );
-    if let Sniffed::Http { head_len, .. } = capped {
-        assert!(head_len <= cap);
+    if let Sniffed::Http(head) = &capped {
+        assert!(head.head_len <= cap);
     }
 
     let uncapped = prefixes::check_resumed(
@@ -54,7 +54,10 @@ fuzz_target!(|data: &[u8]| {
             "{capped:?}"
         ),
     }
-    if let Sniffed::Tls { sni: Some(sni), .. } = &capped {
+    if let Some(sni) = match &capped {
+        Sniffed::Tls(hello) => hello.sni.as_ref(),
+        _ => None,
+    } {
         assert!(!sni.is_empty() && sni.is_ascii());
     }
 });

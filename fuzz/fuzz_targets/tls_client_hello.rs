@@ -26,10 +26,7 @@ fuzz_target!(|data: &[u8]| {
         Outcome::Found(hello) => {
             assert_eq!(
                 sniffed,
-                Sniffed::Tls {
-                    sni: hello.sni.clone(),
-                    ech: hello.ech,
-                }
+                Sniffed::tls(hello.sni.clone(), hello.ech)
             );
             if let Some(sni) = &hello.sni {
                 assert!(!sni.is_empty() && sni.is_ascii(), "{sni:?}");
@@ -48,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         }
         Outcome::NeedMore => assert_eq!(sniffed, Sniffed::NeedMore),
         Outcome::NotThisProtocol => match &sniffed {
-            Sniffed::Tls { .. } => panic!("sniff found TLS that the parser did not"),
+            Sniffed::Tls(_) => panic!("sniff found TLS that the parser did not"),
             Sniffed::Malformed(why) => assert!(why.as_str().starts_with("http_"), "{why:?}"),
             _ => {}
         },

@@ -991,53 +991,56 @@ fn observe(sniffed: &Sniffed) -> Seen {
         anomaly,
         ech: false,
     };
-    let ech = matches!(sniffed, Sniffed::Tls { ech: true, .. });
-    let mut seen = match sniffed {
-        Sniffed::Tls { sni: Some(sni), .. } => seen(
+    let ech = matches!(sniffed, Sniffed::Tls(hello) if hello.ech);
+    let name = match sniffed {
+        Sniffed::Tls(hello) => hello.sni.as_ref(),
+        Sniffed::Http(head) => head.host.as_ref(),
+        _ => None,
+    };
+    let mut seen = match (sniffed, name) {
+        (Sniffed::Tls(_), Some(sni)) => seen(
             SniffOutcome::TlsSni,
             Some(classify_sni(sni.as_bytes())),
             NameSource::Sni,
             Proto::Tls,
             None,
         ),
-        Sniffed::Tls { sni: None, .. } => seen(
+        (Sniffed::Tls(_), None) => seen(
             SniffOutcome::TlsNoSni,
             None,
             NameSource::None,
             Proto::Tls,
             None,
         ),
-        Sniffed::Http {
-            host: Some(host), ..
-        } => seen(
+        (Sniffed::Http(_), Some(host)) => seen(
             SniffOutcome::HttpHost,
             Some(classify_authority(host.as_bytes())),
             NameSource::Host,
             Proto::Http,
             None,
         ),
-        Sniffed::Http { host: None, .. } => seen(
+        (Sniffed::Http(_), None) => seen(
             SniffOutcome::HttpNoHost,
             None,
             NameSource::None,
             Proto::Http,
             None,
         ),
-        Sniffed::Other => seen(
+        (Sniffed::Other, _) => seen(
             SniffOutcome::Other,
             None,
             NameSource::None,
             Proto::Other,
             None,
         ),
-        Sniffed::Malformed(why) => seen(
+        (Sniffed::Malformed(why), _) => seen(
             SniffOutcome::Malformed,
             None,
             NameSource::None,
             Proto::Other,
             Some(Anomaly::Malformed(why.as_str())),
         ),
-        Sniffed::TooLarge => seen(
+        (Sniffed::TooLarge, _) => seen(
             SniffOutcome::TooLarge,
             None,
             NameSource::None,
@@ -1045,7 +1048,7 @@ fn observe(sniffed: &Sniffed) -> Seen {
             Some(Anomaly::TooLarge),
         ),
         // The client half-closed before its ClientHello or request head was complete.
-        Sniffed::NeedMore => seen(
+        (Sniffed::NeedMore, _) => seen(
             SniffOutcome::Malformed,
             None,
             NameSource::None,

@@ -462,11 +462,5 @@ fn hostile_inputs_end_in_a_defined_outcome_and_no_host_rule_allows_them() {
 
     // The oversized ClientHello and head are well-formed: under a large enough cap they are found.
     let big = crate::sniff::sniff(&padded.record(), 16384);
-    assert_eq!(
-        big,
-        Sniffed::Tls {
-            sni: Some("allowed.example".into()),
-            ech: false,
-        }
-    );
+    assert_eq!(big, Sniffed::tls(Some("allowed.example".into()), false));
 }

@@ -344,6 +344,12 @@ impl HeadParser {
         true
     }
 
+    /// Length of the buffer at the last call (0 before the first, and after a reset).
+    #[inline]
+    pub(super) fn seen(&self) -> usize {
+        self.seen
+    }
+
     /// Before a parse: the line's scan position moves past the bytes skipped meanwhile.
     fn catch_up(&mut self) {
         if std::mem::take(&mut self.mid_line) {
@@ -890,10 +896,7 @@ mod tests {
         let whole = parse_request_head(input);
         let sniffed = sniff_every_prefix(input, 1 << 20);
         let expect = match &whole {
-            Outcome::Found(head) => Sniffed::Http {
-                host: head.host.clone(),
-                head_len: head.head_len,
-            },
+            Outcome::Found(head) => Sniffed::http(head.host.clone(), head.head_len),
             Outcome::Malformed(why) => Sniffed::Malformed(*why),
             Outcome::NeedMore => Sniffed::NeedMore,
             Outcome::NotThisProtocol => Sniffed::Other,

@@ -79,6 +79,10 @@ pub enum Outcome<T> {
 crate::labels::labelled! {
     /// Why bytes recognised as TLS or HTTP are malformed. Each reason has a stable label
     /// ([`Malformed::as_str`]) used in counters and logs.
+    ///
+    /// A word wide, as the boxes in [`Sniffed`]: with every payload a word at the same place,
+    /// a `Sniffed` is returned in two registers rather than through memory.
+    #[repr(usize)]
     pub enum Malformed {
         /// A TLS record of another content type (alert, change_cipher_spec, application data,
         /// heartbeat) before the ClientHello is complete, including as the very first record.
@@ -168,26 +172,19 @@ crate::labels::labelled! {
 }
 
 /// What the first client bytes turned out to be.
+///
+/// Sixteen bytes, so that it is returned in registers: [`Sniffer::feed`] answers once per
+/// callback, mostly [`Sniffed::NeedMore`], and a larger answer is copied through memory on every
+/// call. The rare answers with a name are boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sniffed {
     /// Too few bytes to tell: call again with more (or decide on IP and port at the timeout).
     NeedMore,
-    /// A complete TLS ClientHello; `sni` is the raw host_name (not normalised), `None` without
-    /// a server_name extension.
-    Tls {
-        /// The raw SNI host_name, ASCII.
-        sni: Option<String>,
-        /// It carries `encrypted_client_hello` (real or GREASE ECH): `sni` is the outer name.
-        ech: bool,
-    },
+    /// A complete TLS ClientHello: its raw SNI `host_name` (not normalised), `None` without a
+    /// server_name extension, and whether it carries `encrypted_client_hello`.
+    Tls(Box<tls::ClientHello>),
     /// A complete HTTP/1 request head.
-    Http {
-        /// The raw name source: the absolute-form or authority-form target's authority, else the
-        /// Host value (either may carry a `:port`); `None` without either.
-        host: Option<String>,
-        /// Bytes up to and including the blank line that ends the head.
-        head_len: usize,
-    },
+    Http(Box<HttpHead>),
     /// Neither TLS nor HTTP/1 (including the HTTP/2 prior-knowledge preface): decided on IP
     /// and port.
     Other,
@@ -197,15 +194,38 @@ pub enum Sniffed {
     TooLarge,
 }
 
+// The point of the boxes above.
+const _: () = assert!(std::mem::size_of::<Sniffed>() <= 16);
+
+/// What [`Sniffed::Http`] says of a complete HTTP/1 request head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpHead {
+    /// The raw name source: the absolute-form or authority-form target's authority, else the
+    /// Host value (either may carry a `:port`); `None` without either.
+    pub host: Option<String>,
+    /// Bytes up to and including the blank line that ends the head.
+    pub head_len: usize,
+}
+
 impl Sniffed {
+    /// [`Sniffed::Tls`] with this raw SNI and ECH flag.
+    pub fn tls(sni: Option<String>, ech: bool) -> Sniffed {
+        Sniffed::Tls(Box::new(tls::ClientHello { sni, ech }))
+    }
+
+    /// [`Sniffed::Http`] with this raw name source and head length.
+    pub fn http(host: Option<String>, head_len: usize) -> Sniffed {
+        Sniffed::Http(Box::new(HttpHead { host, head_len }))
+    }
+
     /// Stable snake_case label of the outcome, for the per-outcome counters.
     pub fn as_str(&self) -> &'static str {
         match self {
             Sniffed::NeedMore => "need_more",
-            Sniffed::Tls { sni: Some(_), .. } => "tls_sni",
-            Sniffed::Tls { sni: None, .. } => "tls_no_sni",
-            Sniffed::Http { host: Some(_), .. } => "http_host",
-            Sniffed::Http { host: None, .. } => "http_no_host",
+            Sniffed::Tls(hello) if hello.sni.is_some() => "tls_sni",
+            Sniffed::Tls(_) => "tls_no_sni",
+            Sniffed::Http(head) if head.host.is_some() => "http_host",
+            Sniffed::Http(_) => "http_no_host",
             Sniffed::Other => "other",
             Sniffed::Malformed(_) => "malformed",
             Sniffed::TooLarge => "too_large",
@@ -258,7 +278,9 @@ pub fn sniff(buf: &[u8], max_bytes: usize) -> Sniffed {
 pub struct Sniffer {
     /// The cap the progress below was made under.
     max_bytes: usize,
-    /// Length of the buffer at the last call.
+    /// Length of the buffer at the last call, unless the HTTP parser skipped it
+    /// ([`http::HeadParser::skip_quiet`] keeps its own): the larger of the two is it
+    /// ([`Sniffer::seen`]). One store per skipped call instead of two.
     seen: usize,
     tls: tls::HelloParser,
     http: http::HeadParser,
@@ -269,6 +291,9 @@ pub struct Sniffer {
     /// says so instead. Either way a call that brings nothing the parsers wait for answers
     /// `NeedMore` at once: a client sending a byte per packet pays this per byte.
     quiet_until: usize,
+    /// After a `NeedMore` in the middle of a TLS record header: the next byte, if it passes
+    /// its check, is `NeedMore` too ([`tls::HelloParser::skip_header_byte`]).
+    tls_header: bool,
 }
 
 impl Sniffer {
@@ -284,31 +309,45 @@ impl Sniffer {
 
     /// The answer for `buf`, the whole buffer held so far, with a cap of `max_bytes` (see the
     /// type's contract): exactly [`sniff`]'s.
-    #[inline]
+    ///
+    /// Always inlined: the calls answered without a parse cost a few loads and compares, less
+    /// than a call (rustc stopped inlining it once it had three such paths).
+    #[inline(always)]
     pub fn feed(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
-        if self.still_quiet(buf, max_bytes) {
-            self.seen = buf.len();
-            return Sniffed::NeedMore;
+        // `NeedMore` without a parse if `buf` brings nothing the parsers wait for: it stays
+        // short of the cap, and either the HTTP parser is in the middle of a line that the new
+        // bytes do not end (it accounts for them), or the TLS parser is in the middle of a
+        // record that the buffer does not complete, or of a record header that the one new byte
+        // does not complete and passes the checks of. (The HTTP parser is in the middle of a line
+        // only after answering `NeedMore` to the last call, which made no final answer; the TLS
+        // parser waits only if the last call went through it, so `self.seen` is then current.)
+        let len = buf.len();
+        if max_bytes == self.max_bytes && len < max_bytes {
+            if self.http.skip_quiet(buf) {
+                return Sniffed::NeedMore;
+            }
+            if self.seen <= len && len < self.quiet_until {
+                self.seen = len;
+                return Sniffed::NeedMore;
+            }
+            if self.tls_header && len == self.seen.wrapping_add(1) && self.tls.skip_header_byte(buf)
+            {
+                self.seen = len;
+                return Sniffed::NeedMore;
+            }
         }
         self.feed_slow(buf, max_bytes)
     }
 
-    /// Whether `buf` brings nothing the parsers wait for: it stays short of the cap, and either
-    /// the HTTP parser is in the middle of a line that the new bytes do not end (it accounts for
-    /// them), or the TLS parser is in the middle of a record that the buffer does not complete.
-    /// (The HTTP parser is in the middle of a line only after answering `NeedMore` to the last
-    /// call, which made no final answer.)
-    #[inline]
-    fn still_quiet(&mut self, buf: &[u8], max_bytes: usize) -> bool {
-        let len = buf.len();
-        max_bytes == self.max_bytes
-            && len < max_bytes
-            && (self.http.skip_quiet(buf) || (self.seen <= len && len < self.quiet_until))
+    /// Length of the buffer at the last call (0 before the first).
+    fn seen(&self) -> usize {
+        self.seen.max(self.http.seen())
     }
 
     fn feed_slow(&mut self, buf: &[u8], max_bytes: usize) -> Sniffed {
         self.quiet_until = 0;
-        if buf.len() < self.seen || max_bytes != self.max_bytes {
+        self.tls_header = false;
+        if buf.len() < self.seen() || max_bytes != self.max_bytes {
             self.reset();
             self.max_bytes = max_bytes;
         }
@@ -323,6 +362,7 @@ impl Sniffer {
                 if self.tls.quiet_until() > buf.len() {
                     self.quiet_until = self.tls.quiet_until();
                 }
+                self.tls_header = self.tls.in_header();
                 Sniffed::NeedMore
             }
             answer => {
@@ -337,22 +377,14 @@ impl Sniffer {
         let full = buf.len() >= max_bytes;
         match self.tls.resume(buf, max_bytes) {
             Err(tls::TooLarge) => return Sniffed::TooLarge,
-            Ok(Outcome::Found(hello)) => {
-                return Sniffed::Tls {
-                    sni: hello.sni,
-                    ech: hello.ech,
-                }
-            }
+            Ok(Outcome::Found(hello)) => return Sniffed::Tls(Box::new(hello)),
             Ok(Outcome::Malformed(why)) => return Sniffed::Malformed(why),
             Ok(Outcome::NeedMore) if full => return Sniffed::TooLarge,
             Ok(Outcome::NeedMore) => return Sniffed::NeedMore,
             Ok(Outcome::NotThisProtocol) => {}
         }
         match self.http.feed(buf) {
-            Outcome::Found(head) => Sniffed::Http {
-                host: head.host,
-                head_len: head.head_len,
-            },
+            Outcome::Found(head) => Sniffed::http(head.host, head.head_len),
             Outcome::Malformed(why) => Sniffed::Malformed(why),
             Outcome::NeedMore if full => Sniffed::TooLarge,
             Outcome::NeedMore => Sniffed::NeedMore,
@@ -418,10 +450,7 @@ mod tests {
             (b"GET / HTTP/1.1\r\n", Sniffed::NeedMore),
             (
                 b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n",
-                Sniffed::Http {
-                    host: Some("a.example".into()),
-                    head_len: 35,
-                },
+                Sniffed::http(Some("a.example".into()), 35),
             ),
             (b"GET x", Sniffed::NeedMore),
             (b"GET\x00", other.clone()),
@@ -451,10 +480,7 @@ mod tests {
             // An extension method is HTTP once its request line says so.
             (
                 b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n",
-                Sniffed::Http {
-                    host: Some("a".into()),
-                    head_len: 27,
-                },
+                Sniffed::http(Some("a".into()), 27),
             ),
             (b"FOO / RTSP/1.0\r\n", other.clone()),
             (
@@ -478,7 +504,7 @@ mod tests {
         assert_eq!(sniff(&head[..512], 512), Sniffed::TooLarge);
         assert!(matches!(
             sniff(&head, head.len()),
-            Sniffed::Http { head_len, .. } if head_len == head.len()
+            Sniffed::Http(found) if found.head_len == head.len()
         ));
         // One byte short of the cap the head is not complete yet.
         assert_eq!(sniff(&head, head.len() - 1), Sniffed::TooLarge);
@@ -486,22 +512,8 @@ mod tests {
 
     #[test]
     fn outcome_labels() {
-        assert_eq!(
-            Sniffed::Tls {
-                sni: None,
-                ech: true
-            }
-            .as_str(),
-            "tls_no_sni"
-        );
-        assert_eq!(
-            Sniffed::Http {
-                host: Some("a".into()),
-                head_len: 1
-            }
-            .as_str(),
-            "http_host"
-        );
+        assert_eq!(Sniffed::tls(None, true).as_str(), "tls_no_sni");
+        assert_eq!(Sniffed::http(Some("a".into()), 1).as_str(), "http_host");
         assert_eq!(
             Sniffed::Malformed(Malformed::HttpBareLf).as_str(),
             "malformed"

@@ -102,10 +102,7 @@ fn found(sni: Option<&str>) -> Outcome<ClientHello> {
 }
 
 fn tls(sni: Option<&str>) -> Sniffed {
-    Sniffed::Tls {
-        sni: sni.map(str::to_string),
-        ech: false,
-    }
+    Sniffed::tls(sni.map(str::to_string), false)
 }
 
 /// A rustls flight (one handshake record) with `extensions` appended to its ClientHello's
@@ -149,10 +146,7 @@ fn real_hellos_with_ech() {
         for sni in [true, false] {
             let flight = client_hello(version, host, sni);
             let ech = with_extensions(&flight, &[(0xfe0d, grease_ech())]);
-            let want = Sniffed::Tls {
-                sni: sni.then(|| host.to_string()),
-                ech: true,
-            };
+            let want = Sniffed::tls(sni.then(|| host.to_string()), true);
             assert_eq!(sniff_every_prefix(&ech, 16384), want, "{version:?} {sni}");
             // Byte by byte in 1-byte records, and in 100-byte records.
             for chunk in [1, 100] {
@@ -285,7 +279,7 @@ proptest! {
         prop_assert!(
             matches!(
                 got,
-                Sniffed::Tls { .. } | Sniffed::Malformed(_) | Sniffed::NeedMore | Sniffed::TooLarge
+                Sniffed::Tls(_) | Sniffed::Malformed(_) | Sniffed::NeedMore | Sniffed::TooLarge
             ),
             "{got:?}"
         );

@@ -72,10 +72,7 @@ fn within_budget(name: &str, input: &[u8]) -> Sniffed {
 
 #[test]
 fn a_64_kib_request_head_byte_by_byte_costs_about_one_parse() {
-    let host = |head_len| Sniffed::Http {
-        host: Some("a.example".into()),
-        head_len,
-    };
+    let host = |head_len| Sniffed::http(Some("a.example".into()), head_len);
     // Ordinary header lines; many tiny ones; one huge one.
     for (name, line) in [
         ("60-byte lines", 60),
@@ -112,10 +109,7 @@ fn detection_byte_by_byte_costs_about_one_parse() {
 
 #[test]
 fn a_64_kib_client_hello_byte_by_byte_costs_about_one_parse() {
-    let tls = Sniffed::Tls {
-        sni: Some("a.example".into()),
-        ech: false,
-    };
+    let tls = Sniffed::tls(Some("a.example".into()), false);
     // In 1-byte records (six bytes on the wire per handshake byte), in the largest records,
     // and in one record (which holds at most 16 KiB).
     let cases = [
@@ -177,10 +171,7 @@ fn sniffing_every_prefix_afresh_is_over_budget() {
 #[test]
 fn a_sniffer_starts_over_on_a_shorter_buffer_or_another_cap() {
     let head = b"GET / HTTP/1.1\r\nHost: a.example\r\n\r\n";
-    let http = Sniffed::Http {
-        host: Some("a.example".into()),
-        head_len: head.len(),
-    };
+    let http = Sniffed::http(Some("a.example".into()), head.len());
     let mut sniffer = Sniffer::new();
     assert_eq!(sniffer.feed(&head[..20], 4096), Sniffed::NeedMore);
     assert_eq!(sniffer.feed(head, 4096), http);
@@ -312,5 +303,26 @@ mod splits {
         ) {
             check_cuts(&input, &cuts, max_bytes);
         }
+    }
+}
+
+/// A ClientHello in 1-byte records with one byte of one record header changed, fed one byte per
+/// call: every answer is a fresh `sniff`'s (the header bytes a [`Sniffer`] checks one at a time,
+/// without a walk, included), at caps that end anywhere in the first records too.
+#[test]
+fn a_changed_record_header_byte_is_seen_at_that_byte() {
+    let framed = records(&Hello::with_sni(b"a.example").message(), 1);
+    let record_count = framed.len() / 6;
+    for record in [0, 1, 2, record_count / 2, record_count - 1] {
+        for index in 0..5 {
+            for value in [0, 1, 2, 3, 4, 5, 21, 22, 23, 0x40, 0xff] {
+                let mut input = framed.clone();
+                input[record * 6 + index] = value;
+                super::tests::sniff_every_prefix(&input, 1 << 20);
+            }
+        }
+    }
+    for cap in 1..40 {
+        super::tests::sniff_every_prefix(&framed, cap);
     }
 }

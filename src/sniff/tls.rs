@@ -144,6 +144,9 @@ pub(crate) struct HelloParser {
     /// against the cap, the handshake's length against the record). Only its last byte moves the
     /// walk on. (Buffers only grow, so a stale value is always behind the buffer.)
     quiet_until: usize,
+    /// The last call answered `NeedMore` in the middle of a record header: `buf[..pos + checked]`
+    /// was the whole buffer, and its header bytes are checked ([`HelloParser::skip_header_byte`]).
+    in_header: bool,
 }
 
 impl HelloParser {
@@ -153,12 +156,46 @@ impl HelloParser {
         self.quiet_until
     }
 
+    /// Whether the last call answered `NeedMore` in the middle of a record header (see
+    /// [`HelloParser::skip_header_byte`]).
+    #[inline]
+    pub(crate) fn in_header(&self) -> bool {
+        self.in_header
+    }
+
+    /// After a `NeedMore` in the middle of a record header ([`HelloParser::in_header`]), for
+    /// `buf`, the last call's buffer and one more byte: `true` (and the byte is accounted for) if
+    /// that byte is one of the first four of the header and passes its check (content type
+    /// handshake, major version 3, minor version 1..=4, any high byte of the length), so that
+    /// the answer is `NeedMore` as [`HelloParser::resume`] would say; `false` if `buf` must be
+    /// resumed. The length's low byte completes the header and goes to the walk. A ClientHello
+    /// in 1-byte records sends four such bytes in six.
+    #[inline]
+    pub(crate) fn skip_header_byte(&mut self, buf: &[u8]) -> bool {
+        let Some(&b) = buf.last() else {
+            return false;
+        };
+        let ok = match self.checked {
+            0 => b == CONTENT_HANDSHAKE,
+            1 => b == 3,
+            2 => (1..=4).contains(&b),
+            3 => true,
+            _ => false,
+        };
+        if ok {
+            work!(1);
+            self.checked = self.checked.saturating_add(1);
+        }
+        ok
+    }
+
     /// The answer for `buf`, which extends the buffer of the previous call.
     pub(crate) fn resume(
         &mut self,
         buf: &[u8],
         max_bytes: usize,
     ) -> Result<Outcome<ClientHello>, TooLarge> {
+        self.in_header = false;
         if buf.len() < self.quiet_until {
             return Ok(Outcome::NeedMore);
         }
@@ -185,6 +222,7 @@ impl HelloParser {
                         Err(why) => return malformed(why),
                         Ok(None) => {
                             self.checked = rest.len();
+                            self.in_header = true;
                             return Ok(Outcome::NeedMore);
                         }
                         Ok(Some(len)) => *self.len.insert(len),
@@ -307,13 +345,15 @@ fn finish(records: &[u8], total: usize) -> Outcome<ClientHello> {
         Cow::Borrowed(first)
     } else {
         work!(total);
-        Cow::Owned(
-            std::iter::once(first)
-                .chain(fragments)
-                .flatten()
-                .copied()
-                .collect(),
-        )
+        // A fragment at a time (a copy each), not a byte at a time; 1-byte records are pushed.
+        let mut message = Vec::with_capacity(records.len());
+        for fragment in std::iter::once(first).chain(fragments) {
+            match fragment {
+                [byte] => message.push(*byte),
+                _ => message.extend_from_slice(fragment),
+            }
+        }
+        Cow::Owned(message)
     };
     // The fragments end exactly at `total`; a shorter message fails as a lying length.
     let body = message.get(HANDSHAKE_HEADER_LEN..total).unwrap_or_default();
@@ -615,10 +655,7 @@ mod tests {
         }
         let sniffed = sniff_every_prefix(input, 1 << 20);
         let expect = match &whole {
-            Outcome::Found(hello) => Sniffed::Tls {
-                sni: hello.sni.clone(),
-                ech: hello.ech,
-            },
+            Outcome::Found(hello) => Sniffed::tls(hello.sni.clone(), hello.ech),
             Outcome::Malformed(why) => Sniffed::Malformed(*why),
             Outcome::NeedMore => Sniffed::NeedMore,
             Outcome::NotThisProtocol => Sniffed::Other,
@@ -1035,7 +1072,7 @@ mod tests {
 
         let hello = Hello::with_sni(b"a.example");
         let framed = hello.record();
-        assert!(matches!(sniff(&framed, framed.len()), Sniffed::Tls { .. }));
+        assert!(matches!(sniff(&framed, framed.len()), Sniffed::Tls(_)));
         // The first header bytes already prove that the hello cannot fit.
         for end in 9..framed.len() {
             assert_eq!(
@@ -1046,7 +1083,7 @@ mod tests {
         }
         // Split in 100-byte records, the extra record headers count against the cap.
         let split = records(&hello.message(), 100);
-        assert!(matches!(sniff(&split, split.len()), Sniffed::Tls { .. }));
+        assert!(matches!(sniff(&split, split.len()), Sniffed::Tls(_)));
         assert_eq!(sniff(&split[..10], split.len() - 1), Sniffed::TooLarge);
     }
 
