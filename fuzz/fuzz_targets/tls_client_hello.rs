@@ -24,10 +24,7 @@ fuzz_target!(|data: &[u8]| {
     );
     match &whole {
         Outcome::Found(hello) => {
-            assert_eq!(
-                sniffed,
-                Sniffed::tls(hello.sni.clone(), hello.ech)
-            );
+            assert_eq!(sniffed, Sniffed::tls(hello.sni.clone(), hello.ech));
             if let Some(sni) = &hello.sni {
                 assert!(!sni.is_empty() && sni.is_ascii(), "{sni:?}");
             }
