@@ -477,10 +477,7 @@ impl HostIndex {
     /// folded into exact names: `lookup` tries them after any hit, and folding `*` with its own
     /// ports would give every name a list of its own.)
     fn each_match(&self, name: &str, mut f: impl FnMut(&PortIndex)) {
-        for (at, byte) in name.bytes().enumerate() {
-            if byte != b'.' {
-                continue;
-            }
+        for at in Dots::new(name.as_bytes()) {
             let Some(node) = name.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
                 continue;
             };
@@ -504,10 +501,7 @@ impl HostIndex {
             let mut wildcard = node.wildcard.clone();
             let mut shorter_globs = false;
             let mut found = false;
-            for (at, byte) in key.bytes().enumerate() {
-                if byte != b'.' {
-                    continue;
-                }
+            for at in Dots::new(key.as_bytes()) {
                 if let Some(shorter) = key.get(at + 1..).and_then(|k| self.suffix.get(k)) {
                     found = true;
                     wildcard.overlay(&shorter.wildcard);
