@@ -205,8 +205,13 @@ def test_partial_client_hello_then_silence_is_denied(world: World) -> None:
 
 
 def wait_for_timeout_decision(world: World, before: Counters) -> Counters:
+    """The counters once the timeout's decision is counted.
+
+    Envoy's admin reads one stat after another while the worker increments them, so one read can
+    hold the sniff outcome without the decision counted beside it (decisions sort first): wait for
+    both."""
     return wait_until(lambda: (d := Counters(world.envoy).since(before)).sniff.get("timeout")
-                      and d, world.patience, describe="the timeout decision")
+                      and d.decisions and d, world.patience, describe="the timeout decision")
 
 
 @pytest.mark.parametrize(("hello", "allowed"), [(EVIL_HELLO, False), (API_HELLO, True)],
