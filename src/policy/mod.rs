@@ -31,6 +31,7 @@ mod de;
 pub mod fingerprint;
 mod glob;
 pub mod hosts;
+mod key;
 /// Name normalisation (lives at the crate root, shared with the parsers; re-exported here).
 pub use crate::name;
 pub mod pin;
@@ -753,7 +754,8 @@ impl Policy {
         let mut decision = self.conclude(best, facts.name);
         // Allowed by a host pattern (nothing allows the address alone) of a rule that pins.
         // `best` is then an allow rule: a deny rule would have denied.
-        if by_address.is_none() && decision.verdict.passes() {
+        // `pinning` first: without it, a hit does not read its rule (a cache miss at 100,000).
+        if self.pinning && by_address.is_none() && decision.verdict.passes() {
             if let Some(id) = best.filter(|&id| self.rule(id).is_some_and(|r| r.pin)) {
                 decision.pin = true;
                 decision.rule = Some(id);
