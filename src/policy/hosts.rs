@@ -33,6 +33,7 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
 use super::glob::{self, GlobError, Token};
+use super::key::Key;
 use super::name::{classify_sni, MalformedName, NameClass};
 use super::ports::{PortIndex, PortRange};
 use super::{min_rule, RuleId};
@@ -239,8 +240,8 @@ impl<'de> Deserialize<'de> for HostPattern {
 /// alive while compiling (a VM's linear memory keeps the compile's peak for good).
 #[derive(Debug, Default)]
 pub(crate) struct HostIndexBuilder {
-    exact: FxHashMap<Box<str>, PortIndex>,
-    suffix: FxHashMap<Box<str>, SuffixNode>,
+    exact: FxHashMap<Key, PortIndex>,
+    suffix: FxHashMap<Key, SuffixNode>,
     any: PortIndex,
     /// Each glob's text and its rules, expanded by `build`.
     globs: FxHashMap<Box<str>, PortIndex>,
@@ -266,13 +267,13 @@ impl HostIndexBuilder {
         match kind {
             PatternKind::Exact => self
                 .exact
-                .entry(text.into_boxed_str())
+                .entry(Key::new(text))
                 .or_default()
                 .add(rule, ports),
             PatternKind::Suffix => {
                 text.drain(..2); // "*."
                 self.suffix
-                    .entry(text.into_boxed_str())
+                    .entry(Key::new(text))
                     .or_default()
                     .wildcard
                     .add(rule, ports);
@@ -299,10 +300,7 @@ impl HostIndexBuilder {
         for (pattern, rules) in globs {
             for tokens in glob::parse(&pattern)? {
                 if let Some(name) = glob::literal(&tokens) {
-                    exact
-                        .entry(name.into_boxed_str())
-                        .or_default()
-                        .overlay(&rules);
+                    exact.entry(Key::new(name)).or_default().overlay(&rules);
                     continue;
                 }
                 let entry = GlobEntry {
@@ -316,7 +314,7 @@ impl HostIndexBuilder {
             }
         }
         for (key, entries) in keyed {
-            suffix.entry(key.into_boxed_str()).or_default().globs = entries.into_boxed_slice();
+            suffix.entry(Key::new(key)).or_default().globs = entries.into_boxed_slice();
         }
         let mut index = HostIndex {
             exact: FxHashMap::default(),
@@ -329,7 +327,7 @@ impl HostIndexBuilder {
         // Every exact name answers for the suffix patterns that match it, so a lookup that
         // finds the name probes no suffix.
         for (name, rules) in exact.iter_mut() {
-            index.each_match(name, |other| rules.overlay(other));
+            index.each_match(name.as_bytes(), |other| rules.overlay(other));
         }
         index.exact = exact;
         Ok(index)
@@ -358,9 +356,9 @@ struct SuffixNode {
 /// The compiled host-pattern index of a policy.
 #[derive(Debug, Clone)]
 pub(crate) struct HostIndex {
-    exact: FxHashMap<Box<str>, PortIndex>,
+    exact: FxHashMap<Key, PortIndex>,
     /// Keyed by a dot-suffix of names (`github.com` for `*.github.com`).
-    suffix: FxHashMap<Box<str>, SuffixNode>,
+    suffix: FxHashMap<Key, SuffixNode>,
     any: PortIndex,
     /// Glob alternatives without a literal domain tail: tried on every name.
     globs: Box<[GlobEntry]>,
@@ -443,13 +441,14 @@ impl HostIndex {
     /// string (exact equality, `ends_with(".suffix")` with at least one byte before the dot).
     pub(crate) fn lookup(&self, name: &str, port: u16) -> Option<RuleId> {
         let mut best = None;
-        if let Some(rules) = self.exact.get(name) {
+        let bytes = name.as_bytes();
+        if let Some(rules) = self.exact.get(bytes) {
             // Folded at build time: it holds every suffix pattern that matches the name.
             best = rules.get(port);
         } else if !self.suffix.is_empty() {
             // Longest dot-suffix first.
-            for at in Dots::new(name.as_bytes()) {
-                let Some(node) = name.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
+            for at in Dots::new(bytes) {
+                let Some(node) = bytes.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
                     continue;
                 };
                 if !node.globs.is_empty() {
@@ -476,8 +475,8 @@ impl HostIndex {
     /// on the folded wildcards, and it tries every suffix. (`*` and the other globs are not
     /// folded into exact names: `lookup` tries them after any hit, and folding `*` with its own
     /// ports would give every name a list of its own.)
-    fn each_match(&self, name: &str, mut f: impl FnMut(&PortIndex)) {
-        for at in Dots::new(name.as_bytes()) {
+    fn each_match(&self, name: &[u8], mut f: impl FnMut(&PortIndex)) {
+        for at in Dots::new(name) {
             let Some(node) = name.get(at + 1..).and_then(|key| self.suffix.get(key)) else {
                 continue;
             };
@@ -485,7 +484,7 @@ impl HostIndex {
                 f(&node.wildcard);
             }
             for entry in node.globs.iter() {
-                if glob::matches(&entry.tokens, name.as_bytes()) {
+                if glob::matches(&entry.tokens, name) {
                     f(&entry.rules);
                 }
             }
@@ -496,13 +495,14 @@ impl HostIndex {
     /// any of those has globs. The wildcards folded in are the unfolded
     /// ones (each node is folded from the others' originals).
     fn fold_suffixes(&mut self) {
-        let mut updates: Vec<(Box<str>, PortIndex, bool)> = Vec::new();
+        let mut updates: Vec<(Key, PortIndex, bool)> = Vec::new();
         for (key, node) in &self.suffix {
             let mut wildcard = node.wildcard.clone();
             let mut shorter_globs = false;
             let mut found = false;
-            for at in Dots::new(key.as_bytes()) {
-                if let Some(shorter) = key.get(at + 1..).and_then(|k| self.suffix.get(k)) {
+            let key_bytes = key.as_bytes();
+            for at in Dots::new(key_bytes) {
+                if let Some(shorter) = key_bytes.get(at + 1..).and_then(|k| self.suffix.get(k)) {
                     found = true;
                     wildcard.overlay(&shorter.wildcard);
                     shorter_globs |= !shorter.globs.is_empty();
@@ -513,7 +513,7 @@ impl HostIndex {
             }
         }
         for (key, wildcard, shorter_globs) in updates {
-            if let Some(node) = self.suffix.get_mut(&key) {
+            if let Some(node) = self.suffix.get_mut(key.as_bytes()) {
                 node.wildcard = wildcard;
                 node.shorter_globs = shorter_globs;
             }
