@@ -223,10 +223,10 @@ const NO_PREFIX: u32 = u32::MAX;
 /// each a cache miss in a large policy.
 #[derive(Clone, Default)]
 struct RangeTable<A> {
-    /// Where each range starts, ascending; the first starts at 0.
-    starts: Box<[A]>,
-    /// The range's prefix, an index into `ports`, or [`NO_PREFIX`].
-    prefix: Box<[u32]>,
+    /// Where each range starts, ascending (the first starts at 0), and its prefix: an index
+    /// into `ports`, or [`NO_PREFIX`]. Side by side, so the search and the prefix share a
+    /// cache line.
+    ranges: Box<[(A, u32)]>,
     ports: Box<[PortIndex]>,
     /// `dir[t]`: the first range starting at or after the first address whose top `bits`
     /// bits are `t`; one more slot at the end.
@@ -292,8 +292,7 @@ impl<A: Addr> RangeTable<A> {
         }
         dir.push(index(starts.len()));
         RangeTable {
-            starts: starts.into_boxed_slice(),
-            prefix: prefix.into_boxed_slice(),
+            ranges: starts.into_iter().zip(prefix).collect(),
             ports: prefixes.iter().map(|(_, idx)| idx.clone()).collect(),
             dir: dir.into_boxed_slice(),
             bits,
@@ -308,9 +307,9 @@ impl<A: Addr> RangeTable<A> {
         // The range holding `addr` starts in this slot, or is the last one before it.
         let lo = at(slot)?.saturating_sub(1);
         let hi = at(slot + 1)?;
-        let within = self.starts.get(lo..hi)?;
-        let range = lo + within.partition_point(|&s| s <= addr).checked_sub(1)?;
-        let prefix = usize::try_from(*self.prefix.get(range)?).ok()?;
+        let within = self.ranges.get(lo..hi)?;
+        let range = within.partition_point(|&(s, _)| s <= addr).checked_sub(1)?;
+        let prefix = usize::try_from(within.get(range)?.1).ok()?;
         self.ports.get(prefix)
     }
 
