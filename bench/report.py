@@ -901,12 +901,16 @@ def main() -> None:
 
 LIMITS = """### What limits them
 
-- **Decision time.** A decision is one hash probe for the exact name, one per dot-suffix of the
-  name (a four-label name costs four probes), one longest-prefix match on the destination IP and
-  a comparison or binary search per hit. Nothing scans rules, so the cost grows with the rule count
-  only through memory: at 100,000 rules the indexes are tens of MiB and most probes miss the CPU
-  caches. That, not more work, separates 10 from 100,000 rules; the reference scan is shown for
-  scale. On a shared machine the neighbours' cache traffic moves these figures by ±20%.
+- **Decision time.** A decision is one longest-prefix match on the destination IP, one hash
+  probe for the exact name and, if that misses, one per dot-suffix of the name, longest first,
+  stopping at the first key found (an exact name's entry already holds the suffix patterns that
+  match it), and a comparison or binary search per hit. Nothing scans rules, so the cost grows
+  with the rule count only through memory: at 100,000 rules the indexes are tens of MiB and the
+  lines a decision reads miss the CPU caches and the TLB. So each hit reads as few places as it
+  can: keys up to 22 bytes sit in the map's slot (not in an allocation of their own), a CIDR
+  range's start and its prefix share a line, and the rule's pin flag is read only when some rule
+  pins. The reference scan is shown for scale. On a shared machine the neighbours' cache traffic
+  moves these figures by ±20%.
 - **Through Envoy**, any Wasm filter costs Envoy a VM context per connection and a call into the
   VM for every connection event; the *no-op Wasm filter* rows measure that floor, which no Wasm
   filter goes under (their ratio to *none*). egress-guard's own work on top of it — three property
