@@ -94,6 +94,36 @@ mod tests {
         }
     }
 
+    /// Keys are equal exactly when their bytes are, whether inline or not; `Debug` shows the text.
+    #[test]
+    fn equal_exactly_when_the_bytes_are() {
+        let long = "a".repeat(INLINE + 1);
+        let texts = [
+            "",
+            "a",
+            "b",
+            "ab",
+            "example.com",
+            "example.con",
+            &long[1..],
+            &long,
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(
+                    Key::new(a.into()) == Key::new(b.into()),
+                    a == b,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+        assert_eq!(
+            format!("{:?}", Key::new("example.com".into())),
+            "\"example.com\""
+        );
+        assert_eq!(format!("{:?}", Key::new(long.clone())), format!("{long:?}"));
+    }
+
     /// A map of keys finds exactly the keys it holds, looked up by bytes: a key and a longer or
     /// shorter one sharing its bytes, or one differing in its last byte, are different keys.
     #[test]
