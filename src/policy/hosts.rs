@@ -235,7 +235,8 @@ impl<'de> Deserialize<'de> for HostPattern {
 /// Indexes patterns one rule at a time, straight into the compiled index's maps;
 /// [`HostIndexBuilder::build`] only expands the globs.
 ///
-/// A pattern's text becomes the key itself (moved, not copied), and each key's
+/// A pattern's text becomes the key itself (copied into the slot and freed if it fits
+/// [`super::key::INLINE`] bytes, else moved), and each key's
 /// [`PortIndex`] takes its rules as they come: no per-key list of rule ids and no second map is
 /// alive while compiling (a VM's linear memory keeps the compile's peak for good).
 #[derive(Debug, Default)]
